@@ -1,0 +1,123 @@
+//! Commands on a session, and the validated create specification.
+
+use crate::types::{CycleExpiry, Metadata, SyncMode};
+use serde::{Deserialize, Serialize};
+
+/// A participant as validated from the create body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ParticipantSpec {
+    /// Lower-case UUID, unique in the session.
+    pub participant_id: String,
+    /// Non-negative position.
+    pub participant_index: i64,
+    /// Initial bank, 1000..=86_400_000 ms.
+    pub total_time_ms: i64,
+    /// Lower-case UUID of the team (`per_group`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+}
+
+/// A create body that passed every rule of API.md §3. Ids are lower-cased and
+/// participants sorted by `participant_index` (stable).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CreateSpec {
+    /// Lower-case UUID.
+    pub session_id: String,
+    /// Clock semantics.
+    pub sync_mode: SyncMode,
+    /// 1..=1000 participants, sorted by index.
+    pub participants: Vec<ParticipantSpec>,
+    /// Session-wide time, 1000..=86_400_000 ms.
+    pub total_time_ms: i64,
+    /// Per-turn time (required for `per_cycle`).
+    #[serde(default)]
+    pub time_per_cycle_ms: Option<i64>,
+    /// Fischer increment, 0..=60_000 ms.
+    #[serde(default)]
+    pub increment_ms: i64,
+    /// Stopwatch cap, 1000..=86_400_000 ms.
+    #[serde(default)]
+    pub max_time_ms: Option<i64>,
+    /// Client data, ≤ 16 KiB of compact JSON. Sent to the scripts as its own
+    /// argument so that it stays byte-identical.
+    #[serde(skip)]
+    pub metadata: Option<Metadata>,
+    /// `per_cycle` only.
+    #[serde(default)]
+    pub cycle_expiry: Option<CycleExpiry>,
+}
+
+impl CreateSpec {
+    /// JSON for the create script (everything but `metadata`).
+    pub fn to_script_json(&self) -> String {
+        serde_json::to_string(self).expect("CreateSpec always serializes")
+    }
+}
+
+/// What a caller asks of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Create the session (`pending`, version 1).
+    Create(Box<CreateSpec>),
+    /// `pending → running`.
+    Start,
+    /// End the running turn and pass it on (to the named participant, if any).
+    Switch {
+        /// Explicit next participant.
+        next_participant_id: Option<String>,
+    },
+    /// `running → paused`, charging the running turn.
+    Pause,
+    /// `paused → running`.
+    Resume,
+    /// `pending|running|paused → completed`, charging the running turn.
+    Complete,
+    /// `pending|running|paused → cancelled`, charging the running turn.
+    Cancel,
+    /// Apply expiry if the deadline has passed; otherwise nothing.
+    Expire,
+    /// Remove the session (idempotent).
+    Delete,
+}
+
+impl Command {
+    /// The script / command name (`create`, `start`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Start => "start",
+            Command::Switch { .. } => "switch",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Complete => "complete",
+            Command::Cancel => "cancel",
+            Command::Expire => "expire",
+            Command::Delete => "delete",
+        }
+    }
+}
+
+/// A command with the options every mutation accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The session (lower-case UUID).
+    pub session_id: String,
+    /// What to do.
+    pub command: Command,
+    /// `If-Match` / `expected_version`: refuse with `CONFLICT` unless equal.
+    pub expected_version: Option<u64>,
+    /// Who asks (JWT `sub`), recorded in the audit event.
+    pub actor: Option<String>,
+}
+
+impl Request {
+    /// A request with no expected version and no actor.
+    pub fn new(session_id: impl Into<String>, command: Command) -> Request {
+        Request {
+            session_id: session_id.into(),
+            command,
+            expected_version: None,
+            actor: None,
+        }
+    }
+}

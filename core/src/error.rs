@@ -1,0 +1,187 @@
+//! The domain errors every transport maps to a status and a stable code.
+
+use crate::types::Status;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One problem found in a request body (API.md §3, `details[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted path, e.g. `participants.0.total_time_ms` (empty for the body itself).
+    pub field: String,
+    /// Human-readable message.
+    pub message: String,
+    /// One of `invalid_type|invalid_format|invalid_value|too_small|too_big`.
+    pub code: IssueCode,
+}
+
+/// The machine-readable kind of an [`Issue`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueCode {
+    /// Wrong JSON type, or a required field missing.
+    InvalidType,
+    /// A string in the wrong format (UUID).
+    InvalidFormat,
+    /// A value outside an enumeration or otherwise not allowed.
+    InvalidValue,
+    /// Below a minimum (count or number).
+    TooSmall,
+    /// Above a maximum (count, number or size).
+    TooBig,
+}
+
+/// The command a transition error is about, in the words of its message.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `start`
+    Start,
+    /// `switch`
+    Switch,
+    /// `pause`
+    Pause,
+    /// `resume`
+    Resume,
+    /// `complete`
+    Complete,
+    /// `cancel`
+    Cancel,
+}
+
+impl Action {
+    /// The past participle used in messages (`started`, …).
+    pub fn past(self) -> &'static str {
+        match self {
+            Action::Start => "started",
+            Action::Switch => "switched",
+            Action::Pause => "paused",
+            Action::Resume => "resumed",
+            Action::Complete => "completed",
+            Action::Cancel => "cancelled",
+        }
+    }
+}
+
+/// Everything a command can be refused for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The request body broke one or more rules.
+    #[error("Request validation failed")]
+    Validation(Vec<Issue>),
+    /// No session with this id.
+    #[error("Session {session_id} not found")]
+    SessionNotFound {
+        /// The id asked for.
+        session_id: String,
+    },
+    /// `create` with an id that is taken.
+    #[error("Session {session_id} already exists")]
+    SessionExists {
+        /// The id asked for.
+        session_id: String,
+    },
+    /// The command is not allowed in the current status.
+    #[error("{}", transition_message(.session_id, *.action, *.status))]
+    InvalidTransition {
+        /// The session.
+        session_id: String,
+        /// What was asked.
+        action: Action,
+        /// The status it is in.
+        status: Status,
+    },
+    /// `switch` named a participant the session does not have.
+    #[error("Participant {participant_id} not found in session")]
+    ParticipantNotFound {
+        /// The id asked for.
+        participant_id: String,
+    },
+    /// The expected version did not match the stored one.
+    #[error("Version conflict: expected {expected_version}, actual {actual_version}")]
+    VersionConflict {
+        /// What the caller expected.
+        expected_version: u64,
+        /// What is stored.
+        actual_version: u64,
+    },
+    /// The per-session switch limit was hit.
+    #[error("Too many requests, retry after {retry_after_seconds} s")]
+    RateLimited {
+        /// Seconds until the window resets.
+        retry_after_seconds: u64,
+    },
+    /// An idempotency key was reused for a different command.
+    #[error("Idempotency key was already used for a different command")]
+    IdempotencyKeyReused,
+}
+
+fn transition_message(session_id: &str, action: Action, status: Status) -> String {
+    match action {
+        Action::Switch => format!("Session {session_id} not running (current status: {status})"),
+        _ => format!(
+            "Session {session_id} cannot be {} (current status: {status})",
+            action.past()
+        ),
+    }
+}
+
+impl DomainError {
+    /// The stable error code of the API (`error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Validation(_) | DomainError::ParticipantNotFound { .. } => {
+                "VALIDATION_ERROR"
+            }
+            DomainError::SessionNotFound { .. } => "SESSION_NOT_FOUND",
+            DomainError::SessionExists { .. } => "SESSION_EXISTS",
+            DomainError::InvalidTransition { .. } => "INVALID_STATE_TRANSITION",
+            DomainError::VersionConflict { .. } => "CONFLICT",
+            DomainError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            DomainError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+        }
+    }
+
+    /// The HTTP status this error maps to (shared by every HTTP transport).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DomainError::Validation(_)
+            | DomainError::ParticipantNotFound { .. }
+            | DomainError::InvalidTransition { .. } => 400,
+            DomainError::SessionNotFound { .. } => 404,
+            DomainError::SessionExists { .. } | DomainError::VersionConflict { .. } => 409,
+            DomainError::IdempotencyKeyReused => 422,
+            DomainError::RateLimited { .. } => 429,
+        }
+    }
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_messages_match_the_contract() {
+        let e = DomainError::InvalidTransition {
+            session_id: "s".into(),
+            action: Action::Pause,
+            status: Status::Completed,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Session s cannot be paused (current status: completed)"
+        );
+        let e = DomainError::InvalidTransition {
+            session_id: "s".into(),
+            action: Action::Switch,
+            status: Status::Paused,
+        };
+        assert_eq!(e.to_string(), "Session s not running (current status: paused)");
+    }
+}

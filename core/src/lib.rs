@@ -1,0 +1,20 @@
+//! # synckairos-core
+//!
+//! The I/O-free heart of SyncKairos: the session state and its exact JSON, the
+//! validation of create bodies, the reference model of every command
+//! ([`model::apply`]), the live views of a clock, the Redis key layout, the
+//! audit event, and the Lua scripts that run every command atomically inside
+//! Redis. Nothing here reads a clock or touches a socket: `now_ms` is always a
+//! parameter, so the crate builds for `wasm32-unknown-unknown` and native alike.
+#![deny(missing_docs)]
+
+pub mod command;
+pub mod error;
+pub mod time;
+pub mod types;
+pub mod validate;
+
+pub use command::{Command, CreateSpec, ParticipantSpec, Request};
+pub use error::{Action, DomainError, Issue, IssueCode};
+pub use time::Timestamp;
+pub use types::{CycleExpiry, Metadata, Participant, Status, SyncMode, SyncState};

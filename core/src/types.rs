@@ -1,0 +1,243 @@
+//! The session state exactly as it travels on the wire (API.md §2).
+//!
+//! Field order here is the JSON key order; the Lua encoder writes the same
+//! order, so a snapshot from Redis and one from the Rust model are equal
+//! byte for byte.
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// How the clock of a session runs (DESIGN.md §4).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Chess clock: each participant has a bank; Fischer increment on switch.
+    PerParticipant,
+    /// Every turn gets a fresh `time_per_cycle_ms`.
+    PerCycle,
+    /// Team clock: one bank per group.
+    PerGroup,
+    /// One session-wide countdown; switching only rotates the turn.
+    Global,
+    /// Stopwatch counting up, optionally capped by `max_time_ms`.
+    CountUp,
+}
+
+impl SyncMode {
+    /// All modes, in the order the API lists them.
+    pub const ALL: [SyncMode; 5] = [
+        SyncMode::PerParticipant,
+        SyncMode::PerCycle,
+        SyncMode::PerGroup,
+        SyncMode::Global,
+        SyncMode::CountUp,
+    ];
+
+    /// The wire name (`per_participant`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::PerParticipant => "per_participant",
+            SyncMode::PerCycle => "per_cycle",
+            SyncMode::PerGroup => "per_group",
+            SyncMode::Global => "global",
+            SyncMode::CountUp => "count_up",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        SyncMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Lifecycle status of a session.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Created, not started.
+    Pending,
+    /// A clock is running.
+    Running,
+    /// Stopped for now; `resume` continues it.
+    Paused,
+    /// Time ran out (terminal).
+    Expired,
+    /// Finished normally (terminal).
+    Completed,
+    /// Abandoned (terminal).
+    Cancelled,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Expired => "expired",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for `expired`, `completed` and `cancelled`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Expired | Status::Completed | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// **[ext]** What happens when a `per_cycle` turn runs out of time.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleExpiry {
+    /// The session expires (the default).
+    #[default]
+    Expire,
+    /// The turn passes to the next participant and the session keeps running.
+    AutoAdvance,
+}
+
+impl CycleExpiry {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleExpiry::Expire => "expire",
+            CycleExpiry::AutoAdvance => "auto_advance",
+        }
+    }
+}
+
+/// One participant of a session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Participant {
+    /// Lower-case UUID.
+    pub participant_id: String,
+    /// Position given at creation; participants are kept sorted by it.
+    pub participant_index: i64,
+    /// The participant's bank at the last checkpoint (same as `time_remaining_ms`).
+    pub total_time_ms: i64,
+    /// Time this participant's turns have used so far (checkpointed).
+    pub time_used_ms: i64,
+    /// The bank at the last checkpoint; live value for the active participant is
+    /// `time_remaining_ms - (server_now - cycle_started_at)`.
+    pub time_remaining_ms: i64,
+    /// Completed turns.
+    pub cycle_count: i64,
+    /// Whether it is this participant's turn.
+    pub is_active: bool,
+    /// Whether this participant's time ran out.
+    pub has_expired: bool,
+    /// Team, for `per_group` (omitted when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+}
+
+/// **[ext]** Free-form client data kept verbatim (a JSON object ≤ 16 KiB).
+#[derive(Clone, Debug)]
+pub struct Metadata(pub Box<RawValue>);
+
+impl Metadata {
+    /// The compact JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+impl Eq for Metadata {}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Metadata)
+    }
+}
+
+/// The full state of a session: what Redis stores, what is published and
+/// what every REST reply carries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    /// Lower-case UUID.
+    pub session_id: String,
+    /// How the clock runs.
+    pub sync_mode: SyncMode,
+    /// Lifecycle status.
+    pub status: Status,
+    /// 1 at create, +1 per mutation.
+    pub version: u64,
+    /// Sorted by `participant_index` (stable).
+    pub participants: Vec<Participant>,
+    /// Whose turn it is, if anyone's.
+    pub active_participant_id: Option<String>,
+    /// The session-wide time (the bank of `global` mode).
+    pub total_time_ms: i64,
+    /// Time per turn (`per_cycle`).
+    pub time_per_cycle_ms: Option<i64>,
+    /// When the running turn started (null unless running).
+    pub cycle_started_at: Option<Timestamp>,
+    /// When the session was started.
+    pub session_started_at: Option<Timestamp>,
+    /// When the session reached a terminal status.
+    pub session_completed_at: Option<Timestamp>,
+    /// Fischer increment added to the bank on switch.
+    pub increment_ms: i64,
+    /// Cap of a `count_up` stopwatch (omitted when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_ms: Option<i64>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Time of the last mutation.
+    pub updated_at: Timestamp,
+    /// **[ext]** Client data, kept verbatim (omitted when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// **[ext]** Redis time when this snapshot was produced.
+    pub server_time_ms: i64,
+    /// **[ext]** When the running clock runs out if nobody acts.
+    pub expires_at: Option<Timestamp>,
+    /// **[ext]** `per_cycle` only: what a timed-out turn does (omitted when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle_expiry: Option<CycleExpiry>,
+}
+
+impl SyncState {
+    /// The compact JSON text, as stored and published.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("SyncState always serializes")
+    }
+
+    /// Parses a stored or published snapshot.
+    pub fn from_json(s: &str) -> Result<SyncState, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    /// Index of the active participant.
+    pub fn active_index(&self) -> Option<usize> {
+        let id = self.active_participant_id.as_deref()?;
+        self.participants.iter().position(|p| p.participant_id == id)
+    }
+
+    /// Index of the participant with this id (ids are compared lower-cased).
+    pub fn participant_index_of(&self, id: &str) -> Option<usize> {
+        let id = id.to_ascii_lowercase();
+        self.participants.iter().position(|p| p.participant_id == id)
+    }
+}

@@ -1,0 +1,1 @@
+//! Validation of create bodies (being written).
