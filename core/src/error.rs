@@ -182,6 +182,9 @@ mod tests {
             action: Action::Switch,
             status: Status::Paused,
         };
-        assert_eq!(e.to_string(), "Session s not running (current status: paused)");
+        assert_eq!(
+            e.to_string(),
+            "Session s not running (current status: paused)"
+        );
     }
 }

@@ -8,11 +8,17 @@
 //! parameter, so the crate builds for `wasm32-unknown-unknown` and native alike.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod command;
 pub mod error;
+pub mod keys;
+pub mod model;
+pub mod rate;
+pub mod script;
 pub mod time;
 pub mod types;
 pub mod validate;
+pub mod view;
 
 pub use command::{Command, CreateSpec, ParticipantSpec, Request};
 pub use error::{Action, DomainError, Issue, IssueCode};

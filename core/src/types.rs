@@ -85,7 +85,10 @@ impl Status {
 
     /// True for `expired`, `completed` and `cancelled`.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Expired | Status::Completed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Expired | Status::Completed | Status::Cancelled
+        )
     }
 }
 
@@ -232,12 +235,16 @@ impl SyncState {
     /// Index of the active participant.
     pub fn active_index(&self) -> Option<usize> {
         let id = self.active_participant_id.as_deref()?;
-        self.participants.iter().position(|p| p.participant_id == id)
+        self.participants
+            .iter()
+            .position(|p| p.participant_id == id)
     }
 
     /// Index of the participant with this id (ids are compared lower-cased).
     pub fn participant_index_of(&self, id: &str) -> Option<usize> {
         let id = id.to_ascii_lowercase();
-        self.participants.iter().position(|p| p.participant_id == id)
+        self.participants
+            .iter()
+            .position(|p| p.participant_id == id)
     }
 }

@@ -1,0 +1,2 @@
+-- cancel: see lib.lua for KEYS and ARGV.
+return run('cancel')

@@ -1,0 +1,2 @@
+-- complete: see lib.lua for KEYS and ARGV.
+return run('complete')

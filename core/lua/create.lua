@@ -1,0 +1,2 @@
+-- create: see lib.lua for KEYS and ARGV.
+return run('create')

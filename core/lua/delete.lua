@@ -1,0 +1,2 @@
+-- delete: see lib.lua for KEYS and ARGV.
+return run('delete')

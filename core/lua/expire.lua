@@ -1,0 +1,2 @@
+-- expire: see lib.lua for KEYS and ARGV.
+return run('expire')

@@ -1,0 +1,2 @@
+-- pause: see lib.lua for KEYS and ARGV.
+return run('pause')

@@ -1,0 +1,2 @@
+-- resume: see lib.lua for KEYS and ARGV.
+return run('resume')

@@ -1,0 +1,2 @@
+-- start: see lib.lua for KEYS and ARGV.
+return run('start')

@@ -1,0 +1,2 @@
+-- switch: see lib.lua for KEYS and ARGV.
+return run('switch')

@@ -1,0 +1,485 @@
+//! The reference model: what every command does, as a pure function.
+//!
+//! The Lua scripts in `core/lua/` implement exactly this; property tests run
+//! random command sequences through both and require equal states, replies,
+//! audit events and published messages. A behaviour change touches both.
+//!
+//! Order of checks in every command (the scripts follow it too):
+//! 1. existence (`create`: absence), 2. expected version, 3. the switch rate
+//!    limit, 4. **settle**: a running session whose deadline has passed is
+//!    first expired at its deadline (or, `per_cycle` with `auto_advance`,
+//!    its timed-out turns are passed on), 5. the command itself.
+//!
+//! A `switch` that arrives after the deadline does not switch: it returns the
+//! settled state with `expired_participant_id`. Any other command is applied
+//! to the settled state, so e.g. `pause` after an expiry is refused with
+//! `INVALID_STATE_TRANSITION (current status: expired)` while the expiry itself
+//! is kept.
+
+use crate::audit::{AuditEvent, ChannelMessage, EventType};
+use crate::command::{Command, CreateSpec, Request};
+use crate::error::{Action, DomainError};
+use crate::rate::{self, RateInfo, RateWindow};
+use crate::time::Timestamp;
+use crate::types::{CycleExpiry, Participant, Status, SyncMode, SyncState};
+use crate::view::{bank_sharers, deadline_ms, group_key, has_bank};
+
+/// Inputs that are not part of the stored state.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// Redis time of the command (epoch ms).
+    pub now_ms: i64,
+    /// Switches allowed per session per second; 0 = unlimited.
+    pub switch_limit: u64,
+}
+
+/// A successful reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The session after the command.
+    State {
+        /// The stored state.
+        state: Box<SyncState>,
+        /// The participant whose time ran out during this call, if any.
+        expired_participant_id: Option<String>,
+    },
+    /// `delete`: whether there was a session to delete.
+    Deleted {
+        /// False when the session did not exist (still a success).
+        existed: bool,
+    },
+    /// `expire` found nothing to do.
+    NotDue {
+        /// Current status.
+        status: Status,
+        /// Current deadline, if running with one.
+        deadline_ms: Option<i64>,
+    },
+}
+
+/// Everything one command call does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The stored state after the call (`None`: no session).
+    pub state: Option<SyncState>,
+    /// The rate-limit window after the call.
+    pub rate_window: Option<RateWindow>,
+    /// Audit events appended, in order (0, 1 or 2: a settle and the command).
+    pub events: Vec<AuditEvent>,
+    /// The message published on the session's channel, if any.
+    pub published: Option<ChannelMessage>,
+    /// The reply.
+    pub reply: Result<Reply, DomainError>,
+    /// Rate-limit header values (switch only, when a limit is set).
+    pub rate: Option<RateInfo>,
+}
+
+/// Applies `req` to the stored state at `ctx.now_ms`.
+pub fn apply(
+    stored: Option<&SyncState>,
+    rate_window: Option<RateWindow>,
+    req: &Request,
+    ctx: &Ctx,
+) -> Outcome {
+    let mut out = Outcome {
+        state: stored.cloned(),
+        rate_window,
+        events: Vec::new(),
+        published: None,
+        reply: Ok(Reply::Deleted { existed: false }),
+        rate: None,
+    };
+    let now = ctx.now_ms;
+    let event = |t: EventType, st: &SyncState, version: u64| AuditEvent {
+        event_type: t,
+        session_id: st.session_id.clone(),
+        version,
+        at_ms: now,
+        actor: req.actor.clone(),
+        snapshot: st.to_json(),
+    };
+
+    match &req.command {
+        Command::Create(spec) => {
+            if stored.is_some() {
+                out.reply = Err(DomainError::SessionExists {
+                    session_id: req.session_id.clone(),
+                });
+                return out;
+            }
+            let st = initial_state(spec, now);
+            out.events.push(event(EventType::SessionCreated, &st, 1));
+            out.published = Some(ChannelMessage::State(st.to_json()));
+            out.reply = Ok(Reply::State {
+                state: Box::new(st.clone()),
+                expired_participant_id: None,
+            });
+            out.state = Some(st);
+            return out;
+        }
+        Command::Delete => {
+            if let Some(st) = stored {
+                out.events
+                    .push(event(EventType::SessionDeleted, st, st.version + 1));
+                out.published = Some(ChannelMessage::Deleted {
+                    session_id: st.session_id.clone(),
+                    version: st.version + 1,
+                    server_time_ms: now,
+                });
+                out.state = None;
+                out.rate_window = None;
+            }
+            out.reply = Ok(Reply::Deleted {
+                existed: stored.is_some(),
+            });
+            return out;
+        }
+        _ => {}
+    }
+
+    let Some(stored) = stored else {
+        out.reply = Err(DomainError::SessionNotFound {
+            session_id: req.session_id.clone(),
+        });
+        return out;
+    };
+    if let Some(expected) = req.expected_version {
+        if expected != stored.version {
+            out.reply = Err(DomainError::VersionConflict {
+                expected_version: expected,
+                actual_version: stored.version,
+            });
+            return out;
+        }
+    }
+    if matches!(req.command, Command::Switch { .. }) && ctx.switch_limit > 0 {
+        let (w, info, allowed) = rate::check(rate_window, now, ctx.switch_limit);
+        out.rate_window = Some(w);
+        out.rate = Some(info);
+        if !allowed {
+            out.reply = Err(DomainError::RateLimited {
+                retry_after_seconds: info.reset_seconds,
+            });
+            return out;
+        }
+    }
+
+    let mut st = stored.clone();
+    let mut changed = false;
+    let settled = settle(&mut st, now);
+    if let Some((t, _)) = &settled {
+        bump(&mut st, now);
+        out.events.push(event(*t, &st, st.version));
+        changed = true;
+    }
+
+    let result: Result<Option<EventType>, DomainError> = match &req.command {
+        Command::Expire | Command::Switch { .. } if settled.is_some() => Ok(None),
+        Command::Expire => {
+            out.reply = Ok(Reply::NotDue {
+                status: st.status,
+                deadline_ms: deadline_ms(&st),
+            });
+            return out;
+        }
+        Command::Switch {
+            next_participant_id,
+        } => switch(&mut st, next_participant_id.as_deref(), now).map(Some),
+        Command::Start => start(&mut st, now).map(Some),
+        Command::Pause => pause(&mut st, now).map(Some),
+        Command::Resume => resume(&mut st, now).map(Some),
+        Command::Complete => finish(&mut st, now, Action::Complete).map(Some),
+        Command::Cancel => finish(&mut st, now, Action::Cancel).map(Some),
+        Command::Create(_) | Command::Delete => unreachable!("handled above"),
+    };
+    out.reply = match result {
+        Ok(t) => {
+            if let Some(t) = t {
+                bump(&mut st, now);
+                out.events.push(event(t, &st, st.version));
+                changed = true;
+            }
+            Ok(Reply::State {
+                state: Box::new(st.clone()),
+                expired_participant_id: settled.map(|(_, p)| p),
+            })
+        }
+        Err(e) => Err(e),
+    };
+    if changed {
+        out.published = Some(ChannelMessage::State(st.to_json()));
+        out.state = Some(st);
+    }
+    out
+}
+
+/// The state `create` stores. Banks start as each mode needs them:
+/// `per_cycle` → `time_per_cycle_ms`; `per_group` → the bank of the group's
+/// first participant; `global` → the session's `total_time_ms`; `count_up`
+/// with a cap → `max_time_ms`; otherwise the participant's own `total_time_ms`.
+pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
+    let mut participants: Vec<Participant> = spec
+        .participants
+        .iter()
+        .map(|p| Participant {
+            participant_id: p.participant_id.clone(),
+            participant_index: p.participant_index,
+            total_time_ms: p.total_time_ms,
+            time_used_ms: 0,
+            time_remaining_ms: p.total_time_ms,
+            cycle_count: 0,
+            is_active: false,
+            has_expired: false,
+            group_id: p.group_id.clone(),
+        })
+        .collect();
+    for i in 0..participants.len() {
+        let bank = match spec.sync_mode {
+            SyncMode::PerParticipant => participants[i].total_time_ms,
+            SyncMode::PerCycle => spec.time_per_cycle_ms.unwrap_or(spec.total_time_ms),
+            SyncMode::PerGroup => {
+                let key = |p: &Participant| p.group_id.clone().unwrap_or(p.participant_id.clone());
+                let k = key(&participants[i]);
+                participants
+                    .iter()
+                    .find(|p| key(p) == k)
+                    .map_or(participants[i].total_time_ms, |p| p.total_time_ms)
+            }
+            SyncMode::Global => spec.total_time_ms,
+            SyncMode::CountUp => spec.max_time_ms.unwrap_or(participants[i].total_time_ms),
+        };
+        participants[i].total_time_ms = bank;
+        participants[i].time_remaining_ms = bank;
+    }
+    SyncState {
+        session_id: spec.session_id.clone(),
+        sync_mode: spec.sync_mode,
+        status: Status::Pending,
+        version: 1,
+        participants,
+        active_participant_id: None,
+        total_time_ms: spec.total_time_ms,
+        time_per_cycle_ms: spec.time_per_cycle_ms,
+        cycle_started_at: None,
+        session_started_at: None,
+        session_completed_at: None,
+        increment_ms: spec.increment_ms,
+        max_time_ms: spec.max_time_ms,
+        created_at: Timestamp(now),
+        updated_at: Timestamp(now),
+        metadata: spec.metadata.clone(),
+        server_time_ms: now,
+        expires_at: None,
+        cycle_expiry: spec.cycle_expiry,
+    }
+}
+
+/// Version +1 and the time stamps of a mutation.
+fn bump(st: &mut SyncState, now: i64) {
+    st.version += 1;
+    st.updated_at = Timestamp(now);
+    st.server_time_ms = now;
+    st.expires_at = deadline_ms(st).map(Timestamp);
+}
+
+fn set_bank(st: &mut SyncState, sharers_of: usize, bank: i64) {
+    for j in bank_sharers(st, sharers_of) {
+        st.participants[j].total_time_ms = bank;
+        st.participants[j].time_remaining_ms = bank;
+    }
+}
+
+/// Charges `elapsed` to participant `i`: its time used grows, and the bank it
+/// shares (if the mode has banks) shrinks.
+fn charge(st: &mut SyncState, i: usize, elapsed: i64) {
+    st.participants[i].time_used_ms += elapsed;
+    if has_bank(st) {
+        let bank = st.participants[i].time_remaining_ms - elapsed;
+        set_bank(st, i, bank);
+    }
+}
+
+fn running_turn(st: &SyncState, now: i64) -> Option<(usize, i64)> {
+    let i = st.active_index()?;
+    let started = st.cycle_started_at?.ms();
+    Some((i, (now - started).max(0)))
+}
+
+fn set_active(st: &mut SyncState, i: Option<usize>) {
+    for (j, p) in st.participants.iter_mut().enumerate() {
+        p.is_active = Some(j) == i;
+    }
+    st.active_participant_id = i.map(|i| st.participants[i].participant_id.clone());
+}
+
+fn end(st: &mut SyncState, status: Status, at: i64) {
+    set_active(st, None);
+    st.status = status;
+    st.cycle_started_at = None;
+    st.session_completed_at = Some(Timestamp(at));
+}
+
+/// Applies a passed deadline. Returns the event and the participant whose
+/// time ran out, or `None` if nothing was due.
+fn settle(st: &mut SyncState, now: i64) -> Option<(EventType, String)> {
+    let deadline = deadline_ms(st)?;
+    if now < deadline {
+        return None;
+    }
+    let i = st.active_index()?;
+    let expired = st.participants[i].participant_id.clone();
+    if st.sync_mode == SyncMode::PerCycle && st.cycle_expiry == Some(CycleExpiry::AutoAdvance) {
+        auto_advance(st, i, deadline, now);
+        return Some((EventType::CycleExpired, expired));
+    }
+    let bank = st.participants[i].time_remaining_ms;
+    charge(st, i, bank);
+    st.participants[i].has_expired = true;
+    end(st, Status::Expired, deadline);
+    Some((EventType::SessionExpired, expired))
+}
+
+/// `per_cycle` + `auto_advance`: every turn that ran out between the first
+/// deadline `d1` and `now` is charged a full cycle (the first one what was
+/// left of it) and counted, its participant flagged `has_expired`, and the turn
+/// continues with whoever is next, from the last deadline on.
+fn auto_advance(st: &mut SyncState, i: usize, d1: i64, now: i64) {
+    let n = st.participants.len() as i64;
+    let c = st.time_per_cycle_ms.unwrap_or(st.total_time_ms);
+    let k = 1 + (now - d1) / c;
+    let first_turn = st.participants[i].time_remaining_ms;
+    for j in 0..n {
+        let d = (j - i as i64).rem_euclid(n);
+        let turns = if d < k { (k - 1 - d) / n + 1 } else { 0 };
+        if turns > 0 {
+            let p = &mut st.participants[j as usize];
+            p.time_used_ms += turns * c;
+            p.cycle_count += turns;
+            p.has_expired = true;
+        }
+    }
+    st.participants[i].time_used_ms -= c - first_turn;
+    for p in &mut st.participants {
+        p.total_time_ms = c;
+        p.time_remaining_ms = c;
+    }
+    set_active(st, Some(((i as i64 + k) % n) as usize));
+    st.cycle_started_at = Some(Timestamp(d1 + (k - 1) * c));
+}
+
+fn refuse(st: &SyncState, action: Action) -> DomainError {
+    DomainError::InvalidTransition {
+        session_id: st.session_id.clone(),
+        action,
+        status: st.status,
+    }
+}
+
+fn start(st: &mut SyncState, now: i64) -> Result<EventType, DomainError> {
+    if st.status != Status::Pending {
+        return Err(refuse(st, Action::Start));
+    }
+    set_active(st, Some(0));
+    st.status = Status::Running;
+    st.cycle_started_at = Some(Timestamp(now));
+    st.session_started_at = Some(Timestamp(now));
+    Ok(EventType::SessionStarted)
+}
+
+/// Who plays after participant `i` when nobody is named: the next participant,
+/// or in `per_group` the least-played member (then the first) of the next
+/// group in order of first appearance.
+fn rotation(st: &SyncState, i: usize) -> usize {
+    let n = st.participants.len();
+    if st.sync_mode != SyncMode::PerGroup {
+        return (i + 1) % n;
+    }
+    let mut groups: Vec<&str> = Vec::new();
+    for j in 0..n {
+        let g = group_key(st, j);
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let at = groups
+        .iter()
+        .position(|g| *g == group_key(st, i))
+        .unwrap_or(0);
+    let next = groups[(at + 1) % groups.len()];
+    (0..n)
+        .filter(|&j| group_key(st, j) == next)
+        .min_by_key(|&j| (st.participants[j].cycle_count, j))
+        .unwrap_or(i)
+}
+
+fn switch(st: &mut SyncState, next: Option<&str>, now: i64) -> Result<EventType, DomainError> {
+    if st.status != Status::Running {
+        return Err(refuse(st, Action::Switch));
+    }
+    let named =
+        match next {
+            Some(id) => Some(st.participant_index_of(id).ok_or_else(|| {
+                DomainError::ParticipantNotFound {
+                    participant_id: id.to_string(),
+                }
+            })?),
+            None => None,
+        };
+    let Some((i, elapsed)) = running_turn(st, now) else {
+        return Err(refuse(st, Action::Switch));
+    };
+    charge(st, i, elapsed);
+    if st.increment_ms > 0 && matches!(st.sync_mode, SyncMode::PerParticipant | SyncMode::PerGroup)
+    {
+        let bank = st.participants[i].time_remaining_ms + st.increment_ms;
+        set_bank(st, i, bank);
+    }
+    st.participants[i].cycle_count += 1;
+    let target = named.unwrap_or_else(|| rotation(st, i));
+    if st.sync_mode == SyncMode::PerCycle {
+        let c = st.time_per_cycle_ms.unwrap_or(st.total_time_ms);
+        set_bank(st, i, c);
+        set_bank(st, target, c);
+    }
+    set_active(st, Some(target));
+    st.cycle_started_at = Some(Timestamp(now));
+    Ok(EventType::ParticipantSwitched)
+}
+
+fn pause(st: &mut SyncState, now: i64) -> Result<EventType, DomainError> {
+    if st.status != Status::Running {
+        return Err(refuse(st, Action::Pause));
+    }
+    if let Some((i, elapsed)) = running_turn(st, now) {
+        charge(st, i, elapsed);
+    }
+    st.status = Status::Paused;
+    st.cycle_started_at = None;
+    Ok(EventType::SessionPaused)
+}
+
+fn resume(st: &mut SyncState, now: i64) -> Result<EventType, DomainError> {
+    if st.status != Status::Paused {
+        return Err(refuse(st, Action::Resume));
+    }
+    st.status = Status::Running;
+    st.cycle_started_at = Some(Timestamp(now));
+    Ok(EventType::SessionResumed)
+}
+
+fn finish(st: &mut SyncState, now: i64, action: Action) -> Result<EventType, DomainError> {
+    if st.status.is_terminal() {
+        return Err(refuse(st, action));
+    }
+    if st.status == Status::Running {
+        if let Some((i, elapsed)) = running_turn(st, now) {
+            charge(st, i, elapsed);
+        }
+    }
+    let (status, event) = match action {
+        Action::Cancel => (Status::Cancelled, EventType::SessionCancelled),
+        _ => (Status::Completed, EventType::SessionCompleted),
+    };
+    end(st, status, now);
+    Ok(event)
+}

@@ -1,0 +1,111 @@
+//! Live views of a clock at a given `now` (what every client computes).
+
+use crate::types::{Status, SyncMode, SyncState};
+
+/// Whether participants' banks count down in this session (everything but a
+/// `count_up` stopwatch without `max_time_ms`).
+pub fn has_bank(st: &SyncState) -> bool {
+    st.sync_mode != SyncMode::CountUp || st.max_time_ms.is_some()
+}
+
+/// The key that shares a bank in `per_group`: the group id, or the
+/// participant's own id when it has none.
+pub(crate) fn group_key(st: &SyncState, i: usize) -> &str {
+    let p = &st.participants[i];
+    p.group_id.as_deref().unwrap_or(&p.participant_id)
+}
+
+/// Indexes of the participants whose bank is the same bank as participant `i`'s:
+/// only `i` in `per_participant` and `per_cycle`, its group in `per_group`,
+/// everyone in `global` and `count_up`.
+pub fn bank_sharers(st: &SyncState, i: usize) -> Vec<usize> {
+    match st.sync_mode {
+        SyncMode::PerParticipant | SyncMode::PerCycle => vec![i],
+        SyncMode::PerGroup => {
+            let g = group_key(st, i);
+            (0..st.participants.len())
+                .filter(|&j| group_key(st, j) == g)
+                .collect()
+        }
+        SyncMode::Global | SyncMode::CountUp => (0..st.participants.len()).collect(),
+    }
+}
+
+/// When the running clock runs out if nobody acts (epoch ms), or `None` when
+/// nothing is running or the clock has no end.
+pub fn deadline_ms(st: &SyncState) -> Option<i64> {
+    if st.status != Status::Running || !has_bank(st) {
+        return None;
+    }
+    let i = st.active_index()?;
+    Some(st.cycle_started_at?.ms() + st.participants[i].time_remaining_ms)
+}
+
+/// A participant's clock at `now_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Whose clock.
+    pub participant_id: String,
+    /// Bank left now (never below 0). For a `count_up` without a cap, the
+    /// stored bank, which does not move.
+    pub remaining_ms: i64,
+    /// Time used so far, the running turn included.
+    pub used_ms: i64,
+    /// Whether it is this participant's turn.
+    pub is_active: bool,
+    /// Whether this participant's time ran out.
+    pub has_expired: bool,
+}
+
+/// Every participant's clock at `now_ms`.
+///
+/// ```
+/// # use synckairos_core::{validate::validate_create, model::{apply, Ctx}, Command, Request};
+/// # use synckairos_core::view::clocks;
+/// let body = serde_json::json!({"session_id": "00000000-0000-4000-8000-000000000001",
+///   "sync_mode": "per_participant", "total_time_ms": 60000, "participants": [
+///   {"participant_id": "00000000-0000-4000-8000-0000000000a1", "participant_index": 0, "total_time_ms": 60000},
+///   {"participant_id": "00000000-0000-4000-8000-0000000000a2", "participant_index": 1, "total_time_ms": 60000}]});
+/// let spec = validate_create(&body).unwrap();
+/// let id = spec.session_id.clone();
+/// let ctx = |now_ms| Ctx { now_ms, switch_limit: 0 };
+/// let created = apply(None, None, &Request::new(&id, Command::Create(Box::new(spec))), &ctx(1_000)).state;
+/// let started = apply(created.as_ref(), None, &Request::new(&id, Command::Start), &ctx(2_000)).state.unwrap();
+/// let c = clocks(&started, 12_000);
+/// assert_eq!(c[0].remaining_ms, 50_000);
+/// assert_eq!(c[0].used_ms, 10_000);
+/// assert_eq!(c[1].remaining_ms, 60_000);
+/// ```
+pub fn clocks(st: &SyncState, now_ms: i64) -> Vec<Clock> {
+    let running = match (st.status, st.active_index(), st.cycle_started_at) {
+        (Status::Running, Some(i), Some(cs)) => Some((i, (now_ms - cs.ms()).max(0))),
+        _ => None,
+    };
+    let sharers = running
+        .map(|(i, _)| bank_sharers(st, i))
+        .unwrap_or_default();
+    st.participants
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            let elapsed = running.map_or(0, |(_, e)| e);
+            let live = has_bank(st) && sharers.contains(&j);
+            Clock {
+                participant_id: p.participant_id.clone(),
+                remaining_ms: if live {
+                    (p.time_remaining_ms - elapsed).max(0)
+                } else {
+                    p.time_remaining_ms
+                },
+                used_ms: p.time_used_ms
+                    + if running.map(|(i, _)| i) == Some(j) {
+                        elapsed
+                    } else {
+                        0
+                    },
+                is_active: p.is_active,
+                has_expired: p.has_expired,
+            }
+        })
+        .collect()
+}
