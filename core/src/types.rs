@@ -248,3 +248,6 @@ impl SyncState {
             .position(|p| p.participant_id == id)
     }
 }
+
+/// The error of parsing a snapshot.
+pub type JsonError = serde_json::Error;

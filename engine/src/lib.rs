@@ -1,0 +1,131 @@
+//! # synckairos-engine
+//!
+//! The native client of the SyncKairos engine: it runs each command of
+//! [`synckairos_core`] as exactly one script call on Redis (`EVALSHA`, falling
+//! back to `EVAL` when the server answers `NOSCRIPT`). The fan-out gateway
+//! (expiry) and the audit consumer (restore) use it; the edge worker sends
+//! the same scripts over Upstash's REST API.
+#![deny(missing_docs)]
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError};
+use synckairos_core::keys::SessionKeys;
+use synckairos_core::script::{self, BadReply, CallOptions, ScriptReply, Settings};
+use synckairos_core::{Request, SyncState};
+
+pub use synckairos_core::script::Settings as EngineSettings;
+
+/// What can go wrong below the domain (domain refusals are in [`ScriptReply::result`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    /// A script replied with something the engine does not understand.
+    #[error(transparent)]
+    BadReply(#[from] BadReply),
+    /// A stored state could not be parsed.
+    #[error("stored state of {session_id} is not valid: {source}")]
+    BadState {
+        /// The session.
+        session_id: String,
+        /// The parse error.
+        source: synckairos_core::types::JsonError,
+    },
+}
+
+/// A handle to the engine; cheap to clone (one multiplexed connection that
+/// reconnects by itself).
+#[derive(Clone)]
+pub struct Engine {
+    conn: ConnectionManager,
+    settings: Settings,
+}
+
+impl Engine {
+    /// Connects to `redis_url` and loads every script (`SCRIPT LOAD`), so the
+    /// first command is already a single `EVALSHA`.
+    pub async fn connect(redis_url: &str, settings: Settings) -> Result<Engine, EngineError> {
+        let client = redis::Client::open(redis_url)?;
+        let conn = ConnectionManager::new(client).await?;
+        let engine = Engine { conn, settings };
+        engine.load_scripts().await?;
+        Ok(engine)
+    }
+
+    /// (Re)loads every script into the server's script cache.
+    pub async fn load_scripts(&self) -> Result<(), EngineError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for s in script::all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
+        }
+        let _: Vec<String> = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The deployment settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The underlying connection (for callers that pipeline their own reads).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs one command: one `EVALSHA` (plus one `EVAL` only if the server
+    /// lost its script cache).
+    pub async fn execute(
+        &self,
+        req: &Request,
+        opts: &CallOptions,
+    ) -> Result<ScriptReply, EngineError> {
+        let call = script::call(req, &self.settings, opts);
+        let mut conn = self.conn.clone();
+        let text: String = match redis::cmd("EVALSHA")
+            .arg(call.script.sha1())
+            .arg(call.keys.len())
+            .arg(&call.keys)
+            .arg(&call.args)
+            .query_async(&mut conn)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                redis::cmd("EVAL")
+                    .arg(call.script.source)
+                    .arg(call.keys.len())
+                    .arg(&call.keys)
+                    .arg(&call.args)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            other => other?,
+        };
+        Ok(script::parse_reply(&text, &req.session_id)?)
+    }
+
+    /// Reads a session's stored state (one `GET`).
+    pub async fn get(&self, session_id: &str) -> Result<Option<SyncState>, EngineError> {
+        let keys = SessionKeys::new(session_id, self.settings.shards);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(&keys.state)
+            .query_async(&mut conn)
+            .await?;
+        raw.map(|r| {
+            SyncState::from_json(&r).map_err(|source| EngineError::BadState {
+                session_id: session_id.to_string(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Redis `TIME` in epoch milliseconds.
+    pub async fn redis_time_ms(&self) -> Result<i64, EngineError> {
+        let mut conn = self.conn.clone();
+        let (s, us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(s * 1000 + us / 1000)
+    }
+}
