@@ -27,7 +27,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
 
+-- One-entry memo: a call formats `now` for several fields.
+local iso_ms, iso_text
+
 local function iso(ms)
+  if ms == iso_ms then return iso_text end
   local z = floor(ms / 86400000)
   local rem = ms - z * 86400000
   z = z + 719468
@@ -40,8 +44,10 @@ local function iso(ms)
   local d = doy - floor((153 * mp + 2) / 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   if m <= 2 then y = y + 1 end
-  return fmt('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+  iso_ms = ms
+  iso_text = fmt('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
     floor(rem / 3600000), floor(rem / 60000) % 60, floor(rem / 1000) % 60, rem % 1000)
+  return iso_text
 end
 
 local function parse_iso(s)
@@ -81,12 +87,12 @@ local function decode_state(raw)
   st.active_participant_id = nn(st.active_participant_id)
   st.time_per_cycle_ms = nn(st.time_per_cycle_ms)
   st.max_time_ms = nn(st.max_time_ms)
-  st.expires_at = parse_iso(st.expires_at)
+  -- Only cycle_started_at is computed with; the other timestamps are carried
+  -- as their ISO text (a timestamp is epoch ms or ISO text, see ts()).
   st.cycle_started_at = parse_iso(st.cycle_started_at)
-  st.session_started_at = parse_iso(st.session_started_at)
-  st.session_completed_at = parse_iso(st.session_completed_at)
-  st.created_at = parse_iso(st.created_at)
-  st.updated_at = parse_iso(st.updated_at)
+  st.session_started_at = nn(st.session_started_at)
+  st.session_completed_at = nn(st.session_completed_at)
+  st.expires_at = nil
   st.cycle_expiry = nn(st.cycle_expiry)
   for _, p in ipairs(st.participants) do p.group_id = nn(p.group_id) end
   return st
@@ -94,7 +100,11 @@ end
 
 local function int(n) return fmt('%d', n) end
 local function opt_int(n) if n == nil then return 'null' end return fmt('%d', n) end
-local function opt_iso(ms) if ms == nil then return 'null' end return '"' .. iso(ms) .. '"' end
+local function ts(v)
+  if v == nil then return 'null' end
+  if type(v) == 'string' then return '"' .. v .. '"' end
+  return '"' .. iso(v) .. '"'
+end
 local function opt_str(s) if s == nil then return 'null' end return '"' .. s .. '"' end
 local function bool(b) if b then return 'true' end return 'false' end
 
@@ -118,15 +128,15 @@ local function encode_state(st)
     '],"active_participant_id":', opt_str(st.active_participant_id),
     ',"total_time_ms":', int(st.total_time_ms),
     ',"time_per_cycle_ms":', opt_int(st.time_per_cycle_ms),
-    ',"cycle_started_at":', opt_iso(st.cycle_started_at),
-    ',"session_started_at":', opt_iso(st.session_started_at),
-    ',"session_completed_at":', opt_iso(st.session_completed_at),
+    ',"cycle_started_at":', ts(st.cycle_started_at),
+    ',"session_started_at":', ts(st.session_started_at),
+    ',"session_completed_at":', ts(st.session_completed_at),
     ',"increment_ms":', int(st.increment_ms),
   }
   if st.max_time_ms then out[#out + 1] = ',"max_time_ms":' .. int(st.max_time_ms) end
-  out[#out + 1] = ',"created_at":"' .. iso(st.created_at) .. '","updated_at":"' .. iso(st.updated_at) .. '"'
+  out[#out + 1] = ',"created_at":' .. ts(st.created_at) .. ',"updated_at":' .. ts(st.updated_at)
   if st.metadata then out[#out + 1] = META .. st.metadata end
-  out[#out + 1] = STM .. int(st.server_time_ms) .. ',"expires_at":' .. opt_iso(st.expires_at)
+  out[#out + 1] = STM .. int(st.server_time_ms) .. ',"expires_at":' .. ts(st.expires_at)
   if st.cycle_expiry then out[#out + 1] = ',"cycle_expiry":"' .. st.cycle_expiry .. '"' end
   out[#out + 1] = '}'
   return concat(out)

@@ -1,0 +1,63 @@
+# Shared helpers of the set-up scripts: install and start what is missing.
+# Debian packages; run as root or with sudo available.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The redis-server binary (tests start their own servers on free ports).
+ensure_redis_binary() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    log "installing redis-server"
+    apt_install redis-server
+  fi
+}
+
+# A Redis answering on 127.0.0.1:${REDIS_PORT:-6379}.
+ensure_redis_running() {
+  ensure_redis_binary
+  local port=${REDIS_PORT:-6379}
+  if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+    log "starting redis-server on port $port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" \
+      --appendonly no --dir /tmp --logfile "/tmp/synckairos-redis-$port.log"
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+    log "redis-server did not start; see /tmp/synckairos-redis-$port.log"
+    return 1
+  fi
+}
+
+# A PostgreSQL answering on 127.0.0.1:5432 (used by the audit consumer).
+ensure_postgres_running() {
+  if ! command -v pg_ctlcluster >/dev/null; then
+    log "installing postgresql"
+    apt_install postgresql
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    log "starting postgresql $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
+    log "postgresql did not start"
+    return 1
+  fi
+}
+
+# The wasm target the core crate must build for.
+ensure_wasm_target() {
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+}

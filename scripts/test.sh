@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check and test. Installs what is missing (redis-server, the wasm
+# target); the tests start their own redis-server processes on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_redis_binary
+ensure_wasm_target
+
+log "format";  cargo fmt --all -- --check
+log "lint";    cargo clippy --workspace --all-targets --locked -- -D warnings
+log "core builds for wasm32-unknown-unknown"
+cargo build -p synckairos-core --target wasm32-unknown-unknown --locked
+log "tests"
+# --nocapture shows the differential tallies and the contention result.
+cargo test --workspace --locked -- --nocapture
