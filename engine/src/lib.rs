@@ -7,6 +7,8 @@
 //! the same scripts over Upstash's REST API.
 #![deny(missing_docs)]
 
+pub mod fixtures;
+
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError};
 use synckairos_core::keys::SessionKeys;

@@ -17,12 +17,13 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use synckairos_core::script::{self, CallOptions, Settings};
-use synckairos_core::validate::validate_create;
-use synckairos_core::{Command, CreateSpec, Request};
+
+use synckairos_core::{Command, Request};
+use synckairos_engine::fixtures::{body, create, uuid};
 use synckairos_engine::{Engine, EngineError};
 use tokio::task::JoinSet;
 
@@ -135,43 +136,10 @@ struct Args {
     print_switch_call: bool,
 }
 
-/// A UUID built from a number (lower-case).
-fn uuid(n: u128) -> String {
-    let h = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-/// A valid create body for `mode` with `n` participants of `bank_ms` each.
-fn body(session_id: &str, mode: &str, n: usize, bank_ms: i64) -> Value {
-    let participants: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"participant_id": uuid(0xa000 + i as u128), "participant_index": i, "total_time_ms": bank_ms})
-        })
-        .collect();
-    let mut b = json!({"session_id": session_id, "sync_mode": mode, "participants": participants,
-        "total_time_ms": bank_ms});
-    if mode == "per_cycle" {
-        b["time_per_cycle_ms"] = json!(bank_ms);
-    }
-    b
-}
-
 /// The validated create command of `session_id`.
 fn create_request(session_id: &str) -> anyhow::Result<Request> {
-    let b = body(session_id, "per_participant", 2, BANK_MS);
-    let spec: CreateSpec = validate_create(&b)
-        .map_err(|issues| anyhow::anyhow!("create body rejected: {issues:?}"))?;
-    Ok(Request::new(
-        spec.session_id.clone(),
-        Command::Create(Box::new(spec)),
-    ))
+    create(&body(session_id, "per_participant", 2, BANK_MS))
+        .map_err(|issues| anyhow::anyhow!("create body rejected: {issues:?}"))
 }
 
 /// Runs `cmd` and fails unless the engine and the domain both accepted it.
