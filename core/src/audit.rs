@@ -74,8 +74,8 @@ impl EventType {
 /// One entry of a shard's audit stream.
 ///
 /// Stream fields: `type`, `sid`, `v`, `at` (epoch ms), `actor` (only when
-/// known), `snap` (the full snapshot JSON after the transition; for
-/// `session_deleted`, the last stored state).
+/// known), `snap` (the full snapshot after the transition as a
+/// [`crate::record`]; for `session_deleted`, the last stored state).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
     /// What happened.
@@ -89,7 +89,7 @@ pub struct AuditEvent {
     pub at_ms: i64,
     /// The caller (JWT `sub`), when known.
     pub actor: Option<String>,
-    /// The snapshot JSON text.
+    /// The snapshot, as a [`crate::record`].
     pub snapshot: String,
 }
 
@@ -150,18 +150,18 @@ impl AuditEvent {
         })
     }
 
-    /// Parses the snapshot.
-    pub fn state(&self) -> Result<SyncState, serde_json::Error> {
-        SyncState::from_json(&self.snapshot)
+    /// Decodes the snapshot.
+    pub fn state(&self) -> Result<SyncState, crate::record::BadRecord> {
+        crate::record::decode(&self.snapshot)
     }
 }
 
 /// What a session's channel carries: every mutation publishes the full new
-/// snapshot (the bare [`SyncState`] JSON); a delete publishes
+/// snapshot as a [`crate::record`]; a delete publishes
 /// `{"type":"SESSION_DELETED","session_id":…,"version":…,"server_time_ms":…}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelMessage {
-    /// A new snapshot (the JSON text, to forward without re-encoding).
+    /// A new snapshot (the record text; [`crate::record::decode`] reads it).
     State(String),
     /// The session was deleted.
     Deleted {
@@ -204,9 +204,9 @@ impl ChannelMessage {
         }
     }
 
-    /// Classifies a published text. Snapshots start with `{"session_id"`.
+    /// Classifies a published text. Snapshots start with the record tag.
     pub fn parse(text: &str) -> Option<ChannelMessage> {
-        if text.starts_with("{\"session_id\"") {
+        if text.starts_with("R1|") {
             return Some(ChannelMessage::State(text.to_string()));
         }
         let d: DeletedWire = serde_json::from_str(text).ok()?;
@@ -251,7 +251,7 @@ mod tests {
         );
         assert_eq!(ChannelMessage::parse(&d.encode()), Some(d));
         assert!(matches!(
-            ChannelMessage::parse(r#"{"session_id":"x"}"#),
+            ChannelMessage::parse("R1|x|per_cycle"),
             Some(ChannelMessage::State(_))
         ));
         assert_eq!(ChannelMessage::parse("nonsense"), None);

@@ -14,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod rate;
+pub mod record;
 pub mod script;
 pub mod time;
 pub mod types;

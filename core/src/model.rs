@@ -20,6 +20,7 @@ use crate::audit::{AuditEvent, ChannelMessage, EventType};
 use crate::command::{Command, CreateSpec, Request};
 use crate::error::{Action, DomainError};
 use crate::rate::{self, RateInfo, RateWindow};
+use crate::record;
 use crate::time::Timestamp;
 use crate::types::{CycleExpiry, Participant, Status, SyncMode, SyncState};
 use crate::view::{bank_sharers, deadline_ms, group_key, has_bank};
@@ -96,7 +97,7 @@ pub fn apply(
         version,
         at_ms: now,
         actor: req.actor.clone(),
-        snapshot: st.to_json(),
+        snapshot: record::encode(st),
     };
 
     match &req.command {
@@ -109,7 +110,7 @@ pub fn apply(
             }
             let st = initial_state(spec, now);
             out.events.push(event(EventType::SessionCreated, &st, 1));
-            out.published = Some(ChannelMessage::State(st.to_json()));
+            out.published = Some(ChannelMessage::State(record::encode(&st)));
             out.reply = Ok(Reply::State {
                 state: Box::new(st.clone()),
                 expired_participant_id: None,
@@ -207,7 +208,7 @@ pub fn apply(
         Err(e) => Err(e),
     };
     if changed {
-        out.published = Some(ChannelMessage::State(st.to_json()));
+        out.published = Some(ChannelMessage::State(record::encode(&st)));
         out.state = Some(st);
     }
     out

@@ -11,7 +11,8 @@ use crate::error::{Action, DomainError};
 use crate::keys::SessionKeys;
 use crate::model::Reply;
 use crate::rate::RateInfo;
-use crate::types::{Status, SyncState};
+use crate::record;
+use crate::types::Status;
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -195,13 +196,12 @@ pub struct ScriptReply {
 pub struct BadReply(pub String);
 
 #[derive(Deserialize)]
-struct Wire {
+struct Header {
     replayed: bool,
     rate: Option<RateInfo>,
     kind: String,
     code: Option<String>,
     expired_participant_id: Option<String>,
-    state: Option<SyncState>,
     existed: Option<bool>,
     status: Option<Status>,
     deadline_ms: Option<i64>,
@@ -212,14 +212,21 @@ struct Wire {
     retry_after_seconds: Option<u64>,
 }
 
-/// Parses a script reply for a request on `session_id`.
-pub fn parse_reply(text: &str, session_id: &str) -> Result<ScriptReply, BadReply> {
-    let w: Wire = serde_json::from_str(text).map_err(|e| BadReply(format!("{e}: {text}")))?;
-    let bad = || BadReply(text.to_string());
+/// Parses a script reply for a request on `session_id`: a JSON header and,
+/// for a state, the session's [`crate::record`].
+pub fn parse_reply<S: AsRef<str>>(parts: &[S], session_id: &str) -> Result<ScriptReply, BadReply> {
+    let text = |i: usize| parts.get(i).map(AsRef::as_ref);
+    let bad = || {
+        let all: Vec<&str> = parts.iter().map(AsRef::as_ref).collect();
+        BadReply(format!("{all:?}"))
+    };
+    let w: Header = serde_json::from_str(text(0).ok_or_else(bad)?).map_err(|_| bad())?;
     let sid = || session_id.to_string();
     let result = match w.kind.as_str() {
         "state" => Ok(Reply::State {
-            state: Box::new(w.state.ok_or_else(bad)?),
+            state: Box::new(
+                record::decode(text(1).ok_or_else(bad)?).map_err(|e| BadReply(e.to_string()))?,
+            ),
             expired_participant_id: w.expired_participant_id,
         }),
         "deleted" => Ok(Reply::Deleted {
@@ -278,16 +285,19 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
-        for text in [
-            "",
-            "{}",
-            r#"{"replayed":false,"kind":"state"}"#,
-            r#"{"replayed":false,"kind":"error","code":"NOPE"}"#,
-        ] {
-            assert!(parse_reply(text, "s").is_err(), "{text}");
+        let cases: [&[&str]; 6] = [
+            &[],
+            &[""],
+            &["{}"],
+            &[r#"{"replayed":false,"kind":"state"}"#],
+            &[r#"{"replayed":false,"kind":"state"}"#, "R1|garbage"],
+            &[r#"{"replayed":false,"kind":"error","code":"NOPE"}"#],
+        ];
+        for parts in cases {
+            assert!(parse_reply(parts, "s").is_err(), "{parts:?}");
         }
         let r = parse_reply(
-            r#"{"replayed":true,"rate":{"limit":10,"remaining":0,"reset_seconds":1},"kind":"error","code":"RATE_LIMIT_EXCEEDED","retry_after_seconds":1}"#,
+            &[r#"{"replayed":true,"rate":{"limit":10,"remaining":0,"reset_seconds":1},"kind":"error","code":"RATE_LIMIT_EXCEEDED","retry_after_seconds":1}"#],
             "s",
         )
         .unwrap();

@@ -83,6 +83,20 @@ impl Status {
         }
     }
 
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Running,
+            Status::Paused,
+            Status::Expired,
+            Status::Completed,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     /// True for `expired`, `completed` and `cancelled`.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -222,12 +236,12 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    /// The compact JSON text, as stored and published.
+    /// The API JSON text (API.md §2).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("SyncState always serializes")
     }
 
-    /// Parses a stored or published snapshot.
+    /// Parses the API JSON text.
     pub fn from_json(s: &str) -> Result<SyncState, serde_json::Error> {
         serde_json::from_str(s)
     }
@@ -249,5 +263,47 @@ impl SyncState {
     }
 }
 
-/// The error of parsing a snapshot.
+/// The error of parsing API JSON.
 pub type JsonError = serde_json::Error;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// API.md §2: key order, ISO timestamps with ms and `Z`, omitted-when-unset
+    /// fields (`group_id`, `max_time_ms`, `metadata`, `cycle_expiry`), nulls kept.
+    #[test]
+    fn renders_the_contract_json_exactly() {
+        let json = concat!(
+            r#"{"session_id":"00000000-0000-4000-8000-000000000000","sync_mode":"per_participant","#,
+            r#""status":"running","version":3,"participants":[{"participant_id":"#,
+            r#""00000000-0000-4000-8000-000000000001","participant_index":0,"total_time_ms":58000,"#,
+            r#""time_used_ms":2000,"time_remaining_ms":58000,"cycle_count":1,"is_active":true,"#,
+            r#""has_expired":false},{"participant_id":"00000000-0000-4000-8000-000000000002","#,
+            r#""participant_index":1,"total_time_ms":60000,"time_used_ms":0,"time_remaining_ms":60000,"#,
+            r#""cycle_count":0,"is_active":false,"has_expired":false,"group_id":"#,
+            r#""00000000-0000-4000-8000-0000000000ff"}],"active_participant_id":"#,
+            r#""00000000-0000-4000-8000-000000000001","total_time_ms":60000,"time_per_cycle_ms":null,"#,
+            r#""cycle_started_at":"2026-11-23T17:39:06.123Z","session_started_at":"2026-11-23T17:39:00.000Z","#,
+            r#""session_completed_at":null,"increment_ms":0,"created_at":"2026-11-23T17:38:20.000Z","#,
+            r#""updated_at":"2026-11-23T17:39:06.123Z","server_time_ms":1795455546123,"#,
+            r#""expires_at":"2026-11-23T17:40:04.123Z"}"#
+        );
+        let st = SyncState::from_json(json).expect("parses");
+        assert_eq!(st.cycle_started_at, Some(Timestamp(1_795_455_546_123)));
+        assert_eq!(st.max_time_ms, None);
+        assert_eq!(st.to_json(), json);
+        let mut with_ext = st.clone();
+        with_ext.max_time_ms = Some(5000);
+        with_ext.cycle_expiry = Some(CycleExpiry::AutoAdvance);
+        with_ext.metadata = Some(Metadata(
+            serde_json::value::RawValue::from_string(r#"{"b":1,"a":[true]}"#.into()).unwrap(),
+        ));
+        let text = with_ext.to_json();
+        assert!(text.contains(r#""increment_ms":0,"max_time_ms":5000,"created_at""#));
+        assert!(text.contains(r#""metadata":{"b":1,"a":[true]},"server_time_ms""#));
+        assert!(text.ends_with(
+            r#""expires_at":"2026-11-23T17:40:04.123Z","cycle_expiry":"auto_advance"}"#
+        ));
+    }
+}

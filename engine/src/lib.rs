@@ -12,6 +12,7 @@ pub mod fixtures;
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError};
 use synckairos_core::keys::SessionKeys;
+use synckairos_core::record;
 use synckairos_core::script::{self, BadReply, CallOptions, ScriptReply, Settings};
 use synckairos_core::{Request, SyncState};
 
@@ -32,7 +33,7 @@ pub enum EngineError {
         /// The session.
         session_id: String,
         /// The parse error.
-        source: synckairos_core::types::JsonError,
+        source: record::BadRecord,
     },
 }
 
@@ -85,7 +86,7 @@ impl Engine {
     ) -> Result<ScriptReply, EngineError> {
         let call = script::call(req, &self.settings, opts);
         let mut conn = self.conn.clone();
-        let text: String = match redis::cmd("EVALSHA")
+        let parts: Vec<String> = match redis::cmd("EVALSHA")
             .arg(call.script.sha1())
             .arg(call.keys.len())
             .arg(&call.keys)
@@ -104,10 +105,10 @@ impl Engine {
             }
             other => other?,
         };
-        Ok(script::parse_reply(&text, &req.session_id)?)
+        Ok(script::parse_reply(&parts, &req.session_id)?)
     }
 
-    /// Reads a session's stored state (one `GET`).
+    /// Reads a session's stored state (one `GET` of its record).
     pub async fn get(&self, session_id: &str) -> Result<Option<SyncState>, EngineError> {
         let keys = SessionKeys::new(session_id, self.settings.shards);
         let mut conn = self.conn.clone();
@@ -116,7 +117,7 @@ impl Engine {
             .query_async(&mut conn)
             .await?;
         raw.map(|r| {
-            SyncState::from_json(&r).map_err(|source| EngineError::BadState {
+            record::decode(&r).map_err(|source| EngineError::BadState {
                 session_id: session_id.to_string(),
                 source,
             })

@@ -19,6 +19,7 @@ use synckairos_core::audit::ChannelMessage;
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::model::{self, Ctx, Reply};
 use synckairos_core::rate::{self, RateWindow};
+use synckairos_core::record;
 use synckairos_core::script::{CallOptions, Settings};
 use synckairos_core::view::deadline_ms;
 use synckairos_core::{Command, DomainError, Request, SyncMode, SyncState};
@@ -121,7 +122,7 @@ fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
         prop::option::of(prop_oneof![Just("expire"), Just("auto_advance")]),
         prop::option::of(prop_oneof![
             Just(json!({})),
-            Just(json!({"room": "a\"b/ü", "n": [1, 2.5, null], "z": {"y": true}})),
+            Just(json!({"room": "a\"b/ü|x\ny", "n": [1, 2.5, null], "z": {"y": true}})),
             Just(json!({"server_time_ms": 1, "metadata": {"x": ",\"server_time_ms\":"}})),
         ]),
     )
@@ -395,9 +396,9 @@ impl Harness {
                 .await
                 .expect("GET");
             same!(
-                "stored state",
+                "stored record",
                 stored,
-                expect.state.as_ref().map(SyncState::to_json),
+                expect.state.as_ref().map(record::encode),
                 at
             );
 
