@@ -263,9 +263,6 @@ impl SyncState {
     }
 }
 
-/// The error of parsing API JSON.
-pub type JsonError = serde_json::Error;
-
 #[cfg(test)]
 mod tests {
     use super::*;

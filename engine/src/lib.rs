@@ -16,8 +16,6 @@ use synckairos_core::record;
 use synckairos_core::script::{self, BadReply, CallOptions, ScriptReply, Settings};
 use synckairos_core::{Request, SyncState};
 
-pub use synckairos_core::script::Settings as EngineSettings;
-
 /// What can go wrong below the domain (domain refusals are in [`ScriptReply::result`]).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

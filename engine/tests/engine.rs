@@ -15,6 +15,12 @@ use synckairos_core::{Action, Command, DomainError, Request, Status, SyncState};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
 
+fn with_metadata(sid: &str) -> serde_json::Value {
+    let mut b = body(sid, "global", 1, 5_000);
+    b["metadata"] = serde_json::json!({"note": "a|b\nc", "n": 1});
+    b
+}
+
 fn unlimited() -> Settings {
     Settings {
         switch_limit: 0,
@@ -425,18 +431,20 @@ async fn idempotent_retries_get_the_first_reply() {
     assert_eq!(state(&ok).status, Status::Running);
     assert!(!ok.replayed);
 
-    // A create retried with its key replays instead of SESSION_EXISTS.
+    // A create retried with its key replays instead of SESSION_EXISTS, metadata
+    // (which follows a line break in the stored record) included.
     let sid2 = uuid(0x1d_0001);
     let c1 = e
-        .execute(&create(&body(&sid2, "global", 1, 5_000)), &with_key("c"))
+        .execute(&create(&with_metadata(&sid2)), &with_key("c"))
         .await
         .unwrap();
     let c2 = e
-        .execute(&create(&body(&sid2, "global", 1, 5_000)), &with_key("c"))
+        .execute(&create(&with_metadata(&sid2)), &with_key("c"))
         .await
         .unwrap();
     assert!(c2.replayed);
     assert_eq!(c1.result, c2.result);
+    assert!(state(&c2).metadata.as_ref().unwrap().get().contains("a|b"));
     let ttl: i64 = redis::cmd("TTL")
         .arg(keys.idempotency("k1"))
         .query_async(&mut c)
