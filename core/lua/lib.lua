@@ -13,6 +13,7 @@
 --       8 base state TTL s  9 switch limit per second (0 = off)
 --       10 payload (create: spec JSON; switch: next participant id)
 --       11 metadata JSON text (create only; '' = none)
+--       12 only if active ('1' = refuse unless the actor is the active participant)
 -- Reply: { header JSON [, record] }.
 
 local floor, max, concat = math.floor, math.max, table.concat
@@ -352,6 +353,10 @@ local function dispatch(cmd, now)
   if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= st.version then
     return '"kind":"error","code":"CONFLICT","expected_version":' .. ARGV[4]
       .. ',"actual_version":' .. st.version, nil, false
+  end
+  if ARGV[12] == '1' and st.active
+    and string.lower(ARGV[5]) ~= st.participants[st.active].participant_id then
+    return '"kind":"error","code":"NOT_YOUR_TURN","participant_id":' .. cjson.encode(ARGV[5]), nil, false
   end
   local rate
   local limit = tonumber(ARGV[9])

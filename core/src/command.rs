@@ -108,6 +108,10 @@ pub struct Request {
     pub expected_version: Option<u64>,
     /// Who asks (JWT `sub`), recorded in the audit event.
     pub actor: Option<String>,
+    /// Refuse with `FORBIDDEN` unless `actor` is the active participant (a
+    /// `participant` token may only end its own turn). Checked inside the
+    /// script, so it costs no extra round trip.
+    pub only_if_active: bool,
 }
 
 impl Request {
@@ -118,6 +122,7 @@ impl Request {
             command,
             expected_version: None,
             actor: None,
+            only_if_active: false,
         }
     }
 }

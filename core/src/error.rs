@@ -111,6 +111,12 @@ pub enum DomainError {
         /// Seconds until the window resets.
         retry_after_seconds: u64,
     },
+    /// A participant tried to act while it is not its turn.
+    #[error("Participant {participant_id} is not the active participant")]
+    NotYourTurn {
+        /// The caller.
+        participant_id: String,
+    },
     /// An idempotency key was reused for a different command.
     #[error("Idempotency key was already used for a different command")]
     IdempotencyKeyReused,
@@ -138,6 +144,7 @@ impl DomainError {
             DomainError::InvalidTransition { .. } => "INVALID_STATE_TRANSITION",
             DomainError::VersionConflict { .. } => "CONFLICT",
             DomainError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            DomainError::NotYourTurn { .. } => "FORBIDDEN",
             DomainError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         }
     }
@@ -150,6 +157,7 @@ impl DomainError {
             | DomainError::InvalidTransition { .. } => 400,
             DomainError::SessionNotFound { .. } => 404,
             DomainError::SessionExists { .. } | DomainError::VersionConflict { .. } => 409,
+            DomainError::NotYourTurn { .. } => 403,
             DomainError::IdempotencyKeyReused => 422,
             DomainError::RateLimited { .. } => 429,
         }

@@ -8,6 +8,7 @@
 //! parameter, so the crate builds for `wasm32-unknown-unknown` and native alike.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod audit;
 pub mod command;
 pub mod error;

@@ -5,10 +5,11 @@
 //! audit events and published messages. A behaviour change touches both.
 //!
 //! Order of checks in every command (the scripts follow it too):
-//! 1. existence (`create`: absence), 2. expected version, 3. the switch rate
-//!    limit, 4. **settle**: a running session whose deadline has passed is
-//!    first expired at its deadline (or, `per_cycle` with `auto_advance`,
-//!    its timed-out turns are passed on), 5. the command itself.
+//! 1. existence (`create`: absence), 2. expected version, 3. whose turn it
+//!    is (only with [`Request::only_if_active`]), 4. the switch rate limit,
+//!    5. **settle**: a running session whose deadline has passed is first
+//!    expired at its deadline (or, `per_cycle` with `auto_advance`, its
+//!    timed-out turns are passed on), 6. the command itself.
 //!
 //! A `switch` that arrives after the deadline does not switch: it returns the
 //! settled state with `expired_participant_id`. Any other command is applied
@@ -151,6 +152,17 @@ pub fn apply(
                 actual_version: stored.version,
             });
             return out;
+        }
+    }
+    if req.only_if_active {
+        if let Some(active) = stored.active_participant_id.as_deref() {
+            let actor = req.actor.as_deref().unwrap_or("");
+            if !actor.eq_ignore_ascii_case(active) {
+                out.reply = Err(DomainError::NotYourTurn {
+                    participant_id: actor.to_string(),
+                });
+                return out;
+            }
         }
     }
     if matches!(req.command, Command::Switch { .. }) && ctx.switch_limit > 0 {

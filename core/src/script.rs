@@ -171,6 +171,7 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
         settings.switch_limit.to_string(),
         payload,
         metadata,
+        if req.only_if_active { "1" } else { "" }.to_string(),
     ];
     Call {
         script: for_command(&req.command),
@@ -253,6 +254,9 @@ pub fn parse_reply<S: AsRef<str>>(parts: &[S], session_id: &str) -> Result<Scrip
             },
             "RATE_LIMIT_EXCEEDED" => DomainError::RateLimited {
                 retry_after_seconds: w.retry_after_seconds.ok_or_else(bad)?,
+            },
+            "NOT_YOUR_TURN" => DomainError::NotYourTurn {
+                participant_id: w.participant_id.ok_or_else(bad)?,
             },
             "IDEMPOTENCY_KEY_REUSED" => DomainError::IdempotencyKeyReused,
             _ => return Err(bad()),

@@ -60,7 +60,18 @@ struct Step {
     at_deadline: Option<i64>,
     op: Op,
     version: Version,
-    actor: bool,
+    actor: Actor,
+    only_if_active: bool,
+}
+
+/// Who sends a command: nobody known, the active participant (in a random
+/// letter case), or someone else.
+#[derive(Clone, Copy, Debug)]
+enum Actor {
+    None,
+    Active,
+    ActiveUpper,
+    Other,
 }
 
 #[derive(Clone, Debug)]
@@ -99,15 +110,30 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     let version = prop_oneof![6 => Just(Version::Any), 2 => Just(Version::Current), 1 => Just(Version::Stale)];
     let at_deadline = prop_oneof![6 => Just(None), 1 => (-1i64..=1).prop_map(Some)];
-    (delay, at_deadline, op(), version, any::<bool>()).prop_map(
-        |(delay_ms, at_deadline, op, version, actor)| Step {
-            delay_ms,
-            at_deadline,
-            op,
-            version,
-            actor,
-        },
+    let actor = prop_oneof![
+        Just(Actor::None),
+        Just(Actor::Active),
+        Just(Actor::ActiveUpper),
+        Just(Actor::Other)
+    ];
+    (
+        delay,
+        at_deadline,
+        op(),
+        version,
+        actor,
+        prop::bool::weighted(0.3),
     )
+        .prop_map(
+            |(delay_ms, at_deadline, op, version, actor, only_if_active)| Step {
+                delay_ms,
+                at_deadline,
+                op,
+                version,
+                actor,
+                only_if_active,
+            },
+        )
 }
 
 fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
@@ -176,7 +202,8 @@ fn case(mode: SyncMode) -> impl Strategy<Value = Case> {
                     at_deadline: None,
                     op: Op::Create,
                     version: Version::Any,
-                    actor: true,
+                    actor: Actor::Other,
+                    only_if_active: false,
                 },
             );
             Case {
@@ -199,6 +226,7 @@ struct Tally {
     rate_limited: u64,
     conflicts: u64,
     at_deadline: u64,
+    not_your_turn: u64,
 }
 
 struct Harness {
@@ -347,7 +375,22 @@ impl Harness {
                     Version::Current => Some(version),
                     Version::Stale => Some(version + 7),
                 },
-                actor: s.actor.then(|| uuid(0xac + n as u128)),
+                actor: match s.actor {
+                    Actor::None => None,
+                    Actor::Other => Some(uuid(0xac + n as u128)),
+                    Actor::Active | Actor::ActiveUpper => {
+                        let active = state
+                            .as_ref()
+                            .and_then(|st| st.active_participant_id.clone());
+                        let id = active.unwrap_or_else(|| uuid(0xac));
+                        Some(if matches!(s.actor, Actor::ActiveUpper) {
+                            id.to_uppercase()
+                        } else {
+                            id
+                        })
+                    }
+                },
+                only_if_active: s.only_if_active,
             };
             let ctx = Ctx {
                 now_ms: now,
@@ -369,6 +412,7 @@ impl Harness {
             match &expect.reply {
                 Err(DomainError::RateLimited { .. }) => tally.rate_limited += 1,
                 Err(DomainError::VersionConflict { .. }) => tally.conflicts += 1,
+                Err(DomainError::NotYourTurn { .. }) => tally.not_your_turn += 1,
                 _ => {}
             }
             if expect.reply.is_err() {
@@ -502,6 +546,10 @@ fn run_mode(mode: SyncMode) {
     assert!(
         tally.conflicts > 0,
         "no version conflict exercised: {tally:?}"
+    );
+    assert!(
+        tally.not_your_turn > 0,
+        "no turn check exercised: {tally:?}"
     );
     assert!(tally.at_deadline > 0, "no command at a deadline: {tally:?}");
     assert!(

@@ -788,3 +788,33 @@ async fn delete_publishes_and_audits() {
         .unwrap();
     assert_eq!(score, None);
 }
+
+#[tokio::test]
+async fn only_the_active_participant_may_end_its_turn() {
+    let server = RedisServer::start();
+    let e = engine(&server, Settings::default()).await;
+    let sid = uuid(0x7e_0001);
+    started(&e, &sid, "per_participant", 60_000).await;
+    let as_participant = |who: String| Request {
+        actor: Some(who),
+        only_if_active: true,
+        ..cmd(&sid, switch())
+    };
+    let not_active = uuid(0xa001);
+    let err = run(&e, &as_participant(not_active.clone()))
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DomainError::NotYourTurn {
+            participant_id: not_active.clone()
+        }
+    );
+    assert_eq!((err.code(), err.http_status()), ("FORBIDDEN", 403));
+    assert_eq!(e.get(&sid).await.unwrap().unwrap().version, 2, "nothing changed");
+    // The active participant (ids are case-insensitive) may; then it is the other's turn.
+    let r = run(&e, &as_participant(uuid(0xa000).to_uppercase())).await;
+    assert_eq!(state(&r).active_participant_id.as_deref(), Some(not_active.as_str()));
+    assert!(run(&e, &as_participant(not_active)).await.result.is_ok());
+}
