@@ -487,7 +487,7 @@ pub fn data<T: Serialize>(value: &T) -> String {
 }
 
 /// The body of `POST …/switch` (API.md §3).
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, schemars::JsonSchema, Debug, PartialEq, Eq)]
 pub struct SwitchResponse<'a> {
     /// The session.
     pub session_id: &'a str,
@@ -528,7 +528,7 @@ impl<'a> SwitchResponse<'a> {
 }
 
 /// The body of `GET /v1/time` (not wrapped in `data`, as the contract shows it).
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, schemars::JsonSchema, Debug, PartialEq, Eq)]
 pub struct TimeResponse {
     /// Redis time, epoch ms.
     pub timestamp_ms: i64,

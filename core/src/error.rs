@@ -1,11 +1,12 @@
 //! The domain errors every transport maps to a status and a stable code.
 
 use crate::types::Status;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// One problem found in a request body (API.md §3, `details[]`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Issue {
     /// Dotted path, e.g. `participants.0.total_time_ms` (empty for the body itself).
     pub field: String,
@@ -16,7 +17,7 @@ pub struct Issue {
 }
 
 /// The machine-readable kind of an [`Issue`].
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum IssueCode {
     /// Wrong JSON type, or a required field missing.

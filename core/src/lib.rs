@@ -14,6 +14,7 @@ pub mod command;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod openapi;
 pub mod rate;
 pub mod record;
 pub mod script;

@@ -5,12 +5,13 @@
 //! byte for byte.
 
 use crate::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fmt;
 
 /// How the clock of a session runs (DESIGN.md §4).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// Chess clock: each participant has a bank; Fischer increment on switch.
@@ -53,7 +54,7 @@ impl SyncMode {
 }
 
 /// Lifecycle status of a session.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Created, not started.
@@ -113,7 +114,7 @@ impl fmt::Display for Status {
 }
 
 /// **[ext]** What happens when a `per_cycle` turn runs out of time.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CycleExpiry {
     /// The session expires (the default).
@@ -134,7 +135,7 @@ impl CycleExpiry {
 }
 
 /// One participant of a session.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Participant {
     /// Lower-case UUID.
     pub participant_id: String,
@@ -182,6 +183,18 @@ impl Serialize for Metadata {
     }
 }
 
+impl JsonSchema for Metadata {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Metadata".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Client data kept verbatim (at most 16 KiB of compact JSON)."
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Box::<RawValue>::deserialize(d).map(Metadata)
@@ -190,7 +203,7 @@ impl<'de> Deserialize<'de> for Metadata {
 
 /// The full state of a session: what Redis stores, what is published and
 /// what every REST reply carries.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct SyncState {
     /// Lower-case UUID.
     pub session_id: String,

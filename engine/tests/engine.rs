@@ -812,9 +812,16 @@ async fn only_the_active_participant_may_end_its_turn() {
         }
     );
     assert_eq!((err.code(), err.http_status()), ("FORBIDDEN", 403));
-    assert_eq!(e.get(&sid).await.unwrap().unwrap().version, 2, "nothing changed");
+    assert_eq!(
+        e.get(&sid).await.unwrap().unwrap().version,
+        2,
+        "nothing changed"
+    );
     // The active participant (ids are case-insensitive) may; then it is the other's turn.
     let r = run(&e, &as_participant(uuid(0xa000).to_uppercase())).await;
-    assert_eq!(state(&r).active_participant_id.as_deref(), Some(not_active.as_str()));
+    assert_eq!(
+        state(&r).active_participant_id.as_deref(),
+        Some(not_active.as_str())
+    );
     assert!(run(&e, &as_participant(not_active)).await.result.is_ok());
 }
