@@ -12,6 +12,8 @@ log "format";  cargo fmt --all -- --check
 log "lint";    cargo clippy --workspace --all-targets --locked -- -D warnings
 log "core builds for wasm32-unknown-unknown"
 cargo build -p synckairos-core --target wasm32-unknown-unknown --locked
+log "edge worker lints clean for wasm32-unknown-unknown"
+cargo clippy -p synckairos-edge-worker --target wasm32-unknown-unknown --locked -- -D warnings
 log "tests"
 # --nocapture shows the differential tallies and the contention result.
 cargo test --workspace --locked -- --nocapture

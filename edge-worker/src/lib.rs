@@ -1,0 +1,118 @@
+//! # synckairos-edge-worker
+//!
+//! The REST edge of SyncKairos: a Cloudflare Worker (Rust → wasm). Each
+//! request is routed ([`router`]), configured from `wrangler.toml` vars and
+//! secrets ([`config`]), and answered with at most one call to Redis over the
+//! Upstash REST API ([`upstash`]); the session commands will be one
+//! `EVALSHA` of the scripts in `synckairos-core`.
+//!
+//! Everything but the `fetch` glue ([`fetch`] and the entry point below) is
+//! plain Rust that `cargo test` runs on the host. Build the Worker with
+//! `scripts/worker-build.sh`; run it with `wrangler dev` or
+//! `scripts/workerd.sh`.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod fetch;
+pub mod router;
+pub mod upstash;
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+use worker::{event, Context, Env, Request, Response, ResponseBuilder};
+
+type App = router::App<fetch::FetchTransport>;
+
+thread_local! {
+    /// The app of this isolate, built on its first request. `env` is fixed
+    /// for a deployed version (new vars or secrets mean new isolates), so it
+    /// is read once rather than on every request.
+    static APP: OnceCell<Rc<App>> = const { OnceCell::new() };
+}
+
+/// Reads a var or secret: both are text bindings of `env`. Anything else
+/// (absent, `null`, a TOML number) counts as unset. Not `env.var`: it throws
+/// inside wasm on a `null` binding (workerd's `fromEnvironment` of an unset
+/// variable), which kills the request.
+fn lookup(env: &Env, name: &str) -> Option<String> {
+    js_sys::Reflect::get(env, &name.into()).ok()?.as_string()
+}
+
+fn build(env: &Env) -> App {
+    let config = config::Config::from_lookup(|name| lookup(env, name));
+    router::App::new(config, |c| fetch::FetchTransport::new(c.upstash.timeout))
+}
+
+/// CORS: any origin (API.md §1 default), the headers clients send and the
+/// ones they may read.
+const CORS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
+    (
+        "access-control-allow-headers",
+        "authorization, content-type, if-match, idempotency-key",
+    ),
+    (
+        "access-control-expose-headers",
+        "ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset, retry-after, idempotent-replayed",
+    ),
+];
+
+fn respond(r: api::ApiResponse) -> worker::Result<Response> {
+    let mut b = ResponseBuilder::new().with_status(r.status);
+    if !r.body.is_empty() {
+        b = b.with_header("content-type", "application/json; charset=utf-8")?;
+    }
+    b = b.with_header("cache-control", "no-store")?;
+    for (k, v) in CORS {
+        b = b.with_header(k, v)?;
+    }
+    for (k, v) in &r.headers {
+        b = b.with_header(k, v)?;
+    }
+    Ok(if r.body.is_empty() {
+        b.empty()
+    } else {
+        b.fixed(r.body.into_bytes())
+    })
+}
+
+/// The Worker's `fetch` handler: route, answer, log what went wrong inside.
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let app = APP.with(|cell| Rc::clone(cell.get_or_init(|| Rc::new(build(&env)))));
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let declared: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > synckairos_core::api::MAX_BODY_BYTES) {
+        return respond(api::ApiResponse::error(
+            &synckairos_core::api::ApiError::PayloadTooLarge,
+        ));
+    }
+    let (authorization, if_match, idempotency_key) = (
+        header("authorization"),
+        header("if-match"),
+        header("idempotency-key"),
+    );
+    let method = req.method().to_string();
+    let path = req.path();
+    let body = if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+        Vec::new()
+    } else {
+        req.bytes().await.unwrap_or_default()
+    };
+    let incoming = router::Incoming {
+        method: &method,
+        path: &path,
+        authorization: authorization.as_deref(),
+        if_match: if_match.as_deref(),
+        idempotency_key: idempotency_key.as_deref(),
+        body: &body,
+        now_ms: js_sys::Date::now() as i64,
+    };
+    let handled = app.handle(&incoming).await;
+    if let Some(error) = &handled.error {
+        worker::console_error!("{method} {path}: {error}");
+    }
+    respond(handled.response)
+}

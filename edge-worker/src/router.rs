@@ -1,0 +1,424 @@
+//! Routing (`synckairos_core::api::route`) and the handlers, over any
+//! [`Transport`]: the Worker runs them over `fetch`, the host tests over
+//! canned replies.
+
+use crate::api::{ApiResponse, Probe};
+use crate::config::{Config, ConfigError};
+use crate::upstash::{Transport, Upstash, UpstashError};
+use serde_json::Value;
+use synckairos_core::api::{
+    self as wire, ApiError, Route, SessionAction, SwitchResponse, TimeResponse,
+};
+use synckairos_core::keys::{valid_idempotency_key, SessionKeys};
+use synckairos_core::model::Reply;
+use synckairos_core::script::{self, CallOptions};
+use synckairos_core::{record, Command, DomainError, Issue, IssueCode};
+
+/// An HTTP request as the handlers see it.
+#[derive(Clone, Debug, Default)]
+pub struct Incoming<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// The path (a query string is ignored).
+    pub path: &'a str,
+    /// `Authorization`.
+    pub authorization: Option<&'a str>,
+    /// `If-Match`.
+    pub if_match: Option<&'a str>,
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+    /// The Worker's clock (epoch ms), for token expiry only: session time is
+    /// always Redis time.
+    pub now_ms: i64,
+}
+
+/// A response and, when something went wrong inside, the full cause for the
+/// log (never for the client).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Handled {
+    /// What the client gets.
+    pub response: ApiResponse,
+    /// What the log gets.
+    pub error: Option<String>,
+}
+
+impl Handled {
+    fn ok(response: ApiResponse) -> Handled {
+        Handled {
+            response,
+            error: None,
+        }
+    }
+
+    fn failed(e: ApiError, cause: String) -> Handled {
+        Handled {
+            response: ApiResponse::error(&e),
+            error: Some(cause),
+        }
+    }
+}
+
+/// The Worker's state for one request: its configuration and the Upstash
+/// client built from it, or why there is none.
+pub struct App<T> {
+    backend: Result<Backend<T>, ConfigError>,
+}
+
+struct Backend<T> {
+    config: Config,
+    upstash: Upstash<T>,
+}
+
+impl<T: Transport> App<T> {
+    /// Builds the app; `transport` makes the HTTP transport for a valid config.
+    pub fn new(
+        config: Result<Config, ConfigError>,
+        transport: impl FnOnce(&Config) -> T,
+    ) -> App<T> {
+        let backend = config.map(|config| {
+            let u = &config.upstash;
+            let upstash = Upstash::new(&u.url, u.token.clone(), u.encoding, transport(&config));
+            Backend { config, upstash }
+        });
+        App { backend }
+    }
+
+    /// Answers a request.
+    pub async fn handle(&self, req: &Incoming<'_>) -> Handled {
+        match wire::route(req.method, req.path) {
+            Err(e) => Handled::ok(ApiResponse::error(&e)),
+            Ok(Route::Health) => Handled::ok(ApiResponse::json(
+                200,
+                &Probe {
+                    status: "ok",
+                    error: None,
+                },
+            )),
+            Ok(Route::Ready) => self.ready().await,
+            Ok(Route::Time) => self.time().await,
+            Ok(Route::OpenApi) => Handled::ok(ApiResponse::json(
+                200,
+                &synckairos_core::openapi::document(),
+            )),
+            Ok(Route::Preflight) => Handled::ok(ApiResponse::empty(204)),
+            Ok(route) => match self.session(route, req).await {
+                Ok(h) | Err(h) => h,
+            },
+        }
+    }
+
+    /// A `/v1/sessions` route: authenticate, validate, authorize, then exactly
+    /// one Upstash request (`GET` of the record, or one script call).
+    async fn session(&self, route: Route, req: &Incoming<'_>) -> Result<Handled, Handled> {
+        let refuse = |e: ApiError| Handled::ok(ApiResponse::error(&e));
+        let backend = self.backend()?;
+        let now_s = u64::try_from(req.now_ms / 1000).unwrap_or(0);
+        let caller = backend
+            .config
+            .auth
+            .authenticate(req.authorization, now_s)
+            .map_err(refuse)?;
+        let body = wire::json_body(req.body).map_err(refuse)?;
+        let command = wire::command(&route, &body).map_err(refuse)?;
+        let created = match &command {
+            Some(Command::Create(spec)) => Some(spec.session_id.clone()),
+            _ => None,
+        };
+        let only_if_active = match &caller {
+            Some(c) => wire::authorize(c, &route, created.as_deref()).map_err(refuse)?,
+            None => false,
+        };
+        let Some(command) = command else {
+            return self.read(backend, &route).await;
+        };
+        let expected = wire::expected_version(req.if_match, &body).map_err(refuse)?;
+        let idempotency_key = match req.idempotency_key.map(str::trim) {
+            None | Some("") => None,
+            Some(k) if valid_idempotency_key(k) => Some(k.to_string()),
+            Some(_) => {
+                return Err(refuse(ApiError::Domain(DomainError::Validation(vec![
+                    Issue {
+                        field: "Idempotency-Key".into(),
+                        message: "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+                        code: IssueCode::InvalidFormat,
+                    },
+                ]))))
+            }
+        };
+        let request = wire::request(&route, command, expected, caller.as_ref(), only_if_active);
+        let call = script::call(
+            &request,
+            &backend.config.settings,
+            &CallOptions {
+                idempotency_key,
+                now_ms: None,
+            },
+        );
+        let value = backend
+            .upstash
+            .run_script(call.script, &call.keys, &call.args)
+            .await
+            .map_err(|e| upstash_failed(&e))?;
+        let parts = strings(&value)
+            .ok_or_else(|| Handled::failed(ApiError::Internal, format!("script reply {value}")))?;
+        let reply = script::parse_reply(&parts, &request.session_id)
+            .map_err(|e| Handled::failed(ApiError::Internal, e.to_string()))?;
+        let mut response = match reply.result {
+            Ok(Reply::State {
+                state,
+                expired_participant_id,
+            }) => match route {
+                Route::Create => ApiResponse::data(201, &*state),
+                Route::Action(_, SessionAction::Switch) => ApiResponse::data(
+                    200,
+                    &SwitchResponse::new(&state, expired_participant_id.as_deref()),
+                ),
+                _ => ApiResponse::data(200, &*state),
+            },
+            Ok(Reply::Deleted { .. }) => ApiResponse::empty(204),
+            Ok(Reply::NotDue { .. }) => {
+                return Err(Handled::failed(
+                    ApiError::Internal,
+                    "not_due reply to a REST command".into(),
+                ))
+            }
+            Err(e) => ApiResponse::error(&ApiError::Domain(e)),
+        };
+        if let Some(rate) = reply.rate {
+            response.headers.push(("ratelimit-policy", rate.policy()));
+            response
+                .headers
+                .push(("ratelimit-limit", rate.limit.to_string()));
+            response
+                .headers
+                .push(("ratelimit-remaining", rate.remaining.to_string()));
+            response
+                .headers
+                .push(("ratelimit-reset", rate.reset_seconds.to_string()));
+        }
+        if reply.replayed {
+            response
+                .headers
+                .push(("idempotent-replayed", "true".into()));
+        }
+        Ok(Handled::ok(response))
+    }
+
+    /// `GET /v1/sessions/:id`: one `GET` of the stored record.
+    async fn read(&self, backend: &Backend<T>, route: &Route) -> Result<Handled, Handled> {
+        let id = route.session_id().unwrap_or_default();
+        let key = SessionKeys::new(id, backend.config.settings.shards).state;
+        let value = backend
+            .upstash
+            .command(&["GET", key.as_str()])
+            .await
+            .map_err(|e| upstash_failed(&e))?;
+        match value {
+            Value::Null => Ok(Handled::ok(ApiResponse::error(&ApiError::Domain(
+                DomainError::SessionNotFound {
+                    session_id: id.to_string(),
+                },
+            )))),
+            Value::String(text) => {
+                let state = record::decode(&text)
+                    .map_err(|e| Handled::failed(ApiError::Internal, e.to_string()))?;
+                Ok(Handled::ok(ApiResponse::data(200, &state)))
+            }
+            other => Err(Handled::failed(
+                ApiError::Internal,
+                format!("GET gave {other}"),
+            )),
+        }
+    }
+
+    fn backend(&self) -> Result<&Backend<T>, Handled> {
+        self.backend
+            .as_ref()
+            .map_err(|e| Handled::failed(ApiError::Unavailable, format!("misconfigured: {e}")))
+    }
+
+    async fn ready(&self) -> Handled {
+        let not_ready = |reason: &str, cause: String| Handled {
+            response: ApiResponse::json(
+                503,
+                &Probe {
+                    status: "not_ready",
+                    error: Some(reason),
+                },
+            ),
+            error: Some(cause),
+        };
+        let backend = match &self.backend {
+            Ok(backend) => backend,
+            Err(e) => return not_ready("misconfigured", format!("misconfigured: {e}")),
+        };
+        match backend.upstash.ping().await {
+            Ok(()) => Handled::ok(ApiResponse::json(
+                200,
+                &Probe {
+                    status: "ready",
+                    error: None,
+                },
+            )),
+            Err(e) => not_ready(&e.public_reason(), e.to_string()),
+        }
+    }
+
+    async fn time(&self) -> Handled {
+        let backend = match self.backend() {
+            Ok(backend) => backend,
+            Err(handled) => return handled,
+        };
+        match backend.upstash.time_ms().await {
+            // Not wrapped in `data`: the contract shows this body bare.
+            Ok(ms) => Handled::ok(ApiResponse::json(200, &TimeResponse::new(ms))),
+            Err(e) => Handled::failed(ApiError::Unavailable, e.to_string()),
+        }
+    }
+}
+
+/// Redis out of reach is a 503; anything else Upstash says is a bug: 500.
+fn upstash_failed(e: &UpstashError) -> Handled {
+    let public = match e {
+        UpstashError::Transport(_) | UpstashError::Timeout(_) => ApiError::Unavailable,
+        UpstashError::Http { status, .. } if *status >= 500 => ApiError::Unavailable,
+        _ => ApiError::Internal,
+    };
+    Handled::failed(public, e.to_string())
+}
+
+/// A script reply: an array of strings.
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstash::{HttpReply, HttpRequest, UpstashError};
+    use futures::executor::block_on;
+
+    /// Always gives the same answer.
+    struct Fixed(Result<HttpReply, UpstashError>);
+
+    impl Transport for Fixed {
+        async fn post(&self, _req: HttpRequest) -> Result<HttpReply, UpstashError> {
+            self.0.clone()
+        }
+    }
+
+    fn app(reply: Result<(u16, &str), UpstashError>) -> App<Fixed> {
+        let config = Config::from_lookup(|name| {
+            match name {
+                "UPSTASH_REDIS_REST_URL" => Some("http://127.0.0.1:1"),
+                "UPSTASH_REDIS_REST_TOKEN" => Some("t"),
+                "AUTH_MODE" => Some("disabled"),
+                _ => None,
+            }
+            .map(String::from)
+        });
+        let reply = reply.map(|(status, body)| HttpReply {
+            status,
+            body: body.into(),
+        });
+        App::new(config, |_| Fixed(reply))
+    }
+
+    fn get(app: &App<Fixed>, path: &str) -> Handled {
+        block_on(app.handle(&Incoming {
+            method: "GET",
+            path,
+            ..Incoming::default()
+        }))
+    }
+
+    #[test]
+    fn health_needs_nothing() {
+        let a = App::new(Err(ConfigError::Missing("UPSTASH_REDIS_REST_URL")), |_| {
+            Fixed(Err(UpstashError::Timeout(1)))
+        });
+        let h = get(&a, "/health");
+        assert_eq!(
+            h.response,
+            ApiResponse {
+                status: 200,
+                body: r#"{"status":"ok"}"#.into(),
+                headers: vec![],
+            }
+        );
+        let r = get(&a, "/ready");
+        assert_eq!(r.response.status, 503);
+        assert_eq!(
+            r.response.body,
+            r#"{"status":"not_ready","error":"misconfigured"}"#
+        );
+        assert!(r
+            .error
+            .unwrap()
+            .contains("UPSTASH_REDIS_REST_URL is not set"));
+        let t = get(&a, "/v1/time");
+        assert_eq!(t.response.status, 503);
+    }
+
+    #[test]
+    fn ready_pings() {
+        let ok = get(&app(Ok((200, r#"{"result":"PONG"}"#))), "/ready");
+        assert_eq!(
+            ok.response,
+            ApiResponse {
+                status: 200,
+                body: r#"{"status":"ready"}"#.into(),
+                headers: vec![],
+            }
+        );
+        let down = get(
+            &app(Err(UpstashError::Transport("ECONNREFUSED".into()))),
+            "/ready",
+        );
+        assert_eq!(down.response.status, 503);
+        assert_eq!(
+            down.response.body,
+            r#"{"status":"not_ready","error":"redis unreachable"}"#
+        );
+        assert!(down.error.unwrap().contains("ECONNREFUSED"));
+    }
+
+    #[test]
+    fn time_is_redis_time() {
+        let h = get(
+            &app(Ok((200, r#"{"result":["1795455546","123999"]}"#))),
+            "/v1/time",
+        );
+        assert_eq!(
+            h.response.body,
+            r#"{"timestamp_ms":1795455546123,"server_version":"2.0.0","drift_tolerance_ms":50}"#
+        );
+        let h = get(&app(Ok((401, r#"{"error":"Unauthorized"}"#))), "/v1/time");
+        assert_eq!(h.response.status, 503);
+        assert!(!h.response.body.contains("Unauthorized"));
+        assert!(h.error.unwrap().contains("401"));
+    }
+
+    #[test]
+    fn unknown_routes() {
+        let a = app(Ok((200, "{}")));
+        for (method, path) in [("GET", "/"), ("POST", "/health"), ("GET", "/nope")] {
+            let h = block_on(a.handle(&Incoming {
+                method,
+                path,
+                ..Incoming::default()
+            }));
+            assert_eq!(
+                h.response,
+                ApiResponse::error(&ApiError::NotFound),
+                "{method} {path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `loadgen`: creates N sessions through the REST API of any SyncKairos
+//! deployment, starts them, then runs a closed loop of `switch` and `get`
+//! requests at a given concurrency for a given time and prints one JSON
+//! object with throughput and latency percentiles per operation.
+//!
+//! ```text
+//! loadgen --base-url http://127.0.0.1:8787 --sessions 1000 --concurrency 16 --duration-secs 20
+//! ```
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mix {
+    /// Only `POST …/switch`.
+    Switch,
+    /// Only `GET /v1/sessions/:id`.
+    Get,
+    /// Alternate switch and get.
+    Both,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Closed-loop load generator for the SyncKairos REST API")]
+struct Args {
+    /// Base URL of the API (no trailing slash).
+    #[arg(
+        long,
+        env = "LOADGEN_BASE_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
+    base_url: String,
+    /// Sessions to create (each a 2-player chess clock with 24 h banks).
+    /// Worker w uses sessions w, w+C, w+2C…, so keep sessions/concurrency ×
+    /// the per-session switch limit above the rate you want.
+    #[arg(long, env = "LOADGEN_SESSIONS", default_value_t = 1000)]
+    sessions: usize,
+    /// Requests in flight (closed loop: each worker waits for its reply).
+    #[arg(long, env = "LOADGEN_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Measured time.
+    #[arg(long, env = "LOADGEN_DURATION_SECS", default_value_t = 10)]
+    duration_secs: u64,
+    /// Unmeasured warm-up before it.
+    #[arg(long, env = "LOADGEN_WARMUP_SECS", default_value_t = 1)]
+    warmup_secs: u64,
+    /// Which requests.
+    #[arg(long, value_enum, default_value_t = Mix::Switch)]
+    mix: Mix,
+    /// `Authorization: Bearer <token>` on every request (an admin or host token).
+    #[arg(long, env = "LOADGEN_TOKEN")]
+    token: Option<String>,
+    /// Delete the sessions at the end.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cleanup: bool,
+}
+
+fn uuid(prefix: u64, n: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        prefix >> 32,
+        prefix & 0xffff,
+        n
+    )
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn must(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.with_context(|| format!("request {path}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            bail!("{path}: {status} {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    hist: Option<Histogram<u64>>,
+    errors: u64,
+    statuses: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Stats {
+    fn record(&mut self, us: u64, status: Option<u16>) {
+        let h = self
+            .hist
+            .get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
+        match status {
+            Some(s) if (200..300).contains(&s) => {
+                let _ = h.record(us.max(1));
+            }
+            Some(s) => {
+                self.errors += 1;
+                *self.statuses.entry(s).or_default() += 1;
+            }
+            None => {
+                self.errors += 1;
+                *self.statuses.entry(0).or_default() += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        if let Some(h) = other.hist {
+            match &mut self.hist {
+                Some(mine) => mine.add(&h).expect("same bounds"),
+                None => self.hist = Some(h),
+            }
+        }
+        self.errors += other.errors;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+    }
+
+    fn report(&self, seconds: f64) -> serde_json::Value {
+        let ms = |us: u64| us as f64 / 1000.0;
+        match &self.hist {
+            Some(h) => json!({
+                "ok": h.len(), "errors": self.errors, "error_statuses": self.statuses,
+                "per_s": (h.len() as f64 / seconds).round(),
+                "p50_ms": ms(h.value_at_quantile(0.50)), "p90_ms": ms(h.value_at_quantile(0.90)),
+                "p99_ms": ms(h.value_at_quantile(0.99)), "max_ms": ms(h.max()),
+            }),
+            None => json!({"ok": 0, "errors": self.errors, "error_statuses": self.statuses}),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.sessions == 0 || args.concurrency == 0 {
+        bail!("--sessions and --concurrency must be at least 1");
+    }
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        base: args.base_url.trim_end_matches('/').to_string(),
+        token: args.token.clone(),
+    });
+    let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let ids: Vec<String> = (0..args.sessions as u64).map(|i| uuid(run, i)).collect();
+
+    let setup = Instant::now();
+    for chunk in ids.chunks(args.concurrency) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in chunk {
+            let (c, id) = (client.clone(), id.clone());
+            tasks.spawn(async move {
+                let players: Vec<_> = (0..2)
+                    .map(|p| json!({"participant_id": uuid(run ^ 0xffff, p), "participant_index": p, "total_time_ms": 86_400_000}))
+                    .collect();
+                c.must(reqwest::Method::POST, "/v1/sessions", Some(json!({"session_id": id,
+                    "sync_mode": "per_participant", "total_time_ms": 86_400_000, "participants": players})))
+                    .await?;
+                c.must(reqwest::Method::POST, &format!("/v1/sessions/{id}/start"), None).await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+    }
+    eprintln!(
+        "loadgen: {} sessions created and started in {:.2}s",
+        ids.len(),
+        setup.elapsed().as_secs_f64()
+    );
+
+    let ids = Arc::new(ids);
+    let warm_until = Instant::now() + Duration::from_secs(args.warmup_secs);
+    let stop_at = warm_until + Duration::from_secs(args.duration_secs);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let (c, ids, mix, concurrency) = (client.clone(), ids.clone(), args.mix, args.concurrency);
+        workers.spawn(async move {
+            let (mut switch, mut get) = (Stats::default(), Stats::default());
+            let mut i = w;
+            let mut n = 0u64;
+            while Instant::now() < stop_at {
+                let id = &ids[i % ids.len()];
+                i += concurrency;
+                let do_switch = match mix {
+                    Mix::Switch => true,
+                    Mix::Get => false,
+                    Mix::Both => n.is_multiple_of(2),
+                };
+                n += 1;
+                let started = Instant::now();
+                let result = if do_switch {
+                    c.req(reqwest::Method::POST, &format!("/v1/sessions/{id}/switch"))
+                        .header("content-type", "application/json")
+                        .body("{}")
+                        .send()
+                        .await
+                } else {
+                    c.req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
+                        .send()
+                        .await
+                };
+                let status = match result {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        Some(s)
+                    }
+                    Err(_) => None,
+                };
+                if started >= warm_until {
+                    let us = started.elapsed().as_micros() as u64;
+                    if do_switch { &mut switch } else { &mut get }.record(us, status);
+                }
+            }
+            (switch, get)
+        });
+    }
+    let (mut switch, mut get) = (Stats::default(), Stats::default());
+    while let Some(r) = workers.join_next().await {
+        let (s, g) = r?;
+        switch.merge(s);
+        get.merge(g);
+    }
+    let seconds = args.duration_secs as f64;
+    println!(
+        "{}",
+        json!({
+            "base_url": args.base_url, "sessions": args.sessions, "concurrency": args.concurrency,
+            "duration_s": args.duration_secs, "mix": format!("{:?}", args.mix).to_lowercase(),
+            "switch": switch.report(seconds), "get": get.report(seconds),
+        })
+    );
+    if args.cleanup {
+        for id in ids.iter() {
+            let _ = client
+                .req(reqwest::Method::DELETE, &format!("/v1/sessions/{id}"))
+                .send()
+                .await;
+        }
+    }
+    Ok(())
+}
