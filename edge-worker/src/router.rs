@@ -421,4 +421,225 @@ mod tests {
             );
         }
     }
+
+    // --- session routes, with canned Upstash replies ---------------------
+
+    const SID: &str = "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b11";
+
+    fn create_body() -> String {
+        serde_json::json!({"session_id": SID, "sync_mode": "per_participant", "total_time_ms": 60000,
+            "participants": [
+                {"participant_id": "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b12", "participant_index": 0, "total_time_ms": 60000},
+                {"participant_id": "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b13", "participant_index": 1, "total_time_ms": 60000}]})
+        .to_string()
+    }
+
+    /// The record of a freshly created session, as the script would store it.
+    fn record() -> String {
+        let body: Value = serde_json::from_str(&create_body()).unwrap();
+        let spec = synckairos_core::validate::validate_create(&body).unwrap();
+        record::encode(&synckairos_core::model::initial_state(
+            &spec,
+            1_795_455_546_123,
+        ))
+    }
+
+    /// An Upstash reply carrying a script reply.
+    fn script_reply(header: &str, record: Option<&str>) -> String {
+        let mut parts = vec![header.to_string()];
+        parts.extend(record.map(str::to_string));
+        serde_json::json!({ "result": parts }).to_string()
+    }
+
+    fn post(app: &App<Fixed>, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Handled {
+        let h = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        block_on(app.handle(&Incoming {
+            method: "POST",
+            path,
+            authorization: h("authorization"),
+            if_match: h("if-match"),
+            idempotency_key: h("idempotency-key"),
+            body,
+            now_ms: 1_795_455_546_000,
+        }))
+    }
+
+    #[test]
+    fn create_answers_201_with_the_state() {
+        let reply = script_reply(
+            r#"{"replayed":false,"kind":"state","expired_participant_id":null}"#,
+            Some(&record()),
+        );
+        let a = app(Ok((200, &reply)));
+        let h = post(&a, "/v1/sessions", create_body().as_bytes(), &[]);
+        assert_eq!(h.response.status, 201);
+        assert!(h.response.body.starts_with(&format!(r#"{{"data":{{"session_id":"{SID}","sync_mode":"per_participant","status":"pending","version":1,"#)));
+        assert!(h.response.headers.is_empty());
+    }
+
+    #[test]
+    fn switch_answers_the_switch_shape_with_rate_and_replay_headers() {
+        let header = r#"{"replayed":true,"rate":{"limit":10,"remaining":7,"reset_seconds":1},"kind":"state","expired_participant_id":null}"#;
+        let a = app(Ok((200, &script_reply(header, Some(&record())))));
+        let h = post(
+            &a,
+            &format!("/v1/sessions/{SID}/switch"),
+            b"",
+            &[("idempotency-key", "k1")],
+        );
+        assert_eq!(h.response.status, 200);
+        assert!(h.response.body.starts_with(&format!(r#"{{"data":{{"session_id":"{SID}","active_participant_id":null,"cycle_started_at":null,"participants":["#)));
+        assert!(h.response.body.ends_with(
+            r#""status":"pending","version":1,"server_time_ms":1795455546123,"expires_at":null}}"#
+        ));
+        for (k, v) in [
+            ("ratelimit-policy", "10;w=1"),
+            ("ratelimit-limit", "10"),
+            ("ratelimit-remaining", "7"),
+            ("ratelimit-reset", "1"),
+            ("idempotent-replayed", "true"),
+        ] {
+            assert!(h.response.headers.contains(&(k, v.to_string())), "{k}");
+        }
+    }
+
+    #[test]
+    fn domain_refusals_become_their_status_and_headers() {
+        let limited = r#"{"replayed":false,"rate":{"limit":10,"remaining":0,"reset_seconds":1},"kind":"error","code":"RATE_LIMIT_EXCEEDED","retry_after_seconds":1}"#;
+        let h = post(
+            &app(Ok((200, &script_reply(limited, None)))),
+            &format!("/v1/sessions/{SID}/switch"),
+            b"{}",
+            &[],
+        );
+        assert_eq!(h.response.status, 429);
+        assert!(h.response.headers.contains(&("retry-after", "1".into())));
+        assert!(h
+            .response
+            .headers
+            .contains(&("ratelimit-remaining", "0".into())));
+        let missing = r#"{"replayed":false,"kind":"error","code":"SESSION_NOT_FOUND"}"#;
+        let h = post(
+            &app(Ok((200, &script_reply(missing, None)))),
+            &format!("/v1/sessions/{SID}/pause"),
+            b"",
+            &[],
+        );
+        assert_eq!(h.response.status, 404);
+        assert_eq!(
+            h.response.body,
+            format!(
+                r#"{{"error":{{"code":"SESSION_NOT_FOUND","message":"Session {SID} not found"}}}}"#
+            )
+        );
+        let exists = r#"{"replayed":false,"kind":"error","code":"SESSION_EXISTS"}"#;
+        let h = post(
+            &app(Ok((200, &script_reply(exists, None)))),
+            "/v1/sessions",
+            create_body().as_bytes(),
+            &[],
+        );
+        assert_eq!((h.response.status, h.error), (409, None));
+    }
+
+    /// Path, body, headers, expected status, expected code.
+    type Case<'a> = (&'a str, &'a [u8], &'a [(&'a str, &'a str)], u16, &'a str);
+
+    #[test]
+    fn bad_requests_never_reach_redis() {
+        // The transport would fail loudly if called.
+        let a = app(Err(UpstashError::Malformed("must not be called".into())));
+        let cases: [Case; 6] = [
+            ("/v1/sessions", b"{nope", &[], 400, "INVALID_JSON"),
+            ("/v1/sessions", b"{}", &[], 400, "VALIDATION_ERROR"),
+            (
+                "/v1/sessions/not-a-uuid/start",
+                b"",
+                &[],
+                400,
+                "VALIDATION_ERROR",
+            ),
+            (
+                "/v1/sessions/0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b11/switch",
+                b"{\"next_participant_id\":5}",
+                &[],
+                400,
+                "VALIDATION_ERROR",
+            ),
+            (
+                "/v1/sessions/0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b11/pause",
+                b"",
+                &[("if-match", "abc")],
+                400,
+                "VALIDATION_ERROR",
+            ),
+            (
+                "/v1/sessions/0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b11/pause",
+                b"",
+                &[("idempotency-key", "has space")],
+                400,
+                "VALIDATION_ERROR",
+            ),
+        ];
+        for (path, body, headers, status, code) in cases {
+            let h = post(&a, path, body, headers);
+            assert_eq!(h.response.status, status, "{path}");
+            assert!(
+                h.response.body.contains(code),
+                "{path}: {}",
+                h.response.body
+            );
+        }
+        let big = vec![b' '; wire::MAX_BODY_BYTES + 1];
+        assert_eq!(post(&a, "/v1/sessions", &big, &[]).response.status, 413);
+    }
+
+    #[test]
+    fn auth_fails_closed_and_checks_roles() {
+        let with = |vars: &'static [(&'static str, &'static str)]| {
+            let config = Config::from_lookup(|name| {
+                match name {
+                    "UPSTASH_REDIS_REST_URL" => Some("http://127.0.0.1:1"),
+                    "UPSTASH_REDIS_REST_TOKEN" => Some("t"),
+                    other => vars.iter().find(|(k, _)| *k == other).map(|(_, v)| *v),
+                }
+                .map(String::from)
+            });
+            App::new(config, |_| {
+                Fixed(Err(UpstashError::Malformed("not called".into())))
+            })
+        };
+        let path = format!("/v1/sessions/{SID}/pause");
+        let h = post(&with(&[]), &path, b"", &[]);
+        assert_eq!(
+            (
+                h.response.status,
+                h.response.body.contains("AUTH_NOT_CONFIGURED")
+            ),
+            (500, true)
+        );
+        let a = with(&[("JWT_SECRET", "s")]);
+        assert_eq!(post(&a, &path, b"", &[]).response.status, 401);
+        assert_eq!(
+            post(&a, &path, b"", &[("authorization", "Bearer x.y.z")])
+                .response
+                .status,
+            401
+        );
+        // A well-signed viewer token may not pause: 403 before any Redis call.
+        let claims = serde_json::json!({"sub": "v", "role": "viewer", "exp": 4_102_444_800u64});
+        let viewer = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"s"),
+        )
+        .unwrap();
+        let h = post(
+            &a,
+            &path,
+            b"",
+            &[("authorization", &format!("Bearer {viewer}"))],
+        );
+        assert_eq!(h.response.status, 403, "{}", h.response.body);
+    }
 }
