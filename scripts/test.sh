@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs what is missing (redis-server, the wasm
-# target); the tests start their own redis-server processes on free ports.
+# target, the edge worker's pinned tools); the tests start their own
+# redis-server processes on free ports, and the end-to-end tests the built
+# worker under workerd in front of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -14,6 +16,9 @@ log "core builds for wasm32-unknown-unknown"
 cargo build -p synckairos-core --target wasm32-unknown-unknown --locked
 log "edge worker lints clean for wasm32-unknown-unknown"
 cargo clippy -p synckairos-edge-worker --target wasm32-unknown-unknown --locked -- -D warnings
+log "edge worker tools (pinned; installed only when missing) and the wasm build"
+scripts/tools.sh >/dev/null
+scripts/worker-build.sh
 log "tests"
 # --nocapture shows the differential tallies and the contention result.
 cargo test --workspace --locked -- --nocapture

@@ -1,0 +1,476 @@
+//! The REST API end to end: HTTP into the built worker under workerd,
+//! through upstash-local, into a real redis-server.
+
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{json, Value};
+use synckairos_core::audit::AuditEvent;
+use synckairos_core::keys::SessionKeys;
+use synckairos_e2e::{token, uuid, Stack, SWITCH_LIMIT};
+
+struct Api {
+    http: Client,
+    base: String,
+    stack: Stack,
+}
+
+impl Api {
+    fn new() -> Api {
+        let stack = Stack::start();
+        Api {
+            http: Client::new(),
+            base: stack.base.clone(),
+            stack,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Response {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.expect("the worker answers")
+    }
+}
+
+fn admin() -> String {
+    token("admin", "ops", None)
+}
+
+fn create_body(sid: &str, p1: &str, p2: &str) -> Value {
+    json!({"session_id": sid, "sync_mode": "per_participant", "total_time_ms": 60000,
+        "participants": [
+            {"participant_id": p1, "participant_index": 0, "total_time_ms": 60000},
+            {"participant_id": p2, "participant_index": 1, "total_time_ms": 60000}]})
+}
+
+async fn body(r: Response) -> Value {
+    r.json().await.expect("JSON body")
+}
+
+async fn audit_types(api: &Api, sid: &str) -> Vec<String> {
+    let keys = SessionKeys::new(sid, synckairos_core::keys::DEFAULT_SHARDS);
+    let mut c = api
+        .stack
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&keys.audit)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    entries
+        .iter()
+        .map(|(_, f)| {
+            AuditEvent::from_fields(f.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
+        })
+        .filter(|e| e.session_id == sid)
+        .map(|e| e.event_type.as_str().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited() {
+    let api = Api::new();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    let t = admin();
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&t),
+            &[],
+            Some(create_body(&sid, &p1, &p2)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let created = body(r).await;
+    assert_eq!(
+        (
+            created["data"]["status"].as_str(),
+            created["data"]["version"].as_u64()
+        ),
+        (Some("pending"), Some(1))
+    );
+
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/start"),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["data"]["active_participant_id"], json!(p1));
+
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/switch"),
+            Some(&t),
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["ratelimit-limit"],
+        SWITCH_LIMIT.to_string().as_str()
+    );
+    assert_eq!(
+        r.headers()["ratelimit-policy"],
+        format!("{SWITCH_LIMIT};w=1").as_str()
+    );
+    let switched = body(r).await["data"].clone();
+    assert_eq!(switched["active_participant_id"], json!(p2));
+    assert_eq!(switched["version"], json!(3));
+    assert!(switched["expires_at"].is_string());
+
+    for (action, status) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("complete", "completed"),
+    ] {
+        let r = api
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{sid}/{action}"),
+                Some(&t),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{action}");
+        assert_eq!(body(r).await["data"]["status"], json!(status));
+    }
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{sid}"),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(body(r).await["data"]["version"], json!(6));
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/pause"),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(r).await["error"]["message"],
+        json!(format!(
+            "Session {sid} cannot be paused (current status: completed)"
+        ))
+    );
+
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{sid}"),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(r).await["error"]["code"], json!("SESSION_NOT_FOUND"));
+    assert_eq!(
+        audit_types(&api, &sid).await,
+        [
+            "session_created",
+            "session_started",
+            "participant_switched",
+            "session_paused",
+            "session_resumed",
+            "session_completed",
+            "session_deleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn roles_are_enforced() {
+    let api = Api::new();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    let path = |a: &str| format!("/v1/sessions/{sid}/{a}");
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            &[],
+            Some(create_body(&sid, &p1, &p2))
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let host = token("host", "h", Some(&sid));
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&host),
+            &[],
+            Some(create_body(&sid, &p1, &p2))
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let other_host = token("host", "h2", Some(&uuid()));
+    assert_eq!(
+        api.call(Method::POST, &path("start"), Some(&other_host), &[], None)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(Method::POST, &path("start"), Some(&host), &[], None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let viewer = token("viewer", "v", Some(&sid));
+    assert_eq!(
+        api.call(
+            Method::GET,
+            &format!("/v1/sessions/{sid}"),
+            Some(&viewer),
+            &[],
+            None
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(Method::POST, &path("switch"), Some(&viewer), &[], None)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    // A participant may end only its own turn.
+    let second = token("participant", &p2, Some(&sid));
+    let r = api
+        .call(Method::POST, &path("switch"), Some(&second), &[], None)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body(r).await["error"]["code"], json!("FORBIDDEN"));
+    let first = token("participant", &p1, Some(&sid));
+    assert_eq!(
+        api.call(Method::POST, &path("switch"), Some(&first), &[], None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(Method::POST, &path("switch"), Some(&second), &[], None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(Method::POST, &path("pause"), Some(&first), &[], None)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn limits_versions_and_retries() {
+    let api = Api::new();
+    let t = admin();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    api.call(
+        Method::POST,
+        "/v1/sessions",
+        Some(&t),
+        &[],
+        Some(create_body(&sid, &p1, &p2)),
+    )
+    .await;
+    api.call(
+        Method::POST,
+        &format!("/v1/sessions/{sid}/start"),
+        Some(&t),
+        &[],
+        None,
+    )
+    .await;
+
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/pause"),
+            Some(&t),
+            &[("If-Match", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        body(r).await["error"]["details"],
+        json!({"expected_version": 1, "actual_version": 2})
+    );
+
+    let switch = format!("/v1/sessions/{sid}/switch");
+    let first = api
+        .call(
+            Method::POST,
+            &switch,
+            Some(&t),
+            &[("Idempotency-Key", "retry-1")],
+            None,
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let retry = api
+        .call(
+            Method::POST,
+            &switch,
+            Some(&t),
+            &[("Idempotency-Key", "retry-1")],
+            None,
+        )
+        .await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(body(first).await, body(retry).await);
+
+    // The per-session switch limit: within one second, the excess gets 429.
+    let mut limited = None;
+    for _ in 0..(SWITCH_LIMIT * 3) {
+        let r = api.call(Method::POST, &switch, Some(&t), &[], None).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a 429 within 3x the limit");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    let e = body(r).await;
+    assert_eq!(
+        (
+            e["error"]["code"].as_str(),
+            e["error"]["retry_after_seconds"].as_u64()
+        ),
+        (Some("RATE_LIMIT_EXCEEDED"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_their_codes() {
+    let api = Api::new();
+    let t = admin();
+    let raw = |path: &str, body: Vec<u8>| {
+        api.http
+            .post(format!("{}{path}", api.base))
+            .bearer_auth(admin())
+            .body(body)
+            .send()
+    };
+    let r = raw("/v1/sessions", b"{nope".to_vec()).await.unwrap();
+    assert_eq!(
+        (r.status(), body(r).await["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("INVALID_JSON"))
+    );
+    let r = raw("/v1/sessions", vec![b' '; 300 * 1024]).await.unwrap();
+    assert_eq!(
+        (r.status(), body(r).await["error"]["code"].clone()),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("PAYLOAD_TOO_LARGE"))
+    );
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&t),
+            &[],
+            Some(json!({"sync_mode": "nope", "participants": []})),
+        )
+        .await;
+    let e = body(r).await;
+    assert_eq!(e["error"]["message"], json!("Request validation failed"));
+    assert!(e["error"]["details"].as_array().unwrap().len() >= 4, "{e}");
+    let r = api
+        .call(Method::GET, "/v1/sessions/not-a-uuid", Some(&t), &[], None)
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = api
+        .call(Method::GET, "/v1/nothing", Some(&t), &[], None)
+        .await;
+    assert_eq!(
+        (r.status(), body(r).await["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("NOT_FOUND"))
+    );
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    api.call(
+        Method::POST,
+        "/v1/sessions",
+        Some(&t),
+        &[],
+        Some(create_body(&sid, &p1, &p2)),
+    )
+    .await;
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&t),
+            &[],
+            Some(create_body(&sid, &p1, &p2)),
+        )
+        .await;
+    assert_eq!(
+        (r.status(), body(r).await["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("SESSION_EXISTS"))
+    );
+    let r = api
+        .call(Method::OPTIONS, "/v1/sessions", None, &[], None)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = api.call(Method::GET, "/v1/time", None, &[], None).await;
+    assert!(body(r).await["timestamp_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    let r = api
+        .call(Method::GET, "/v1/openapi.json", None, &[], None)
+        .await;
+    assert_eq!(body(r).await["openapi"], json!("3.0.3"));
+}
