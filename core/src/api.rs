@@ -21,48 +21,9 @@ pub const SERVER_VERSION: &str = "2.0.0";
 /// `drift_tolerance_ms` reported by `GET /v1/time`.
 pub const DRIFT_TOLERANCE_MS: u64 = 50;
 
-/// A command on one session, as named in its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionAction {
-    /// `POST …/start`
-    Start,
-    /// `POST …/switch`
-    Switch,
-    /// `POST …/pause`
-    Pause,
-    /// `POST …/resume`
-    Resume,
-    /// `POST …/complete`
-    Complete,
-    /// `POST …/cancel`
-    Cancel,
-}
-
-impl SessionAction {
-    fn parse(s: &str) -> Option<SessionAction> {
-        Some(match s {
-            "start" => SessionAction::Start,
-            "switch" => SessionAction::Switch,
-            "pause" => SessionAction::Pause,
-            "resume" => SessionAction::Resume,
-            "complete" => SessionAction::Complete,
-            "cancel" => SessionAction::Cancel,
-            _ => return None,
-        })
-    }
-
-    /// The path segment (`start`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionAction::Start => "start",
-            SessionAction::Switch => "switch",
-            SessionAction::Pause => "pause",
-            SessionAction::Resume => "resume",
-            SessionAction::Complete => "complete",
-            SessionAction::Cancel => "cancel",
-        }
-    }
-}
+/// A command on one session, as named in its path (`…/start`, `…/switch`, …):
+/// the same verbs the domain's transition errors name.
+pub use crate::error::Action as SessionAction;
 
 /// Every route of the API.
 #[derive(Clone, Debug, PartialEq, Eq)]

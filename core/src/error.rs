@@ -51,6 +51,31 @@ pub enum Action {
 }
 
 impl Action {
+    /// Parses a path segment (`start`, `switch`, …).
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "start" => Action::Start,
+            "switch" => Action::Switch,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "complete" => Action::Complete,
+            "cancel" => Action::Cancel,
+            _ => return None,
+        })
+    }
+
+    /// The path segment and wire name (`start`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Switch => "switch",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Complete => "complete",
+            Action::Cancel => "cancel",
+        }
+    }
+
     /// The past participle used in messages (`started`, …).
     pub fn past(self) -> &'static str {
         match self {
