@@ -23,6 +23,11 @@ impl Api {
         }
     }
 
+    /// A request with a token and no extra headers or body.
+    async fn send(&self, method: Method, path: &str, auth: &str) -> Response {
+        self.call(method, path, Some(auth), &[], None).await
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -112,13 +117,7 @@ async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited()
     );
 
     let r = api
-        .call(
-            Method::POST,
-            &format!("/v1/sessions/{sid}/start"),
-            Some(&t),
-            &[],
-            None,
-        )
+        .send(Method::POST, &format!("/v1/sessions/{sid}/start"), &t)
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(body(r).await["data"]["active_participant_id"], json!(p1));
@@ -152,35 +151,17 @@ async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited()
         ("complete", "completed"),
     ] {
         let r = api
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{sid}/{action}"),
-                Some(&t),
-                &[],
-                None,
-            )
+            .send(Method::POST, &format!("/v1/sessions/{sid}/{action}"), &t)
             .await;
         assert_eq!(r.status(), StatusCode::OK, "{action}");
         assert_eq!(body(r).await["data"]["status"], json!(status));
     }
     let r = api
-        .call(
-            Method::GET,
-            &format!("/v1/sessions/{sid}"),
-            Some(&t),
-            &[],
-            None,
-        )
+        .send(Method::GET, &format!("/v1/sessions/{sid}"), &t)
         .await;
     assert_eq!(body(r).await["data"]["version"], json!(6));
     let r = api
-        .call(
-            Method::POST,
-            &format!("/v1/sessions/{sid}/pause"),
-            Some(&t),
-            &[],
-            None,
-        )
+        .send(Method::POST, &format!("/v1/sessions/{sid}/pause"), &t)
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -191,23 +172,11 @@ async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited()
     );
 
     let r = api
-        .call(
-            Method::DELETE,
-            &format!("/v1/sessions/{sid}"),
-            Some(&t),
-            &[],
-            None,
-        )
+        .send(Method::DELETE, &format!("/v1/sessions/{sid}"), &t)
         .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = api
-        .call(
-            Method::GET,
-            &format!("/v1/sessions/{sid}"),
-            Some(&t),
-            &[],
-            None,
-        )
+        .send(Method::GET, &format!("/v1/sessions/{sid}"), &t)
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(body(r).await["error"]["code"], json!("SESSION_NOT_FOUND"));
@@ -257,58 +226,48 @@ async fn roles_are_enforced() {
     );
     let other_host = token("host", "h2", Some(&uuid()));
     assert_eq!(
-        api.call(Method::POST, &path("start"), Some(&other_host), &[], None)
+        api.send(Method::POST, &path("start"), &other_host)
             .await
             .status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        api.call(Method::POST, &path("start"), Some(&host), &[], None)
-            .await
-            .status(),
+        api.send(Method::POST, &path("start"), &host).await.status(),
         StatusCode::OK
     );
     let viewer = token("viewer", "v", Some(&sid));
     assert_eq!(
-        api.call(
-            Method::GET,
-            &format!("/v1/sessions/{sid}"),
-            Some(&viewer),
-            &[],
-            None
-        )
-        .await
-        .status(),
+        api.send(Method::GET, &format!("/v1/sessions/{sid}"), &viewer)
+            .await
+            .status(),
         StatusCode::OK
     );
     assert_eq!(
-        api.call(Method::POST, &path("switch"), Some(&viewer), &[], None)
+        api.send(Method::POST, &path("switch"), &viewer)
             .await
             .status(),
         StatusCode::FORBIDDEN
     );
     // A participant may end only its own turn.
     let second = token("participant", &p2, Some(&sid));
-    let r = api
-        .call(Method::POST, &path("switch"), Some(&second), &[], None)
-        .await;
+    let r = api.send(Method::POST, &path("switch"), &second).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(body(r).await["error"]["code"], json!("FORBIDDEN"));
     let first = token("participant", &p1, Some(&sid));
     assert_eq!(
-        api.call(Method::POST, &path("switch"), Some(&first), &[], None)
+        api.send(Method::POST, &path("switch"), &first)
             .await
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        api.call(Method::POST, &path("switch"), Some(&second), &[], None)
+        api.send(Method::POST, &path("switch"), &second)
             .await
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        api.call(Method::POST, &path("pause"), Some(&first), &[], None)
+        api.send(Method::POST, &path("pause"), &first)
             .await
             .status(),
         StatusCode::FORBIDDEN
@@ -328,14 +287,8 @@ async fn limits_versions_and_retries() {
         Some(create_body(&sid, &p1, &p2)),
     )
     .await;
-    api.call(
-        Method::POST,
-        &format!("/v1/sessions/{sid}/start"),
-        Some(&t),
-        &[],
-        None,
-    )
-    .await;
+    api.send(Method::POST, &format!("/v1/sessions/{sid}/start"), &t)
+        .await;
 
     let r = api
         .call(
@@ -378,7 +331,7 @@ async fn limits_versions_and_retries() {
     // The per-session switch limit: within one second, the excess gets 429.
     let mut limited = None;
     for _ in 0..(SWITCH_LIMIT * 3) {
-        let r = api.call(Method::POST, &switch, Some(&t), &[], None).await;
+        let r = api.send(Method::POST, &switch, &t).await;
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             limited = Some(r);
             break;
@@ -430,13 +383,9 @@ async fn malformed_requests_get_their_codes() {
     let e = body(r).await;
     assert_eq!(e["error"]["message"], json!("Request validation failed"));
     assert!(e["error"]["details"].as_array().unwrap().len() >= 4, "{e}");
-    let r = api
-        .call(Method::GET, "/v1/sessions/not-a-uuid", Some(&t), &[], None)
-        .await;
+    let r = api.send(Method::GET, "/v1/sessions/not-a-uuid", &t).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = api
-        .call(Method::GET, "/v1/nothing", Some(&t), &[], None)
-        .await;
+    let r = api.send(Method::GET, "/v1/nothing", &t).await;
     assert_eq!(
         (r.status(), body(r).await["error"]["code"].clone()),
         (StatusCode::NOT_FOUND, json!("NOT_FOUND"))
