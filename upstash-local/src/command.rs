@@ -120,7 +120,7 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Refuses commands the Upstash REST API does not run, or that would break a
-/// pooled connection, with a message saying why.
+/// shared connection, with a message saying why.
 ///
 /// From Upstash's "REST - Redis API Compatibility" table: blocking list and
 /// sorted-set commands are not supported; of Pub/Sub only PUBLISH and PUBSUB;
@@ -129,7 +129,7 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// blocking XREAD/XREADGROUP; no Cluster commands. MONITOR and SUBSCRIBE are
 /// Server-Sent-Events endpoints there, which this tool does not implement.
 /// SHUTDOWN and the replication handshake commands are refused too: they
-/// would stop the shared local Redis or hijack a pooled connection.
+/// would stop the shared local Redis or change the state of a shared connection.
 pub(crate) fn check_supported(args: &Args) -> Result<(), String> {
     let Some(name) = args.first() else {
         return Err("ERR empty command".into());

@@ -10,11 +10,11 @@ use clap::Parser;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8079";
 /// Default Redis to proxy to: a local `redis-server` on its standard port.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
-/// Default number of pooled Redis connections.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Default number of (multiplexed) Redis connections.
+pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default largest accepted request body, in bytes (10 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
-/// Default time to wait for one Redis reply (or a pooled connection), in ms.
+/// Default time to wait for a Redis connection or reply, in ms.
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 10_000;
 
 /// Configuration of the upstash-local endpoint.
@@ -48,8 +48,8 @@ pub struct Config {
     #[arg(long, env = "UPSTASH_LOCAL_TOKEN", hide_env_values = true, value_parser = non_empty)]
     pub token: String,
 
-    /// Number of pooled Redis connections; each HTTP request holds one for
-    /// its duration.
+    /// Number of Redis connections. Each is multiplexed: requests are spread
+    /// over them round-robin and pipelined on each, so a few are plenty.
     #[arg(long, env = "UPSTASH_LOCAL_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
           value_parser = clap::value_parser!(usize))]
     pub pool_size: usize,
@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(long, env = "UPSTASH_LOCAL_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 
-    /// How long to wait for a Redis reply or a free pooled connection, in ms.
+    /// How long to wait for a Redis connection or reply, in ms.
     #[arg(long, env = "UPSTASH_LOCAL_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
     pub redis_timeout_ms: u64,
 }

@@ -33,10 +33,14 @@
 //!   why. `/monitor` and `/subscribe/..` (Server-Sent Events on Upstash) are
 //!   `404`. `GET /health` is `200` without a token.
 //!
-//! Commands run over a pool of real Redis connections ([`deadpool_redis`]);
-//! each request holds one connection, and a batch is written as one packed
-//! block, so `/multi-exec`'s MULTI, commands and EXEC can never interleave with
-//! anything else.
+//! Commands run over a few real, multiplexed Redis connections
+//! ([`redis::aio::ConnectionManager`], which reconnects by itself); requests
+//! are spread over them round-robin and pipelined on each. A request's
+//! commands are written as one packed block, so `/multi-exec`'s MULTI,
+//! commands and EXEC can never interleave with anything else. (A pool that
+//! lends each request a connection of its own, as `deadpool-redis` does, sends
+//! a `PING` before every request to check the connection: one extra Redis
+//! round trip per REST call.)
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -58,8 +62,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use deadpool_redis::{Manager, Pool, Runtime};
-use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use config::{
     Config, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_POOL_SIZE, DEFAULT_REDIS_TIMEOUT_MS,
@@ -86,26 +89,24 @@ pub async fn run(
     let shown_url = config::redact_url(&config.redis_url);
     let timeout = config.redis_timeout();
 
-    let connection_config = AsyncConnectionConfig::new()
+    let client = redis::Client::open(config.redis_url.as_str())
+        .with_context(|| format!("invalid UPSTASH_LOCAL_REDIS_URL {shown_url}"))?;
+    let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
-    let manager = Manager::new_with_config(config.redis_url.as_str(), connection_config)
-        .with_context(|| format!("invalid UPSTASH_LOCAL_REDIS_URL {shown_url}"))?;
-    let pool = Pool::builder(manager)
-        .max_size(config.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .build()
-        .context("building the Redis connection pool")?;
-
+    let mut connections = Vec::with_capacity(config.pool_size);
+    for _ in 0..config.pool_size {
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+            .await
+            .with_context(|| {
+                format!("cannot connect to Redis at {shown_url} (set UPSTASH_LOCAL_REDIS_URL)")
+            })?;
+        connections.push(conn);
+    }
     {
-        let mut conn = pool.get().await.with_context(|| {
-            format!("cannot connect to Redis at {shown_url} (set UPSTASH_LOCAL_REDIS_URL)")
-        })?;
+        let mut conn = connections[0].clone();
         let pong: String = redis::cmd("PING")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .with_context(|| format!("Redis at {shown_url} does not answer PING"))?;
         anyhow::ensure!(
@@ -120,13 +121,13 @@ pub async fn run(
     tracing::info!(
         listen = %local,
         redis = %shown_url,
-        pool_size = config.pool_size,
+        connections = config.pool_size,
         max_request_bytes = config.max_request_bytes,
         "upstash-local (development/test stand-in for Upstash REST, not for production) serving"
     );
 
     let state = Arc::new(server::AppState {
-        pool,
+        connections: server::Connections::new(connections),
         token: config.token.into_bytes(),
         max_request_bytes: config.max_request_bytes,
     });

@@ -1,6 +1,7 @@
 //! The HTTP side: routing, authentication, bodies, and running commands on
 //! pooled Redis connections.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,9 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use deadpool_redis::{Pool, PoolError};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use redis::aio::ConnectionLike;
+use redis::aio::ConnectionManager;
 use redis::Value;
 use serde_json::Value as Json;
 
@@ -26,9 +27,32 @@ pub(crate) const UNAUTHORIZED: &str = "WRONGPASS invalid or missing auth token";
 /// "ERR max request size exceeded".
 pub(crate) const TOO_LARGE: &str = "ERR max request size exceeded";
 
+/// The Redis connections, handed out round-robin. Each is multiplexed: the
+/// requests given the same one are pipelined on it.
+pub(crate) struct Connections {
+    all: Vec<ConnectionManager>,
+    next: AtomicUsize,
+}
+
+impl Connections {
+    /// `all` must not be empty (the config requires at least one).
+    pub(crate) fn new(all: Vec<ConnectionManager>) -> Connections {
+        assert!(!all.is_empty(), "at least one Redis connection");
+        Connections {
+            all,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn get(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        self.all[i].clone()
+    }
+}
+
 /// What every request handler shares.
 pub(crate) struct AppState {
-    pub(crate) pool: Pool,
+    pub(crate) connections: Connections,
     pub(crate) token: Vec<u8>,
     pub(crate) max_request_bytes: usize,
 }
@@ -277,15 +301,10 @@ fn parse_json(body: &[u8]) -> Result<Json, Failure> {
 }
 
 /// Runs `commands` as one packed pipeline (one write, one round trip) on one
-/// pooled connection, returning one reply per command. Error replies come
+/// of the connections, returning one reply per command. Error replies come
 /// back as `Value::ServerError`, not as `Err`.
 async fn run_packed(state: &AppState, commands: &[Args]) -> Result<Vec<Value>, Failure> {
-    let mut conn = state.pool.get().await.map_err(|e| match e {
-        PoolError::Timeout(_) => Failure::internal(
-            "ERR upstash-local: timed out waiting for a free Redis connection (raise UPSTASH_LOCAL_POOL_SIZE?)",
-        ),
-        other => Failure::internal(format!("ERR upstash-local: cannot connect to Redis: {other}")),
-    })?;
+    let mut conn = state.connections.get();
     let mut pipe = redis::Pipeline::with_capacity(commands.len());
     for args in commands {
         let mut cmd = redis::Cmd::new();
@@ -408,7 +427,7 @@ async fn pipeline(
     })
 }
 
-/// `POST /multi-exec`: MULTI, the commands and EXEC, written to one pooled
+/// `POST /multi-exec`: MULTI, the commands and EXEC, written to one
 /// connection as one contiguous packed block, so nothing else on that
 /// connection (and, Redis being single-threaded per transaction, no other
 /// client) can run in between.

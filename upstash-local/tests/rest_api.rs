@@ -419,8 +419,8 @@ async fn multi_exec_discarded_as_a_whole() {
 // "Execution of the pipeline is _not atomic_ ... commands sent by other clients
 // can interleave with the pipeline. Use transactions API instead if you need
 // atomicity." Many transactions of three INCRs race many single INCRs on the
-// same key over several pooled connections; every transaction's three results
-// must still be consecutive.
+// same key over several multiplexed connections, each shared by many requests;
+// every transaction's three results must still be consecutive.
 #[tokio::test]
 async fn multi_exec_is_not_interleaved_by_other_clients() {
     let ep = Endpoint::start_with(|c| c.pool_size = 8).await;
@@ -888,10 +888,10 @@ async fn resp2_response_format() {
     ep.shutdown().await;
 }
 
-// Each request holds one pooled connection; more concurrent requests than
-// connections wait for one instead of failing.
+// Many more concurrent requests than connections share them (pipelined), and
+// every one gets its own reply.
 #[tokio::test]
-async fn more_requests_than_pooled_connections() {
+async fn more_requests_than_connections() {
     let ep = Endpoint::start_with(|c| c.pool_size = 2).await;
     let requests = (0..50).map(|i| ep.post("/", json!(["SET", format!("k{i}"), i])));
     for (status, body) in futures::future::join_all(requests).await {
