@@ -15,7 +15,11 @@
 #   AUTH_MODE (default here: disabled), JWT_SECRET, JWT_PUBLIC_KEY,
 #   JWT_PUBLIC_KEY_ALG, JWT_PUBLIC_KEY_KID, JWT_JWKS, JWT_LEEWAY_SECONDS,
 #   SHARDS, SWITCH_RATE_LIMIT, STATE_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS,
-#   UPSTASH_TIMEOUT_MS, UPSTASH_ENCODING                 optional
+#   UPSTASH_TIMEOUT_MS, UPSTASH_ENCODING, CORS_ALLOWED_ORIGINS,
+#   IP_RATE_LIMIT (default 600), IP_RATE_PERIOD_SECONDS (default 60)   optional
+# The general per-IP limit is Cloudflare's Rate Limiting binding in
+# production; here the binding IP_RATE_LIMITER is edge-worker/local/ratelimit.js,
+# a stand-in with the same call shape (IP_RATE_LIMIT=0 leaves it out).
 # workerd runs in the foreground (exec), so its pid is this script's pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,16 +46,25 @@ if [ "$config_only" = 0 ]; then
   : "${UPSTASH_REDIS_REST_TOKEN:?set UPSTASH_REDIS_REST_TOKEN}"
 fi
 export AUTH_MODE=${AUTH_MODE:-disabled}
+export IP_RATE_LIMIT=${IP_RATE_LIMIT:-600} IP_RATE_PERIOD_SECONDS=${IP_RATE_PERIOD_SECONDS:-60}
+case "$IP_RATE_LIMIT$IP_RATE_PERIOD_SECONDS" in *[!0-9]*) echo "IP_RATE_LIMIT and IP_RATE_PERIOD_SECONDS are integers" >&2; exit 2 ;; esac
 
 # One source of truth for the compatibility date: wrangler.toml.
 compat_date=$(sed -n 's/^compatibility_date *= *"\(.*\)"/\1/p' wrangler.toml)
 names=(UPSTASH_REDIS_REST_URL UPSTASH_REDIS_REST_TOKEN UPSTASH_TIMEOUT_MS UPSTASH_ENCODING
   AUTH_MODE JWT_SECRET JWT_PUBLIC_KEY JWT_PUBLIC_KEY_ALG JWT_PUBLIC_KEY_KID JWT_JWKS JWT_LEEWAY_SECONDS
-  SHARDS SWITCH_RATE_LIMIT STATE_TTL_SECONDS IDEMPOTENCY_TTL_SECONDS)
+  SHARDS SWITCH_RATE_LIMIT STATE_TTL_SECONDS IDEMPOTENCY_TTL_SECONDS
+  CORS_ALLOWED_ORIGINS IP_RATE_LIMIT IP_RATE_PERIOD_SECONDS)
 # Only the variables that are set: an unset one would be a `null` binding.
 bindings=$(for n in "${names[@]}"; do
   if [ -n "${!n:-}" ]; then printf '    (name = "%s", fromEnvironment = "%s"),\n' "$n" "$n"; fi
 done)
+limiter="" extension=""
+if [ "$IP_RATE_LIMIT" != 0 ]; then
+  limiter="    (name = \"IP_RATE_LIMITER\", wrapped = (moduleName = \"synckairos-local:ratelimit\",
+      innerBindings = [(name = \"limit\", json = \"$IP_RATE_LIMIT\"), (name = \"period\", json = \"$IP_RATE_PERIOD_SECONDS\")])),"
+  extension="  extensions = [(modules = [(name = \"synckairos-local:ratelimit\", esModule = embed \"../local/ratelimit.js\", internal = true)])],"
+fi
 
 # Embedded paths are relative to the config file, so it lives beside them.
 conf="$out/workerd-$port.capnp" # one per port: parallel test stacks never share it
@@ -68,6 +81,7 @@ const config :Workerd.Config = (
                                    tlsOptions = (trustBrowserCas = true))),
   ],
   sockets = [(name = "http", address = "127.0.0.1:$port", http = (), service = "edge")],
+$extension
 );
 
 const edgeWorker :Workerd.Worker = (
@@ -78,6 +92,7 @@ const edgeWorker :Workerd.Worker = (
   compatibilityDate = "$compat_date",
   bindings = [
 $bindings
+$limiter
   ],
   globalOutbound = "internet",
 );

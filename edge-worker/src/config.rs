@@ -54,6 +54,28 @@ pub struct UpstashConfig {
     pub encoding: Encoding,
 }
 
+/// Which origins may call the API from a browser (`CORS_ALLOWED_ORIGINS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*` (the default, API.md §1).
+    #[default]
+    Any,
+    /// Only these (comma-separated in the var); the matching `Origin` is echoed.
+    List(Vec<String>),
+}
+
+/// The general per-client-IP limit. Counted by Cloudflare's Rate Limiting
+/// binding `IP_RATE_LIMITER` (declared in `wrangler.toml`, whose `simple`
+/// limit and period these two vars must repeat: the binding answers only
+/// allowed or not, and the worker needs the numbers for the 429's headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpLimit {
+    /// `IP_RATE_LIMIT`: requests per period (default 600).
+    pub limit: u64,
+    /// `IP_RATE_PERIOD_SECONDS`: 10 or 60 (the binding's choices; default 60).
+    pub period_s: u64,
+}
+
 /// Everything the Worker is configured with.
 #[derive(Debug)]
 pub struct Config {
@@ -65,6 +87,10 @@ pub struct Config {
     /// `SHARDS`, `SWITCH_RATE_LIMIT`, `STATE_TTL_SECONDS`,
     /// `IDEMPOTENCY_TTL_SECONDS`: what every script call carries.
     pub settings: Settings,
+    /// `CORS_ALLOWED_ORIGINS`.
+    pub cors: AllowedOrigins,
+    /// `IP_RATE_LIMIT`, `IP_RATE_PERIOD_SECONDS`.
+    pub ip_limit: IpLimit,
 }
 
 /// A configuration the Worker cannot run with.
@@ -135,10 +161,44 @@ impl Config {
                 30 * 86_400,
             )?,
         };
+        let cors = match get("CORS_ALLOWED_ORIGINS") {
+            None => AllowedOrigins::Any,
+            Some(v) if v.trim() == "*" => AllowedOrigins::Any,
+            Some(v) => {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                if list.iter().any(|o| !o.contains("://")) {
+                    return Err(invalid(
+                        "CORS_ALLOWED_ORIGINS",
+                        v,
+                        "* or comma-separated origins like https://app.example",
+                    ));
+                }
+                AllowedOrigins::List(list)
+            }
+        };
+        let ip_limit = IpLimit {
+            limit: number(&get, "IP_RATE_LIMIT", 600, 1, 1_000_000)?,
+            period_s: match number(&get, "IP_RATE_PERIOD_SECONDS", 60, 10, 60)? {
+                p @ (10 | 60) => p,
+                other => {
+                    return Err(invalid(
+                        "IP_RATE_PERIOD_SECONDS",
+                        other.to_string(),
+                        "10 or 60 (the periods of the rate-limit binding)",
+                    ))
+                }
+            },
+        };
         Ok(Config {
             upstash,
             auth,
             settings,
+            cors,
+            ip_limit,
         })
     }
 }
@@ -194,6 +254,14 @@ mod tests {
         assert_eq!(c.upstash.encoding, Encoding::Json);
         assert_eq!(c.auth.mode(), AuthMode::Disabled);
         assert_eq!(c.settings.shards, 16);
+        assert_eq!(c.cors, AllowedOrigins::Any);
+        assert_eq!(
+            c.ip_limit,
+            IpLimit {
+                limit: 600,
+                period_s: 60
+            }
+        );
     }
 
     #[test]
@@ -206,6 +274,12 @@ mod tests {
             ("SWITCH_RATE_LIMIT", "0"),
             ("UPSTASH_TIMEOUT_MS", "250"),
             ("UPSTASH_ENCODING", "base64"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://a.example/, https://b.example",
+            ),
+            ("IP_RATE_LIMIT", "50"),
+            ("IP_RATE_PERIOD_SECONDS", "10"),
         ]);
         let c = config(&pairs).unwrap();
         assert_eq!(c.auth.mode(), AuthMode::Jwt);
@@ -213,6 +287,17 @@ mod tests {
         assert_eq!(c.settings.switch_limit, 0);
         assert_eq!(c.upstash.timeout, Duration::from_millis(250));
         assert_eq!(c.upstash.encoding, Encoding::Base64);
+        assert_eq!(
+            c.cors,
+            AllowedOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(
+            c.ip_limit,
+            IpLimit {
+                limit: 50,
+                period_s: 10
+            }
+        );
         assert!(
             !format!("{c:?}").contains("s3cret"),
             "secrets stay out of Debug"
@@ -239,6 +324,18 @@ mod tests {
             config(&bad),
             Err(ConfigError::Invalid { name: "SHARDS", .. })
         ));
+        for (name, value) in [
+            ("IP_RATE_PERIOD_SECONDS", "30"),
+            ("IP_RATE_LIMIT", "0"),
+            ("CORS_ALLOWED_ORIGINS", "a.example"),
+        ] {
+            let mut bad = BASE.to_vec();
+            bad.push((name, value));
+            assert!(
+                matches!(config(&bad), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={value}"
+            );
+        }
         let mut bad = BASE.to_vec();
         bad.push(("AUTH_MODE", "none"));
         assert!(matches!(config(&bad), Err(ConfigError::Auth(_))));

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod binding;
 pub mod config;
 pub mod fetch;
 pub mod router;
@@ -44,30 +45,12 @@ fn build(env: &Env) -> App {
     router::App::new(config, |c| fetch::FetchTransport::new(c.upstash.timeout))
 }
 
-/// CORS: any origin (API.md §1 default), the headers clients send and the
-/// ones they may read.
-const CORS: [(&str, &str); 4] = [
-    ("access-control-allow-origin", "*"),
-    ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
-    (
-        "access-control-allow-headers",
-        "authorization, content-type, if-match, idempotency-key",
-    ),
-    (
-        "access-control-expose-headers",
-        "ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset, retry-after, idempotent-replayed",
-    ),
-];
-
 fn respond(r: api::ApiResponse) -> worker::Result<Response> {
     let mut b = ResponseBuilder::new().with_status(r.status);
     if !r.body.is_empty() {
         b = b.with_header("content-type", "application/json; charset=utf-8")?;
     }
     b = b.with_header("cache-control", "no-store")?;
-    for (k, v) in CORS {
-        b = b.with_header(k, v)?;
-    }
     for (k, v) in &r.headers {
         b = b.with_header(k, v)?;
     }
@@ -89,10 +72,12 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             &synckairos_core::api::ApiError::PayloadTooLarge,
         ));
     }
-    let (authorization, if_match, idempotency_key) = (
+    let (authorization, if_match, idempotency_key, origin, client_ip) = (
         header("authorization"),
         header("if-match"),
         header("idempotency-key"),
+        header("origin"),
+        header("cf-connecting-ip"),
     );
     let method = req.method().to_string();
     let path = req.path();
@@ -107,10 +92,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         authorization: authorization.as_deref(),
         if_match: if_match.as_deref(),
         idempotency_key: idempotency_key.as_deref(),
+        origin: origin.as_deref(),
+        client_ip: client_ip.as_deref(),
         body: &body,
         now_ms: js_sys::Date::now() as i64,
     };
-    let handled = app.handle(&incoming).await;
+    let handled = match binding::RateLimitBinding::from_env(&env, binding::IP_RATE_LIMITER) {
+        Some(limiter) => app.handle(&incoming, &limiter).await,
+        None => app.handle(&incoming, &router::Unlimited).await,
+    };
     if let Some(error) = &handled.error {
         worker::console_error!("{method} {path}: {error}");
     }

@@ -3,9 +3,10 @@
 //! canned replies.
 
 use crate::api::{ApiResponse, Probe};
-use crate::config::{Config, ConfigError};
+use crate::config::{AllowedOrigins, Config, ConfigError};
 use crate::upstash::{Transport, Upstash, UpstashError};
 use serde_json::Value;
+use std::future::Future;
 use synckairos_core::api::{
     self as wire, ApiError, Route, SessionAction, SwitchResponse, TimeResponse,
 };
@@ -27,6 +28,11 @@ pub struct Incoming<'a> {
     pub if_match: Option<&'a str>,
     /// `Idempotency-Key`.
     pub idempotency_key: Option<&'a str>,
+    /// `Origin` (CORS).
+    pub origin: Option<&'a str>,
+    /// The client's address (`CF-Connecting-IP`, set by Cloudflare), the key
+    /// of the general rate limit.
+    pub client_ip: Option<&'a str>,
     /// The body.
     pub body: &'a [u8],
     /// The Worker's clock (epoch ms), for token expiry only: session time is
@@ -60,6 +66,24 @@ impl Handled {
     }
 }
 
+/// The general per-client limit: counts one request for `key` and says
+/// whether it is within the limit. The Worker's is Cloudflare's Rate Limiting
+/// binding; an `Err` (the binding failed) lets the request through, logged:
+/// a broken limiter must not take the API down.
+pub trait IpLimiter {
+    /// Counts a request of `key`.
+    fn allow(&self, key: &str) -> impl Future<Output = Result<bool, String>>;
+}
+
+/// No general limit (the binding is not configured).
+pub struct Unlimited;
+
+impl IpLimiter for Unlimited {
+    async fn allow(&self, _key: &str) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
 /// The Worker's state for one request: its configuration and the Upstash
 /// client built from it, or why there is none.
 pub struct App<T> {
@@ -85,9 +109,69 @@ impl<T: Transport> App<T> {
         App { backend }
     }
 
-    /// Answers a request.
-    pub async fn handle(&self, req: &Incoming<'_>) -> Handled {
-        match wire::route(req.method, req.path) {
+    /// Answers a request; `limiter` counts every `/v1` request but preflights.
+    pub async fn handle(&self, req: &Incoming<'_>, limiter: &impl IpLimiter) -> Handled {
+        let route = wire::route(req.method, req.path);
+        let preflight = matches!(route, Ok(Route::Preflight));
+        let mut handled = match self.limited(&route, req, limiter).await {
+            Ok(Some(refused)) => refused,
+            Ok(None) => self.dispatch(route, req).await,
+            // Fail open, loudly: the log line is the alarm.
+            Err(cause) => {
+                let mut h = self.dispatch(route, req).await;
+                h.error
+                    .get_or_insert(format!("rate limiter failed, request let through: {cause}"));
+                h
+            }
+        };
+        let allowed = match &self.backend {
+            Ok(b) => &b.config.cors,
+            Err(_) => &AllowedOrigins::Any,
+        };
+        cors(&mut handled.response, allowed, req.origin, preflight);
+        handled
+    }
+
+    /// The general limit's refusal when this request is over it, `None`
+    /// when it may go on, or why the limiter could not tell.
+    async fn limited(
+        &self,
+        route: &Result<Route, ApiError>,
+        req: &Incoming<'_>,
+        limiter: &impl IpLimiter,
+    ) -> Result<Option<Handled>, String> {
+        let Ok(backend) = &self.backend else {
+            return Ok(None);
+        };
+        let counted = match route {
+            Ok(Route::Health | Route::Ready | Route::Preflight) => false,
+            _ => req.path.starts_with("/v1/"),
+        };
+        if !counted {
+            return Ok(None);
+        }
+        let key = req.client_ip.unwrap_or("unknown");
+        match limiter.allow(key).await? {
+            true => Ok(None),
+            false => {
+                let l = backend.config.ip_limit;
+                let mut response =
+                    ApiResponse::error(&ApiError::Domain(DomainError::RateLimited {
+                        retry_after_seconds: l.period_s,
+                    }));
+                response.headers.extend([
+                    ("ratelimit-policy", format!("{};w={}", l.limit, l.period_s)),
+                    ("ratelimit-limit", l.limit.to_string()),
+                    ("ratelimit-remaining", "0".to_string()),
+                    ("ratelimit-reset", l.period_s.to_string()),
+                ]);
+                Ok(Some(Handled::ok(response)))
+            }
+        }
+    }
+
+    async fn dispatch(&self, route: Result<Route, ApiError>, req: &Incoming<'_>) -> Handled {
+        match route {
             Err(e) => Handled::ok(ApiResponse::error(&e)),
             Ok(Route::Health) => Handled::ok(ApiResponse::json(
                 200,
@@ -279,6 +363,42 @@ impl<T: Transport> App<T> {
     }
 }
 
+/// CORS headers: the allowed origin (`*`, or the request's `Origin` when it
+/// is on the list, with `Vary: Origin`) and the headers a page may read; on a
+/// preflight also the methods and headers it may send.
+fn cors(r: &mut ApiResponse, allowed: &AllowedOrigins, origin: Option<&str>, preflight: bool) {
+    match allowed {
+        AllowedOrigins::Any => r.headers.push(("access-control-allow-origin", "*".into())),
+        AllowedOrigins::List(list) => {
+            r.headers.push(("vary", "origin".into()));
+            match origin.map(|o| o.trim_end_matches('/')) {
+                Some(o) if list.iter().any(|a| a.eq_ignore_ascii_case(o)) => r
+                    .headers
+                    .push(("access-control-allow-origin", o.to_string())),
+                _ => return,
+            }
+        }
+    }
+    if preflight {
+        r.headers.extend([
+            (
+                "access-control-allow-methods",
+                "GET, POST, DELETE, OPTIONS".to_string(),
+            ),
+            (
+                "access-control-allow-headers",
+                "authorization, content-type, if-match, idempotency-key".to_string(),
+            ),
+            ("access-control-max-age", "86400".to_string()),
+        ]);
+    } else {
+        r.headers.push((
+            "access-control-expose-headers",
+            "ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset, retry-after, idempotent-replayed".to_string(),
+        ));
+    }
+}
+
 /// Redis out of reach is a 503; anything else Upstash says is a bug: 500.
 fn upstash_failed(e: &UpstashError) -> Handled {
     let public = match e {
@@ -313,6 +433,14 @@ mod tests {
         }
     }
 
+    /// The response without its CORS headers (tested on their own below).
+    fn without_cors(mut h: Handled) -> Handled {
+        h.response
+            .headers
+            .retain(|(k, _)| !k.starts_with("access-control-") && *k != "vary");
+        h
+    }
+
     fn app(reply: Result<(u16, &str), UpstashError>) -> App<Fixed> {
         let config = Config::from_lookup(|name| {
             match name {
@@ -331,11 +459,14 @@ mod tests {
     }
 
     fn get(app: &App<Fixed>, path: &str) -> Handled {
-        block_on(app.handle(&Incoming {
-            method: "GET",
-            path,
-            ..Incoming::default()
-        }))
+        without_cors(block_on(app.handle(
+            &Incoming {
+                method: "GET",
+                path,
+                ..Incoming::default()
+            },
+            &Unlimited,
+        )))
     }
 
     #[test]
@@ -409,11 +540,14 @@ mod tests {
     fn unknown_routes() {
         let a = app(Ok((200, "{}")));
         for (method, path) in [("GET", "/"), ("POST", "/health"), ("GET", "/nope")] {
-            let h = block_on(a.handle(&Incoming {
-                method,
-                path,
-                ..Incoming::default()
-            }));
+            let h = without_cors(block_on(a.handle(
+                &Incoming {
+                    method,
+                    path,
+                    ..Incoming::default()
+                },
+                &Unlimited,
+            )));
             assert_eq!(
                 h.response,
                 ApiResponse::error(&ApiError::NotFound),
@@ -453,15 +587,19 @@ mod tests {
 
     fn post(app: &App<Fixed>, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Handled {
         let h = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-        block_on(app.handle(&Incoming {
-            method: "POST",
-            path,
-            authorization: h("authorization"),
-            if_match: h("if-match"),
-            idempotency_key: h("idempotency-key"),
-            body,
-            now_ms: 1_795_455_546_000,
-        }))
+        without_cors(block_on(app.handle(
+            &Incoming {
+                method: "POST",
+                path,
+                authorization: h("authorization"),
+                if_match: h("if-match"),
+                idempotency_key: h("idempotency-key"),
+                body,
+                now_ms: 1_795_455_546_000,
+                ..Incoming::default()
+            },
+            &Unlimited,
+        )))
     }
 
     #[test]
@@ -641,5 +779,173 @@ mod tests {
             &[("authorization", &format!("Bearer {viewer}"))],
         );
         assert_eq!(h.response.status, 403, "{}", h.response.body);
+    }
+
+    /// Allows `n` requests, then refuses; or always fails.
+    struct Counting {
+        left: std::cell::Cell<u32>,
+        keys: std::cell::RefCell<Vec<String>>,
+        broken: bool,
+    }
+
+    impl Counting {
+        fn new(n: u32, broken: bool) -> Counting {
+            Counting {
+                left: n.into(),
+                keys: Default::default(),
+                broken,
+            }
+        }
+    }
+
+    impl IpLimiter for Counting {
+        async fn allow(&self, key: &str) -> Result<bool, String> {
+            self.keys.borrow_mut().push(key.to_string());
+            if self.broken {
+                return Err("binding threw".into());
+            }
+            let left = self.left.get();
+            self.left.set(left.saturating_sub(1));
+            Ok(left > 0)
+        }
+    }
+
+    fn request<'a>(method: &'a str, path: &'a str, ip: Option<&'a str>) -> Incoming<'a> {
+        Incoming {
+            method,
+            path,
+            client_ip: ip,
+            ..Incoming::default()
+        }
+    }
+
+    #[test]
+    fn the_general_limit_counts_v1_requests_per_client_ip() {
+        let a = app(Ok((200, r#"{"result":["1795455546","123999"]}"#)));
+        let limiter = Counting::new(1, false);
+        let ok = block_on(a.handle(&request("GET", "/v1/time", Some("203.0.113.7")), &limiter));
+        assert_eq!(ok.response.status, 200);
+        let refused =
+            block_on(a.handle(&request("GET", "/v1/time", Some("203.0.113.7")), &limiter));
+        assert_eq!(refused.response.status, 429);
+        assert!(refused
+            .response
+            .body
+            .contains(r#""code":"RATE_LIMIT_EXCEEDED""#));
+        assert!(refused
+            .response
+            .body
+            .contains(r#""retry_after_seconds":60"#));
+        for (k, v) in [
+            ("retry-after", "60"),
+            ("ratelimit-policy", "600;w=60"),
+            ("ratelimit-limit", "600"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "60"),
+        ] {
+            assert!(
+                refused.response.headers.contains(&(k, v.to_string())),
+                "{k}"
+            );
+        }
+        // Probes and preflights are never counted; a request without
+        // CF-Connecting-IP shares the "unknown" bucket.
+        for (m, p) in [
+            ("GET", "/health"),
+            ("GET", "/ready"),
+            ("OPTIONS", "/v1/sessions"),
+        ] {
+            assert_ne!(
+                block_on(a.handle(&request(m, p, None), &limiter))
+                    .response
+                    .status,
+                429
+            );
+        }
+        block_on(a.handle(&request("GET", "/v1/nope", None), &limiter));
+        assert_eq!(
+            *limiter.keys.borrow(),
+            ["203.0.113.7", "203.0.113.7", "unknown"]
+        );
+    }
+
+    #[test]
+    fn a_broken_limiter_lets_requests_through_and_says_so() {
+        let a = app(Ok((200, r#"{"result":["1795455546","123999"]}"#)));
+        let h = block_on(a.handle(&request("GET", "/v1/time", None), &Counting::new(0, true)));
+        assert_eq!(h.response.status, 200);
+        assert!(h.error.unwrap().contains("binding threw"));
+    }
+
+    #[test]
+    fn cors_headers() {
+        let header = |h: &Handled, name: &str| {
+            h.response
+                .headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let any = app(Ok((200, "{}")));
+        let pre = block_on(any.handle(&request("OPTIONS", "/v1/sessions", None), &Unlimited));
+        assert_eq!(pre.response.status, 204);
+        assert_eq!(
+            header(&pre, "access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        assert!(header(&pre, "access-control-allow-headers")
+            .unwrap()
+            .contains("idempotency-key"));
+        let plain = block_on(any.handle(&request("GET", "/health", None), &Unlimited));
+        assert_eq!(
+            header(&plain, "access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        assert!(header(&plain, "access-control-expose-headers")
+            .unwrap()
+            .contains("ratelimit-remaining"));
+        assert_eq!(header(&plain, "access-control-allow-methods"), None);
+
+        let listed = App::new(
+            Config::from_lookup(|name| {
+                match name {
+                    "UPSTASH_REDIS_REST_URL" => Some("http://127.0.0.1:1"),
+                    "UPSTASH_REDIS_REST_TOKEN" => Some("t"),
+                    "AUTH_MODE" => Some("disabled"),
+                    "CORS_ALLOWED_ORIGINS" => Some("https://app.example"),
+                    _ => None,
+                }
+                .map(String::from)
+            }),
+            |_| {
+                Fixed(Ok(HttpReply {
+                    status: 200,
+                    body: "{}".into(),
+                }))
+            },
+        );
+        let from = |origin| {
+            block_on(listed.handle(
+                &Incoming {
+                    method: "GET",
+                    path: "/health",
+                    origin: Some(origin),
+                    ..Incoming::default()
+                },
+                &Unlimited,
+            ))
+        };
+        let ok = from("https://app.example");
+        assert_eq!(
+            header(&ok, "access-control-allow-origin").as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(header(&ok, "vary").as_deref(), Some("origin"));
+        let other = from("https://evil.example");
+        assert_eq!(header(&other, "access-control-allow-origin"), None);
+        assert_eq!(
+            other.response.status, 200,
+            "CORS is the browser's to enforce"
+        );
     }
 }
