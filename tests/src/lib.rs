@@ -86,6 +86,12 @@ impl Stack {
     /// Builds the worker (once per test binary; a no-op when up to date) and
     /// starts a stack.
     pub fn start() -> Stack {
+        Stack::start_with(&[])
+    }
+
+    /// [`Stack::start`] with the worker's vars and secrets `env` set over
+    /// the defaults (a value of `""` unsets one).
+    pub fn start_with(env: &[(&str, &str)]) -> Stack {
         static BUILD: Once = Once::new();
         BUILD.call_once(|| run("scripts/worker-build.sh", &[]));
         let redis = RedisServer::start();
@@ -125,6 +131,8 @@ impl Stack {
             .env("AUTH_MODE", "jwt")
             .env("JWT_SECRET", JWT_SECRET)
             .env("SWITCH_RATE_LIMIT", SWITCH_LIMIT.to_string())
+            .env("IP_RATE_LIMIT", "100000")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -15,7 +15,11 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        let stack = Stack::start();
+        Api::with(&[])
+    }
+
+    fn with(env: &[(&str, &str)]) -> Api {
+        let stack = Stack::start_with(env);
         Api {
             http: Client::new(),
             base: stack.base.clone(),
@@ -422,4 +426,223 @@ async fn malformed_requests_get_their_codes() {
         .call(Method::GET, "/v1/openapi.json", None, &[], None)
         .await;
     assert_eq!(body(r).await["openapi"], json!("3.0.3"));
+}
+
+#[tokio::test]
+async fn the_general_limit_is_per_client_ip() {
+    let api = Api::with(&[("IP_RATE_LIMIT", "3"), ("IP_RATE_PERIOD_SECONDS", "10")]);
+    let t = admin();
+    let from = |ip: &'static str| {
+        let t = t.clone();
+        let api = &api;
+        async move {
+            api.call(
+                Method::GET,
+                "/v1/time",
+                Some(&t),
+                &[("CF-Connecting-IP", ip)],
+                None,
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.1").await.status(), StatusCode::OK);
+    }
+    let r = from("203.0.113.1").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    for (k, v) in [
+        ("retry-after", "10"),
+        ("ratelimit-policy", "3;w=10"),
+        ("ratelimit-limit", "3"),
+        ("ratelimit-remaining", "0"),
+        ("ratelimit-reset", "10"),
+    ] {
+        assert_eq!(r.headers()[k], v, "{k}");
+    }
+    assert_eq!(body(r).await["error"]["code"], json!("RATE_LIMIT_EXCEEDED"));
+    // Another client is unaffected; probes are never counted.
+    assert_eq!(from("203.0.113.2").await.status(), StatusCode::OK);
+    let health = api
+        .call(
+            Method::GET,
+            "/health",
+            None,
+            &[("CF-Connecting-IP", "203.0.113.1")],
+            None,
+        )
+        .await;
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn auth_fails_closed_without_a_key() {
+    let api = Api::with(&[("JWT_SECRET", "")]);
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{}", uuid()),
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body(r).await["error"]["code"], json!("AUTH_NOT_CONFIGURED"));
+    // Probes stay open.
+    let r = api.call(Method::GET, "/health", None, &[], None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_rest_of_the_routes_and_refusals() {
+    let api = Api::new();
+    let t = admin();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    let path = |a: &str| format!("/v1/sessions/{sid}/{a}");
+
+    // Unknown session: every action is 404 SESSION_NOT_FOUND.
+    for action in ["start", "switch", "pause", "resume", "complete", "cancel"] {
+        let r = api.send(Method::POST, &path(action), &t).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{action}");
+        assert_eq!(
+            body(r).await["error"]["message"],
+            json!(format!("Session {sid} not found"))
+        );
+    }
+    // A bad token is 401, a token for another session 403.
+    let r = api
+        .send(Method::GET, &format!("/v1/sessions/{sid}"), "not.a.jwt")
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body(r).await["error"]["code"], json!("UNAUTHORIZED"));
+
+    api.call(
+        Method::POST,
+        "/v1/sessions",
+        Some(&t),
+        &[],
+        Some(create_body(&sid, &p1, &p2)),
+    )
+    .await;
+    // If-Match that matches goes through; the body's expected_version too.
+    let r = api
+        .call(
+            Method::POST,
+            &path("start"),
+            Some(&t),
+            &[("If-Match", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .call(
+            Method::POST,
+            &path("switch"),
+            Some(&t),
+            &[],
+            Some(json!({"expected_version": 2, "next_participant_id": p2})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["data"]["active_participant_id"], json!(p2));
+    // An unknown next participant.
+    let stranger = uuid();
+    let r = api
+        .call(
+            Method::POST,
+            &path("switch"),
+            Some(&t),
+            &[],
+            Some(json!({"next_participant_id": stranger})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(r).await["error"]["message"],
+        json!(format!("Participant {stranger} not found in session"))
+    );
+    // An Idempotency-Key reused for another command.
+    let r = api
+        .call(
+            Method::POST,
+            &path("pause"),
+            Some(&t),
+            &[("Idempotency-Key", "k-1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .call(
+            Method::POST,
+            &path("resume"),
+            Some(&t),
+            &[("Idempotency-Key", "k-1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body(r).await["error"]["code"],
+        json!("IDEMPOTENCY_KEY_REUSED")
+    );
+    // Cancel, then nothing more; DELETE is idempotent, also for unknown ids.
+    let r = api.send(Method::POST, &path("cancel"), &t).await;
+    assert_eq!(body(r).await["data"]["status"], json!("cancelled"));
+    let r = api.send(Method::POST, &path("resume"), &t).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(r).await["error"]["code"],
+        json!("INVALID_STATE_TRANSITION")
+    );
+    for _ in 0..2 {
+        let r = api
+            .send(Method::DELETE, &format!("/v1/sessions/{sid}"), &t)
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let r = api
+        .send(Method::DELETE, &format!("/v1/sessions/{}", uuid()), &t)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // One audit event per accepted command, refusals leave none.
+    assert_eq!(
+        audit_types(&api, &sid).await,
+        [
+            "session_created",
+            "session_started",
+            "participant_switched",
+            "session_paused",
+            "session_cancelled",
+            "session_deleted"
+        ]
+    );
+
+    // CORS preflight and probes.
+    let r = api
+        .call(
+            Method::OPTIONS,
+            "/v1/sessions",
+            None,
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "POST"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("if-match"));
+    let r = api.call(Method::GET, "/ready", None, &[], None).await;
+    assert_eq!(
+        (r.status(), body(r).await),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
 }
