@@ -1,11 +1,67 @@
 #!/usr/bin/env bash
-# Brings the local stack up (Redis in place of Upstash, PostgreSQL for the
-# audit trail) and shows it working: a chess clock driven through the engine.
+# Brings the whole local stack up and shows it working:
+#   Redis (local, in place of Upstash) and PostgreSQL (for the audit trail),
+#   upstash-local (the dev stand-in for Upstash's REST API) on :8079,
+#   the built edge worker under the Workers runtime (workerd) on :8787,
+# then drives a chess clock over REST (the `demo` of synckairos-client).
+# Installs what is missing (Debian packages, the pinned worker tools); the
+# services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
+#
+#   EDGE_PORT (8787), REST_PORT (8079), REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
+run=.run
+mkdir -p "$run"
+
+command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
 ensure_redis_running
 ensure_postgres_running
-log "demo: a chess clock through the engine"
-REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}/" cargo run -q --release -p synckairos-engine --bin demo
+log "edge worker tools (pinned; installed only when missing) and the wasm build"
+. scripts/tools.sh
+scripts/worker-build.sh
+log "building upstash-local and the demo"
+cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-client
+bin=$(cargo metadata --format-version 1 --no-deps --locked |
+  node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0)).target_directory)')/release
+
+scripts/down.sh --quiet # a stack of an earlier run
+[ -s "$run/jwt-secret" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$run/jwt-secret"
+export JWT_SECRET
+JWT_SECRET=$(cat "$run/jwt-secret")
+token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+
+log "starting upstash-local on 127.0.0.1:$rest_port (Redis 127.0.0.1:$redis_port)"
+UPSTASH_LOCAL_TOKEN=$token UPSTASH_LOCAL_LISTEN=127.0.0.1:$rest_port \
+  UPSTASH_LOCAL_REDIS_URL=redis://127.0.0.1:$redis_port/ RUST_LOG=warn \
+  nohup "$bin/upstash-local" >"$run/upstash-local.log" 2>&1 </dev/null &
+echo $! >"$run/upstash-local.pid"
+
+log "starting the edge worker under workerd on 127.0.0.1:$edge_port (JWT auth)"
+UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=$token \
+  AUTH_MODE=jwt nohup scripts/workerd.sh --port "$edge_port" >"$run/workerd.log" 2>&1 </dev/null &
+echo $! >"$run/workerd.pid"
+
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$edge_port/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$edge_port/ready" >/dev/null || {
+  log "the stack did not become ready; logs in $run/"
+  tail -n 20 "$run/upstash-local.log" "$run/workerd.log" >&2
+  exit 1
+}
+
+log "demo: a chess clock over REST through the edge worker"
+"$bin/demo" --base-url "http://127.0.0.1:$edge_port"
+
+cat <<TXT
+
+The stack is up:
+  edge worker    http://127.0.0.1:$edge_port   (GET /v1/openapi.json; JWT HS256 secret in $run/jwt-secret)
+  upstash-local  http://127.0.0.1:$rest_port   (token: $token)
+  redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432
+Stop it with scripts/down.sh.
+TXT

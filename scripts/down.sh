@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Stops what scripts/up.sh started (workerd and upstash-local); Redis and
+# PostgreSQL, which the machine may run for other things, stay up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quiet=0
+[ "${1:-}" = --quiet ] && quiet=1
+for name in workerd upstash-local; do
+  pidfile=.run/$name.pid
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    [ "$quiet" = 1 ] || echo "stopped $name ($pid)"
+  fi
+  rm -f "$pidfile"
+done
