@@ -70,7 +70,8 @@ pub enum AllowedOrigins {
 /// allowed or not, and the worker needs the numbers for the 429's headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpLimit {
-    /// `IP_RATE_LIMIT`: requests per period (default 600).
+    /// `IP_RATE_LIMIT`: requests per period (default 600; 0 = no general
+    /// limit, even with the binding present).
     pub limit: u64,
     /// `IP_RATE_PERIOD_SECONDS`: 10 or 60 (the binding's choices; default 60).
     pub period_s: u64,
@@ -181,7 +182,7 @@ impl Config {
             }
         };
         let ip_limit = IpLimit {
-            limit: number(&get, "IP_RATE_LIMIT", 600, 1, 1_000_000)?,
+            limit: number(&get, "IP_RATE_LIMIT", 600, 0, 1_000_000)?,
             period_s: match number(&get, "IP_RATE_PERIOD_SECONDS", 60, 10, 60)? {
                 p @ (10 | 60) => p,
                 other => {
@@ -326,7 +327,7 @@ mod tests {
         ));
         for (name, value) in [
             ("IP_RATE_PERIOD_SECONDS", "30"),
-            ("IP_RATE_LIMIT", "0"),
+            ("IP_RATE_LIMIT", "-1"),
             ("CORS_ALLOWED_ORIGINS", "a.example"),
         ] {
             let mut bad = BASE.to_vec();

@@ -65,7 +65,8 @@ fn respond(r: api::ApiResponse) -> worker::Result<Response> {
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     let app = APP.with(|cell| Rc::clone(cell.get_or_init(|| Rc::new(build(&env)))));
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
     let declared: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
     if declared.is_some_and(|n| n > synckairos_core::api::MAX_BODY_BYTES) {
         return respond(api::ApiResponse::error(

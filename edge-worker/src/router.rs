@@ -145,7 +145,7 @@ impl<T: Transport> App<T> {
         };
         let counted = match route {
             Ok(Route::Health | Route::Ready | Route::Preflight) => false,
-            _ => req.path.starts_with("/v1/"),
+            _ => backend.config.ip_limit.limit > 0 && req.path.starts_with("/v1/"),
         };
         if !counted {
             return Ok(None);
@@ -867,6 +867,32 @@ mod tests {
             *limiter.keys.borrow(),
             ["203.0.113.7", "203.0.113.7", "unknown"]
         );
+    }
+
+    #[test]
+    fn ip_rate_limit_zero_turns_the_general_limit_off() {
+        let a = App::new(
+            Config::from_lookup(|name| {
+                match name {
+                    "UPSTASH_REDIS_REST_URL" => Some("http://127.0.0.1:1"),
+                    "UPSTASH_REDIS_REST_TOKEN" => Some("t"),
+                    "AUTH_MODE" => Some("disabled"),
+                    "IP_RATE_LIMIT" => Some("0"),
+                    _ => None,
+                }
+                .map(String::from)
+            }),
+            |_| {
+                Fixed(Ok(HttpReply {
+                    status: 200,
+                    body: r#"{"result":["1795455546","123999"]}"#.into(),
+                }))
+            },
+        );
+        let limiter = Counting::new(0, false);
+        let h = block_on(a.handle(&request("GET", "/v1/time", None), &limiter));
+        assert_eq!(h.response.status, 200);
+        assert!(limiter.keys.borrow().is_empty());
     }
 
     #[test]
