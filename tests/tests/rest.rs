@@ -646,3 +646,78 @@ async fn the_rest_of_the_routes_and_refusals() {
         (StatusCode::OK, json!({"status": "ready"}))
     );
 }
+
+/// `INFO commandstats` calls of `command` (0 when never called).
+async fn calls(api: &Api, command: &str) -> u64 {
+    let mut c = api
+        .stack
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_rest_command_is_one_redis_call() {
+    let api = Api::new();
+    let t = admin();
+    let run = |sid: String| {
+        let (p1, p2) = (uuid(), uuid());
+        let t = t.clone();
+        let api = &api;
+        async move {
+            let ok = |r: Response| assert!(r.status().is_success(), "{}", r.status());
+            ok(api
+                .call(
+                    Method::POST,
+                    "/v1/sessions",
+                    Some(&t),
+                    &[],
+                    Some(create_body(&sid, &p1, &p2)),
+                )
+                .await);
+            for action in ["start", "switch", "pause", "resume", "complete"] {
+                ok(api
+                    .send(Method::POST, &format!("/v1/sessions/{sid}/{action}"), &t)
+                    .await);
+            }
+            ok(api
+                .send(Method::GET, &format!("/v1/sessions/{sid}"), &t)
+                .await);
+            ok(api
+                .send(Method::DELETE, &format!("/v1/sessions/{sid}"), &t)
+                .await);
+        }
+    };
+    // The first round loads the scripts (EVALSHA answers NOSCRIPT, then EVAL).
+    run(uuid()).await;
+    let before = (
+        calls(&api, "evalsha").await,
+        calls(&api, "eval").await,
+        calls(&api, "get").await,
+        calls(&api, "ping").await,
+    );
+    run(uuid()).await;
+    let after = (
+        calls(&api, "evalsha").await,
+        calls(&api, "eval").await,
+        calls(&api, "get").await,
+        calls(&api, "ping").await,
+    );
+    // 7 commands, one EVALSHA each; the read is one GET (scripts' own GETs
+    // are counted too, so only its lower bound is exact); nothing else.
+    assert_eq!(after.0 - before.0, 7, "EVALSHA per command");
+    assert_eq!(after.1 - before.1, 0, "no EVAL once the scripts are loaded");
+    assert!(after.2 - before.2 >= 1, "the read is a GET");
+    assert_eq!(after.3 - before.3, 0, "no health-check PINGs");
+}
