@@ -22,6 +22,7 @@ pub mod time;
 pub mod types;
 pub mod validate;
 pub mod view;
+pub mod ws;
 
 pub use command::{Command, CreateSpec, ParticipantSpec, Request};
 pub use error::{Action, DomainError, Issue, IssueCode};

@@ -1,0 +1,231 @@
+//! The WebSocket protocol (API.md §5), by direction: [`ClientIn`] is what a
+//! client sends (one parse function, [`ClientIn::parse`]), [`ClientOut`] what
+//! it is sent. Messages are JSON objects with a `type` and camelCase fields,
+//! as in the SyncKairos v2 contract; `TIME_SYNC`, `SUBSCRIBE` and
+//! `UNSUBSCRIBE` are our additions.
+
+use crate::types::SyncState;
+use serde::{Deserialize, Serialize};
+
+/// Largest text frame the gateway reads from a client (its messages are tiny).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// A message from a client.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientIn {
+    /// Application-level ping; answered with `PONG`.
+    Ping,
+    /// Asks for the current state (`STATE_SYNC`) of the socket's session, or
+    /// of `session_id` when given.
+    Reconnect {
+        /// The session (default: the one in the URL).
+        #[serde(default)]
+        session_id: Option<String>,
+    },
+    /// NTP-style exchange: `t0` is the client's send time (epoch ms).
+    TimeSync {
+        /// Client clock at send.
+        t0: i64,
+    },
+    /// Watch another session on this socket.
+    Subscribe {
+        /// The session.
+        session_id: String,
+    },
+    /// Stop watching a session.
+    Unsubscribe {
+        /// The session.
+        session_id: String,
+    },
+}
+
+impl ClientIn {
+    /// Parses a text frame; `Err` says why, for the `INVALID_MESSAGE` reply.
+    pub fn parse(text: &str) -> Result<ClientIn, String> {
+        serde_json::from_str(text).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("unknown variant") {
+                "Unknown message type".to_string()
+            } else {
+                format!("Invalid message: {e}")
+            }
+        })
+    }
+}
+
+/// A message to a client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientOut {
+    /// Sent once, right after the upgrade.
+    Connected {
+        /// The URL's session.
+        session_id: String,
+        /// Server time (epoch ms).
+        timestamp: i64,
+    },
+    /// The state after a mutation.
+    StateUpdate {
+        /// Whose state.
+        session_id: String,
+        /// Server time when sent (epoch ms).
+        timestamp: i64,
+        /// The full snapshot.
+        state: Box<SyncState>,
+    },
+    /// The state on connect, on `SUBSCRIBE`, in reply to `RECONNECT`, and
+    /// after the gateway's link to Redis came back.
+    StateSync {
+        /// Whose state.
+        session_id: String,
+        /// Server time when sent (epoch ms).
+        timestamp: i64,
+        /// The full snapshot.
+        state: Box<SyncState>,
+    },
+    /// The session was deleted; the socket closes with 1000 after this when
+    /// it was the URL's session.
+    SessionDeleted {
+        /// The session.
+        session_id: String,
+        /// Server time (epoch ms).
+        timestamp: i64,
+    },
+    /// Reply to `PING`.
+    Pong {
+        /// Server time (epoch ms).
+        timestamp: i64,
+    },
+    /// Reply to `TIME_SYNC`: `t1` when the request was received, `t2` when
+    /// the reply left, both in Redis time.
+    TimeSync {
+        /// Echoed client send time.
+        t0: i64,
+        /// Server receive time.
+        t1: i64,
+        /// Server send time.
+        t2: i64,
+    },
+    /// Something the client sent could not be served.
+    Error {
+        /// `INVALID_MESSAGE`, `SESSION_NOT_FOUND`, `FORBIDDEN`, …
+        code: String,
+        /// For humans.
+        message: String,
+    },
+}
+
+impl ClientOut {
+    /// The JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("ClientOut always serializes")
+    }
+}
+
+/// WebSocket close codes the gateway uses, and whether a client should
+/// reconnect after each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: the session was deleted. Don't reconnect.
+    SessionDeleted,
+    /// 1008: bad `sessionId` or token, or not allowed. Don't reconnect as is.
+    Policy,
+    /// 1009: a frame over the limit. Don't resend it.
+    TooBig,
+    /// 1012: the gateway is restarting. Reconnect (to another instance).
+    Restart,
+    /// 1013: the client fell too far behind. Reconnect and resync.
+    TooSlow,
+    /// 4000: the client missed a heartbeat. Reconnect.
+    HeartbeatTimeout,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::SessionDeleted => 1000,
+            CloseCode::Policy => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::Restart => 1012,
+            CloseCode::TooSlow => 1013,
+            CloseCode::HeartbeatTimeout => 4000,
+        }
+    }
+
+    /// Whether a client should reconnect after it.
+    pub fn reconnect(self) -> bool {
+        matches!(
+            self,
+            CloseCode::Restart | CloseCode::TooSlow | CloseCode::HeartbeatTimeout
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_by_type() {
+        assert_eq!(ClientIn::parse(r#"{"type":"PING"}"#), Ok(ClientIn::Ping));
+        assert_eq!(
+            ClientIn::parse(r#"{"type":"TIME_SYNC","t0":12}"#),
+            Ok(ClientIn::TimeSync { t0: 12 })
+        );
+        assert_eq!(
+            ClientIn::parse(r#"{"type":"SUBSCRIBE","sessionId":"s"}"#),
+            Ok(ClientIn::Subscribe {
+                session_id: "s".into()
+            })
+        );
+        assert_eq!(
+            ClientIn::parse(r#"{"type":"RECONNECT"}"#),
+            Ok(ClientIn::Reconnect { session_id: None })
+        );
+        assert_eq!(
+            ClientIn::parse(r#"{"type":"DANCE"}"#),
+            Err("Unknown message type".into())
+        );
+        assert!(ClientIn::parse("not json").is_err());
+        assert!(ClientIn::parse(r#"{"type":"TIME_SYNC"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_are_flat_and_camel_case() {
+        assert_eq!(
+            ClientOut::Connected {
+                session_id: "s".into(),
+                timestamp: 5
+            }
+            .to_json(),
+            r#"{"type":"CONNECTED","sessionId":"s","timestamp":5}"#
+        );
+        assert_eq!(
+            ClientOut::TimeSync {
+                t0: 1,
+                t1: 2,
+                t2: 3
+            }
+            .to_json(),
+            r#"{"type":"TIME_SYNC","t0":1,"t1":2,"t2":3}"#
+        );
+        assert_eq!(
+            ClientOut::Error {
+                code: "INVALID_MESSAGE".into(),
+                message: "m".into()
+            }
+            .to_json(),
+            r#"{"type":"ERROR","code":"INVALID_MESSAGE","message":"m"}"#
+        );
+    }
+}
