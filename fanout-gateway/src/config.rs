@@ -1,0 +1,132 @@
+//! Typed configuration from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use synckairos_auth::AuthConfig;
+use synckairos_core::script::Settings;
+
+/// Everything the gateway is configured with.
+#[derive(Debug)]
+pub struct Config {
+    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint).
+    pub redis_url: String,
+    /// `LISTEN` (default `127.0.0.1:8788`; the binary binds it).
+    pub listen: SocketAddr,
+    /// `SHARDS`, `STATE_TTL_SECONDS`, …: as the edge worker has them, for the
+    /// expire command and the key layout.
+    pub settings: Settings,
+    /// `AUTH_MODE`, `JWT_*`: the edge worker's keys and claims.
+    pub auth: AuthConfig,
+    /// `MAX_CONNECTIONS` (default 20,000).
+    pub max_connections: usize,
+    /// `PING_INTERVAL_MS` (default 15,000): protocol pings; a client that
+    /// has not answered the previous one when the next is due is dropped.
+    pub ping_interval: Duration,
+    /// `SEND_TIMEOUT_MS` (default 5,000): a client whose socket takes longer
+    /// to accept one message is closed with 1013 ("reconnect").
+    pub send_timeout: Duration,
+    /// `MAX_CONTROL_QUEUE` (default 64): replies waiting for one client
+    /// beyond which it is closed with 1013.
+    pub max_control_queue: usize,
+    /// `MAX_SESSIONS_PER_CONNECTION` (default 100).
+    pub max_sessions_per_connection: usize,
+    /// `EXPIRY=off` turns the expiry scheduler off (default on).
+    pub expiry: bool,
+    /// `SHUTDOWN_GRACE_MS` (default 5,000): how long shutdown waits for
+    /// clients to take their 1012 close.
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration the gateway cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value it cannot have.
+    #[error("{name} is {value:?}: {expected}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// `AUTH_MODE` or a JWT key is wrong.
+    #[error(transparent)]
+    Auth(#[from] synckairos_auth::ConfigError),
+}
+
+impl Config {
+    /// Reads the configuration through `lookup` (name → value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let num = |name: &'static str, default: u64, min: u64, max: u64| match get(name) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ConfigError::Invalid {
+                    name,
+                    value: v,
+                    expected: "an integer in its documented range",
+                }),
+            },
+        };
+        let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            return Err(ConfigError::Invalid {
+                name: "REDIS_URL",
+                value: redis_url,
+                expected: "a redis:// or rediss:// URL",
+            });
+        }
+        let listen = match get("LISTEN") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8788)),
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: "LISTEN",
+                value: v,
+                expected: "host:port",
+            })?,
+        };
+        let d = Settings::default();
+        let settings = Settings {
+            shards: num("SHARDS", d.shards.into(), 1, 1024)? as u16,
+            switch_limit: num("SWITCH_RATE_LIMIT", d.switch_limit, 0, 1_000_000)?,
+            base_ttl_s: num("STATE_TTL_SECONDS", d.base_ttl_s, 60, 30 * 86_400)?,
+            idempotency_ttl_s: num(
+                "IDEMPOTENCY_TTL_SECONDS",
+                d.idempotency_ttl_s,
+                1,
+                30 * 86_400,
+            )?,
+        };
+        let expiry = match get("EXPIRY").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    name: "EXPIRY",
+                    value: v.to_string(),
+                    expected: "on or off",
+                })
+            }
+        };
+        Ok(Config {
+            redis_url,
+            listen,
+            settings,
+            auth: AuthConfig::from_vars(&lookup)?,
+            max_connections: num("MAX_CONNECTIONS", 20_000, 1, 10_000_000)? as usize,
+            ping_interval: Duration::from_millis(num("PING_INTERVAL_MS", 15_000, 50, 600_000)?),
+            send_timeout: Duration::from_millis(num("SEND_TIMEOUT_MS", 5_000, 10, 600_000)?),
+            max_control_queue: num("MAX_CONTROL_QUEUE", 64, 1, 100_000)? as usize,
+            max_sessions_per_connection: num("MAX_SESSIONS_PER_CONNECTION", 100, 1, 10_000)?
+                as usize,
+            expiry,
+            shutdown_grace: Duration::from_millis(num("SHUTDOWN_GRACE_MS", 5_000, 0, 600_000)?),
+        })
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+}

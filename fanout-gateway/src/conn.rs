@@ -1,0 +1,324 @@
+//! One WebSocket client: its reader (client messages), its writer (the
+//! outbox, heartbeats, shutdown), and the sessions it watches.
+
+use crate::outbox::{Out, Outbox, Snapshot};
+use crate::Shared;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use synckairos_core::api::{authorize, Caller, Route};
+use synckairos_core::validate::parse_uuid;
+use synckairos_core::ws::{ClientIn, ClientOut, CloseCode};
+
+/// Serves one upgraded socket for the URL's session `sid`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    sid: String,
+    caller: Option<Caller>,
+    id: u64,
+) {
+    let m = &shared.metrics;
+    m.connections.fetch_add(1, Relaxed);
+    let outbox = Arc::new(Outbox::new(shared.config.max_control_queue));
+    let alive = Arc::new(AtomicBool::new(true));
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write(
+        Arc::clone(&shared),
+        sink,
+        Arc::clone(&outbox),
+        Arc::clone(&alive),
+        sid.clone(),
+    ));
+
+    let mut watching: HashSet<String> = HashSet::new();
+    outbox.push(Out::Text(
+        ClientOut::Connected {
+            session_id: sid.clone(),
+            timestamp: shared.clock.now_ms(),
+        }
+        .to_json(),
+    ));
+    shared.hub.watch(&sid, id, Arc::clone(&outbox)).await;
+    watching.insert(sid.clone());
+    send_state(&shared, &outbox, &sid, false).await;
+
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Pong(_)) => {
+                alive.store(true, Relaxed);
+                continue;
+            }
+            Ok(Message::Ping(_)) => continue, // answered by the protocol layer
+            Ok(Message::Binary(_)) => {
+                invalid(&outbox, "Binary frames are not supported");
+                continue;
+            }
+            Ok(Message::Close(_)) => break,
+            Err(e) => {
+                let too_big = e.to_string().to_ascii_lowercase().contains("too long")
+                    || e.to_string().to_ascii_lowercase().contains("too big");
+                if too_big {
+                    outbox.close(CloseCode::TooBig, "Message too big");
+                }
+                tracing::debug!(error = %e, "websocket read ended");
+                break;
+            }
+        };
+        alive.store(true, Relaxed);
+        let t1 = shared.clock.now_ms();
+        match ClientIn::parse(text.as_str()) {
+            Err(why) => {
+                tracing::info!(reason = %why, "invalid client message");
+                invalid(&outbox, &why);
+            }
+            Ok(ClientIn::Ping) => {
+                outbox.push(Out::Text(ClientOut::Pong { timestamp: t1 }.to_json()));
+            }
+            Ok(ClientIn::TimeSync { t0 }) => {
+                outbox.push(Out::TimeSync { t0, t1 });
+            }
+            Ok(ClientIn::Reconnect { session_id }) => {
+                let target = session_id.as_deref().map_or(Some(sid.clone()), parse_uuid);
+                match target {
+                    Some(t) if watching.contains(&t) => {
+                        send_state(&shared, &outbox, &t, true).await
+                    }
+                    _ => error(
+                        &outbox,
+                        "SESSION_NOT_FOUND",
+                        "Not subscribed to that session",
+                    ),
+                }
+            }
+            Ok(ClientIn::Subscribe { session_id }) => {
+                let Some(other) = parse_uuid(&session_id) else {
+                    error(&outbox, "VALIDATION_ERROR", "Invalid sessionId format");
+                    continue;
+                };
+                if let Some(c) = &caller {
+                    if authorize(c, &Route::Get(other.clone()), None).is_err() {
+                        error(&outbox, "FORBIDDEN", "Token is not valid for this session");
+                        continue;
+                    }
+                }
+                if watching.contains(&other) {
+                    send_state(&shared, &outbox, &other, true).await;
+                    continue;
+                }
+                if watching.len() >= shared.config.max_sessions_per_connection {
+                    error(
+                        &outbox,
+                        "LIMIT_EXCEEDED",
+                        "Too many sessions on one connection",
+                    );
+                    continue;
+                }
+                shared.hub.watch(&other, id, Arc::clone(&outbox)).await;
+                watching.insert(other.clone());
+                send_state(&shared, &outbox, &other, true).await;
+            }
+            Ok(ClientIn::Unsubscribe { session_id }) => {
+                if let Some(other) = parse_uuid(&session_id) {
+                    if watching.remove(&other) {
+                        shared.hub.unwatch(&other, id);
+                    }
+                }
+            }
+        }
+    }
+    for s in &watching {
+        shared.hub.unwatch(s, id);
+    }
+    outbox.stop();
+    let _ = writer.await;
+    m.connections.fetch_sub(1, Relaxed);
+}
+
+fn invalid(outbox: &Outbox, why: &str) {
+    error(outbox, "INVALID_MESSAGE", why);
+}
+
+fn error(outbox: &Outbox, code: &str, message: &str) {
+    outbox.push(Out::Text(
+        ClientOut::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+        .to_json(),
+    ));
+}
+
+/// Reads `sid` and queues it as `STATE_SYNC`; a missing session is an
+/// `ERROR SESSION_NOT_FOUND` when `report_missing`.
+async fn send_state(shared: &Shared, outbox: &Outbox, sid: &str, report_missing: bool) {
+    match shared.engine.get(sid).await {
+        Ok(Some(state)) => {
+            shared.hub.seen(sid, state.version);
+            outbox.push_snapshot(
+                sid,
+                Snapshot::State {
+                    state: Arc::new(state),
+                    sync: true,
+                },
+            );
+        }
+        Ok(None) if report_missing => error(
+            outbox,
+            "SESSION_NOT_FOUND",
+            &format!("Session {sid} not found"),
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, session_id = sid, "snapshot read failed");
+            error(
+                outbox,
+                "SERVICE_UNAVAILABLE",
+                "Could not read the session state",
+            );
+        }
+    }
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+async fn write(
+    shared: Arc<Shared>,
+    mut sink: Sink,
+    outbox: Arc<Outbox>,
+    alive: Arc<AtomicBool>,
+    url_sid: String,
+) {
+    let m = &shared.metrics;
+    let mut ping = tokio::time::interval(shared.config.ping_interval);
+    ping.tick().await;
+    let mut stop = shared.stop.clone();
+    // The newest version sent per session: an older snapshot never follows.
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = outbox.ready() => {}
+            _ = ping.tick() => {
+                if !alive.swap(false, Relaxed) {
+                    m.dropped_heartbeat.fetch_add(1, Relaxed);
+                    outbox.close(CloseCode::HeartbeatTimeout, "Heartbeat missed");
+                } else if send(&shared, &mut sink, Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            _ = stop.changed() => {
+                outbox.close(CloseCode::Restart, "Service restart");
+            }
+        }
+        while let Some(out) = outbox.take() {
+            let msg = match out {
+                Out::Text(t) => t,
+                Out::TimeSync { t0, t1 } => ClientOut::TimeSync {
+                    t0,
+                    t1,
+                    t2: shared.clock.now_ms(),
+                }
+                .to_json(),
+                Out::Snapshot(sid, snap) => {
+                    // Never an older state after a newer one; the same
+                    // version again only when asked for (a sync).
+                    let v = snap.version();
+                    let asked = matches!(snap, Snapshot::State { sync: true, .. });
+                    if sent.get(&sid).is_some_and(|&s| s > v || (s == v && !asked)) {
+                        continue;
+                    }
+                    sent.insert(sid.clone(), v);
+                    let now = shared.clock.now_ms();
+                    match snap {
+                        Snapshot::State { state, sync } => {
+                            m.fanout_latency
+                                .observe_ms((now - state.server_time_ms) as f64);
+                            let state = Box::new((*state).clone());
+                            let out = if sync {
+                                ClientOut::StateSync {
+                                    session_id: sid,
+                                    timestamp: now,
+                                    state,
+                                }
+                            } else {
+                                ClientOut::StateUpdate {
+                                    session_id: sid,
+                                    timestamp: now,
+                                    state,
+                                }
+                            };
+                            out.to_json()
+                        }
+                        Snapshot::Deleted { .. } => {
+                            let text = ClientOut::SessionDeleted {
+                                session_id: sid.clone(),
+                                timestamp: now,
+                            }
+                            .to_json();
+                            if sid == url_sid {
+                                if send(&shared, &mut sink, Message::Text(text.into()))
+                                    .await
+                                    .is_ok()
+                                {
+                                    close(&mut sink, CloseCode::SessionDeleted, "Session deleted")
+                                        .await;
+                                }
+                                return;
+                            }
+                            text
+                        }
+                    }
+                }
+                Out::Close(code, reason) => {
+                    if code == CloseCode::TooSlow {
+                        m.dropped_slow.fetch_add(1, Relaxed);
+                    }
+                    close(&mut sink, code, &reason).await;
+                    return;
+                }
+                Out::Stop => return,
+            };
+            if send(&shared, &mut sink, Message::Text(msg.into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one frame within the send timeout; a client that cannot take it in
+/// time is closed as too slow.
+async fn send(shared: &Shared, sink: &mut Sink, msg: Message) -> Result<(), ()> {
+    match tokio::time::timeout(shared.config.send_timeout, sink.send(msg)).await {
+        Ok(Ok(())) => {
+            shared.metrics.messages_sent.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            shared.metrics.dropped_slow.fetch_add(1, Relaxed);
+            // Best effort: the socket is not draining, so this may not arrive.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                close(sink, CloseCode::TooSlow, "Too slow: reconnect and resync"),
+            )
+            .await;
+            Err(())
+        }
+    }
+}
+
+async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from(reason.to_string()),
+        })))
+        .await;
+    let _ = sink.close().await;
+}

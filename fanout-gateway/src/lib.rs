@@ -1,0 +1,259 @@
+//! # synckairos-fanout-gateway
+//!
+//! The long-lived process near the clients: it subscribes to the Redis
+//! channels of the sessions its clients watch and pushes every snapshot over
+//! WebSocket (API.md §5), serves the time every clock is computed from (Redis
+//! `TIME`, estimated continuously), and applies `expire` at each deadline.
+//!
+//! [`run`] takes a bound listener and a shutdown future, so tests start it on
+//! port 0 and stop it when they like; `main.rs` is glue.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+mod conn;
+pub mod expiry;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+
+use anyhow::Context as _;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use synckairos_core::api::{authorize, Route, TimeResponse};
+use synckairos_core::validate::parse_uuid;
+use synckairos_core::ws::{CloseCode, MAX_CLIENT_MESSAGE_BYTES};
+use synckairos_engine::Engine;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// What every connection and task shares.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Scripts and reads (snapshots, `expire`).
+    pub engine: Engine,
+    /// Watchers and the subscriber.
+    pub hub: Arc<hub::Hub>,
+    /// The Redis clock estimate.
+    pub clock: clock::RedisClock,
+    /// Counters and histograms.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Turns true at shutdown.
+    pub stop: watch::Receiver<bool>,
+    next_id: AtomicU64,
+}
+
+/// Serves until `shutdown` completes; then stops accepting, closes every
+/// client with 1012 (reconnect elsewhere) and waits up to the configured
+/// grace for them to go.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
+    let engine = Engine::connect(&config.redis_url, config.settings.clone())
+        .await
+        .with_context(|| "connecting to Redis (REDIS_URL)")?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let (hub, subscriber) = hub::Hub::new(
+        client,
+        config.settings.shards,
+        Arc::clone(&metrics),
+        stop.clone(),
+    );
+    let shared = Arc::new(Shared {
+        config,
+        engine,
+        hub,
+        clock: clock::RedisClock::default(),
+        metrics,
+        stop,
+        next_id: AtomicU64::new(1),
+    });
+    let mut tasks = vec![
+        tokio::spawn(subscriber),
+        tokio::spawn(clock_task(Arc::clone(&shared))),
+    ];
+    if shared.config.expiry {
+        tasks.push(tokio::spawn(expiry::run(Arc::clone(&shared))));
+    }
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/time", get(time))
+        .fallback(|| async {
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"error": {"code": "INVALID_PATH", "message": "The WebSocket endpoint is /ws"}})),
+            )
+        })
+        .with_state(Arc::clone(&shared));
+    tracing::info!(listen = %listener.local_addr()?, "fanout-gateway serving");
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown: closing clients with 1012");
+        let _ = stop_tx.send(true);
+        // Keep the sender alive until serve returns.
+        std::mem::forget(stop_tx);
+    });
+    serve.await.context("serving HTTP")?;
+    let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
+    while shared.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!("fanout-gateway stopped");
+    Ok(())
+}
+
+/// Samples Redis `TIME` every second (five quick ones first).
+async fn clock_task(shared: Arc<Shared>) {
+    let mut conn = shared.engine.connection();
+    let mut n = 0u32;
+    loop {
+        match shared.clock.sample(&mut conn).await {
+            Ok(_) => {
+                if let Some(best) = shared.clock.best() {
+                    shared
+                        .metrics
+                        .clock_offset_ms
+                        .store(best.offset_ms, Relaxed);
+                    shared
+                        .metrics
+                        .clock_error_us
+                        .store(best.rtt_us / 2, Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "clock sample failed"),
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(if n < 5 { 20 } else { 1000 })).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    #[serde(rename = "sessionId")]
+    session_id: Option<String>,
+    token: Option<String>,
+}
+
+async fn ws(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if *shared.stop.borrow() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if shared.metrics.connections.load(Relaxed) >= shared.config.max_connections as i64 {
+        shared.metrics.refused.fetch_add(1, Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    }
+    // Refusals are close frames (1008), as the contract says: a browser's
+    // WebSocket API cannot see an HTTP status.
+    let refusal: Result<(String, Option<_>), &'static str> = (|| {
+        let raw = q
+            .session_id
+            .as_deref()
+            .ok_or("Missing sessionId parameter")?;
+        let sid = parse_uuid(raw).ok_or("Invalid sessionId format")?;
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let from_query = q.token.as_deref().map(|t| format!("Bearer {t}"));
+        let now_s = (clock::local_ms() / 1000) as u64;
+        let caller = shared
+            .config
+            .auth
+            .authenticate(from_query.as_deref().or(bearer), now_s)
+            .map_err(|_| "Unauthorized")?;
+        if let Some(c) = &caller {
+            authorize(c, &Route::Get(sid.clone()), None).map_err(|_| "Forbidden")?;
+        }
+        Ok((sid, caller))
+    })();
+    let upgrade = upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    match refusal {
+        Ok((sid, caller)) => {
+            let id = shared.next_id.fetch_add(1, Relaxed);
+            upgrade.on_upgrade(move |socket| conn::serve(shared, socket, sid, caller, id))
+        }
+        Err(reason) => {
+            shared.metrics.refused.fetch_add(1, Relaxed);
+            upgrade.on_upgrade(move |mut socket| async move {
+                use axum::extract::ws::{CloseFrame, Message};
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Policy.code(),
+                        reason: reason.into(),
+                    })))
+                    .await;
+            })
+        }
+    }
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let mut conn = shared.engine.connection();
+    let ping: Result<String, _> = tokio::time::timeout(
+        Duration::from_secs(2),
+        redis::cmd("PING").query_async(&mut conn),
+    )
+    .await
+    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
+    let linked = shared.hub.linked.load(Relaxed);
+    match (ping, linked) {
+        (Ok(_), true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        (Err(_), _) => not_ready("redis unreachable"),
+        (Ok(_), false) => not_ready("not subscribed"),
+    }
+}
+
+fn not_ready(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "not_ready", "error": why})),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn time(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(TimeResponse::new(shared.clock.now_ms())).into_response()
+}

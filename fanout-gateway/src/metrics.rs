@@ -1,0 +1,193 @@
+//! Prometheus text metrics, `synckairos_gateway_*`, with fixed label sets.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A histogram with fixed buckets (ms).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `ms` (negative values count as 0).
+    pub fn observe_ms(&self, ms: f64) {
+        let ms = ms.max(0.0);
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if ms <= *b {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_us.fetch_add((ms * 1000.0) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {}",
+                b / 1000.0,
+                c.load(Relaxed)
+            );
+        }
+        let n = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {n}");
+    }
+}
+
+const LATENCY_MS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
+
+/// Every metric of one gateway.
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: AtomicI64,
+    /// Sessions with at least one local watcher (= Redis subscriptions).
+    pub watched_sessions: AtomicI64,
+    /// Messages sent to clients.
+    pub messages_sent: AtomicU64,
+    /// Snapshots replaced in a client's queue by a newer one before sending.
+    pub coalesced: AtomicU64,
+    /// Clients closed for being too slow (1013) or missing a heartbeat.
+    pub dropped_slow: AtomicU64,
+    /// Clients dropped for missing a heartbeat.
+    pub dropped_heartbeat: AtomicU64,
+    /// Connections refused (limit, origin, auth, bad parameters).
+    pub refused: AtomicU64,
+    /// Redis subscriber (re)connections.
+    pub redis_reconnects: AtomicU64,
+    /// Expired transitions this gateway applied.
+    pub expired: AtomicU64,
+    /// Estimated Redis-minus-local clock offset, ms.
+    pub clock_offset_ms: AtomicI64,
+    /// The offset's error bound (half the best round trip), µs.
+    pub clock_error_us: AtomicI64,
+    /// Snapshot `server_time_ms` to send.
+    pub fanout_latency: Histogram,
+    /// Deadline to the applied `expired` transition.
+    pub expiry_lag: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            connections: AtomicI64::new(0),
+            watched_sessions: AtomicI64::new(0),
+            messages_sent: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            dropped_slow: AtomicU64::new(0),
+            dropped_heartbeat: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            redis_reconnects: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            clock_offset_ms: AtomicI64::new(0),
+            clock_error_us: AtomicI64::new(0),
+            fanout_latency: Histogram::new(LATENCY_MS),
+            expiry_lag: Histogram::new(LATENCY_MS),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        one(
+            "synckairos_gateway_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_watched_sessions",
+            "gauge",
+            "Sessions with a local watcher.",
+            self.watched_sessions.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_messages_sent_total",
+            "counter",
+            "Messages sent to clients.",
+            self.messages_sent.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_coalesced_total",
+            "counter",
+            "Snapshots superseded in a client queue before sending.",
+            self.coalesced.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_dropped_slow_total",
+            "counter",
+            "Clients closed with 1013 for falling behind.",
+            self.dropped_slow.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_dropped_heartbeat_total",
+            "counter",
+            "Clients dropped for a missed heartbeat.",
+            self.dropped_heartbeat.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_refused_total",
+            "counter",
+            "Connections refused.",
+            self.refused.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_redis_reconnects_total",
+            "counter",
+            "Redis subscriber reconnections.",
+            self.redis_reconnects.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_expired_total",
+            "counter",
+            "Expired transitions applied by this gateway.",
+            self.expired.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_clock_offset_seconds",
+            "gauge",
+            "Estimated Redis TIME minus local clock.",
+            (self.clock_offset_ms.load(Relaxed) as f64 / 1000.0).to_string(),
+        );
+        one(
+            "synckairos_gateway_clock_error_bound_seconds",
+            "gauge",
+            "Error bound of the offset (half the best round trip).",
+            (self.clock_error_us.load(Relaxed) as f64 / 1e6).to_string(),
+        );
+        self.fanout_latency.render(
+            &mut out,
+            "synckairos_gateway_fanout_latency_seconds",
+            "From a snapshot's server_time_ms to its send to a client.",
+        );
+        self.expiry_lag.render(
+            &mut out,
+            "synckairos_gateway_expiry_lag_seconds",
+            "From a deadline to the expired transition.",
+        );
+        out
+    }
+}

@@ -1,0 +1,500 @@
+//! The gateway as a real process would run it: `run` on port 0 against an own
+//! redis-server, sessions driven through the engine (the same scripts the
+//! edge worker calls), clients over real WebSockets.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Duration;
+use synckairos_core::script::{CallOptions, Settings};
+use synckairos_core::validate::validate_create;
+use synckairos_core::{Command, Request};
+use synckairos_engine::Engine;
+use synckairos_fanout_gateway::{run, Config};
+use synckairos_testkit::RedisServer;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Gateway {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    async fn start(redis: &RedisServer, vars: &[(&str, &str)]) -> Gateway {
+        let url = redis.url();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_lookup(|name| match name {
+            "REDIS_URL" => Some(url.clone()),
+            "AUTH_MODE" => Some("disabled".into()),
+            "SWITCH_RATE_LIMIT" => Some("0".into()),
+            other => vars
+                .iter()
+                .find(|(k, _)| k == other)
+                .map(|(_, v)| v.clone()),
+        })
+        .expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        let gw = Gateway {
+            addr,
+            stop: Some(stop),
+            done,
+        };
+        for _ in 0..200 {
+            if let Ok(r) = reqwest_like_get(addr, "/ready").await {
+                if r.contains("\"ready\"") {
+                    return gw;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the gateway did not become ready");
+    }
+
+    async fn connect(&self, query: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?{query}", self.addr))
+            .await
+            .expect("websocket connects");
+        ws
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("the gateway stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A plain HTTP GET (status line and body).
+async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+async fn engine(redis: &RedisServer) -> Engine {
+    let settings = Settings {
+        switch_limit: 0,
+        ..Settings::default()
+    };
+    Engine::connect(&redis.url(), settings)
+        .await
+        .expect("engine")
+}
+
+fn uuid(n: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!("{:08x}-0000-4000-8000-{:012x}", n, t & 0xffff_ffff_ffff)
+}
+
+async fn create(e: &Engine, sid: &str, bank_ms: i64) {
+    let body = json!({"session_id": sid, "sync_mode": "per_participant", "total_time_ms": bank_ms,
+        "participants": [
+            {"participant_id": uuid(0xa), "participant_index": 0, "total_time_ms": bank_ms},
+            {"participant_id": uuid(0xb), "participant_index": 1, "total_time_ms": bank_ms}]});
+    let spec = validate_create(&body).unwrap();
+    exec(e, sid, Command::Create(Box::new(spec))).await;
+}
+
+async fn exec(e: &Engine, sid: &str, c: Command) -> u64 {
+    let r = e
+        .execute(&Request::new(sid, c), &CallOptions::default())
+        .await
+        .expect("engine call");
+    match r.result {
+        Ok(synckairos_core::model::Reply::State { state, .. }) => state.version,
+        Ok(_) => 0,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+fn switch() -> Command {
+    Command::Switch {
+        next_participant_id: None,
+    }
+}
+
+/// The next text message as JSON (pings are skipped), within 5 s.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Reads until the socket closes; returns the close code and reason.
+async fn closed(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closes within 5 s")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_gets_the_state_then_every_change_then_the_delete() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let sid = uuid(1);
+    create(&e, &sid, 60_000).await;
+    exec(&e, &sid, Command::Start).await;
+
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    let hello = next(&mut ws).await;
+    assert_eq!(
+        (hello["type"].as_str(), hello["sessionId"].as_str()),
+        (Some("CONNECTED"), Some(sid.as_str()))
+    );
+    let sync = next(&mut ws).await;
+    assert_eq!(sync["type"], "STATE_SYNC");
+    assert_eq!(sync["state"]["version"], 2);
+    assert_eq!(sync["state"]["status"], "running");
+
+    for v in 3..=5 {
+        assert_eq!(exec(&e, &sid, switch()).await, v);
+        let up = next(&mut ws).await;
+        assert_eq!(
+            (up["type"].as_str(), up["state"]["version"].as_u64()),
+            (Some("STATE_UPDATE"), Some(v))
+        );
+    }
+
+    send(&mut ws, json!({"type": "PING"})).await;
+    assert_eq!(next(&mut ws).await["type"], "PONG");
+    send(&mut ws, json!({"type": "TIME_SYNC", "t0": 123})).await;
+    let ts = next(&mut ws).await;
+    assert_eq!(
+        (ts["type"].as_str(), ts["t0"].as_i64()),
+        (Some("TIME_SYNC"), Some(123))
+    );
+    assert!(ts["t1"].as_i64().unwrap() <= ts["t2"].as_i64().unwrap());
+    let redis_now = e.redis_time_ms().await.unwrap();
+    assert!(
+        (ts["t2"].as_i64().unwrap() - redis_now).abs() < 1000,
+        "served time is Redis time"
+    );
+    for bad in [
+        json!("not an object"),
+        json!({"type": "DANCE"}),
+        json!({"type": "TIME_SYNC"}),
+    ] {
+        send(&mut ws, bad).await;
+        let err = next(&mut ws).await;
+        assert_eq!(
+            (err["type"].as_str(), err["code"].as_str()),
+            (Some("ERROR"), Some("INVALID_MESSAGE"))
+        );
+    }
+    send(&mut ws, json!({"type": "RECONNECT"})).await;
+    let again = next(&mut ws).await;
+    assert_eq!(
+        (again["type"].as_str(), again["state"]["version"].as_u64()),
+        (Some("STATE_SYNC"), Some(5))
+    );
+
+    exec(&e, &sid, Command::Delete).await;
+    let gone = next(&mut ws).await;
+    assert_eq!(
+        (gone["type"].as_str(), gone["sessionId"].as_str()),
+        (Some("SESSION_DELETED"), Some(sid.as_str()))
+    );
+    assert_eq!(closed(&mut ws).await, (1000, "Session deleted".into()));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, &[]).await;
+    let mut ws = gw.connect("").await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Missing sessionId parameter".into())
+    );
+    let mut ws = gw.connect("sessionId=nope").await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Invalid sessionId format".into())
+    );
+    let r = reqwest_like_get(gw.addr, "/elsewhere").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = reqwest_like_get(gw.addr, "/v1/time").await.unwrap();
+    assert!(r.contains("timestamp_ms"), "{r}");
+    let r = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
+    assert!(r.contains("synckairos_gateway_refused_total 2"), "{r}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn one_socket_watches_several_sessions() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let (a, b) = (uuid(2), uuid(3));
+    for s in [&a, &b] {
+        create(&e, s, 60_000).await;
+        exec(&e, s, Command::Start).await;
+    }
+    let mut ws = gw.connect(&format!("sessionId={a}")).await;
+    next(&mut ws).await; // CONNECTED
+    next(&mut ws).await; // STATE_SYNC a
+    send(&mut ws, json!({"type": "SUBSCRIBE", "sessionId": b})).await;
+    let sb = next(&mut ws).await;
+    assert_eq!(
+        (sb["type"].as_str(), sb["sessionId"].as_str()),
+        (Some("STATE_SYNC"), Some(b.as_str()))
+    );
+    exec(&e, &b, switch()).await;
+    let up = next(&mut ws).await;
+    assert_eq!(
+        (up["sessionId"].as_str(), up["state"]["version"].as_u64()),
+        (Some(b.as_str()), Some(3))
+    );
+    send(&mut ws, json!({"type": "UNSUBSCRIBE", "sessionId": b})).await;
+    send(&mut ws, json!({"type": "PING"})).await;
+    assert_eq!(next(&mut ws).await["type"], "PONG");
+    exec(&e, &b, switch()).await;
+    exec(&e, &a, switch()).await;
+    let up = next(&mut ws).await;
+    assert_eq!(
+        up["sessionId"].as_str(),
+        Some(a.as_str()),
+        "b is no longer watched"
+    );
+    // The deleted subscription is a message, not a close.
+    send(&mut ws, json!({"type": "SUBSCRIBE", "sessionId": uuid(4)})).await;
+    assert_eq!(next(&mut ws).await["code"], "SESSION_NOT_FOUND");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_clock_that_runs_out_is_flagged_once_with_two_gateways() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let (g1, g2) = (
+        Gateway::start(&redis, &[]).await,
+        Gateway::start(&redis, &[]).await,
+    );
+    let sid = uuid(5);
+    create(&e, &sid, 1_000).await;
+    let mut w1 = g1.connect(&format!("sessionId={sid}")).await;
+    let mut w2 = g2.connect(&format!("sessionId={sid}")).await;
+    for w in [&mut w1, &mut w2] {
+        next(w).await;
+        next(w).await;
+    }
+    let started = std::time::Instant::now();
+    exec(&e, &sid, Command::Start).await;
+    for w in [&mut w1, &mut w2] {
+        assert_eq!(next(w).await["state"]["status"], "running");
+        let up = next(w).await;
+        assert_eq!(up["state"]["status"], "expired", "{up}");
+        assert_eq!(up["state"]["participants"][0]["has_expired"], true);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1_000) && elapsed < Duration::from_millis(2_500),
+        "{elapsed:?}"
+    );
+    let keys = synckairos_core::keys::SessionKeys::new(&sid, 16);
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&keys.audit)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let expired = entries
+        .iter()
+        .filter(|(_, f)| f.iter().any(|(k, v)| k == "type" && v == "session_expired"))
+        .count();
+    assert_eq!(expired, 1, "one transition, one audit event");
+
+    // A gateway that dies leaves its deadlines to the other.
+    let sid = uuid(6);
+    create(&e, &sid, 1_000).await;
+    let mut w2 = g2.connect(&format!("sessionId={sid}")).await;
+    next(&mut w2).await;
+    next(&mut w2).await;
+    g1.done.abort();
+    exec(&e, &sid, Command::Start).await;
+    assert_eq!(next(&mut w2).await["state"]["status"], "running");
+    assert_eq!(next(&mut w2).await["state"]["status"], "expired");
+    g2.stop().await;
+}
+
+#[tokio::test]
+async fn clients_are_resynced_after_redis_restarts() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let sid = uuid(7);
+    create(&e, &sid, 600_000).await;
+    exec(&e, &sid, Command::Start).await;
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    next(&mut ws).await;
+    next(&mut ws).await;
+    redis.restart();
+    // Right after the restart, before the gateway is back on the channel:
+    // the publish may be missed, and the resync must make up for it.
+    let mut v = 0;
+    for _ in 0..50 {
+        match e
+            .execute(&Request::new(&sid, switch()), &CallOptions::default())
+            .await
+        {
+            Ok(r) => {
+                if let Ok(synckairos_core::model::Reply::State { state, .. }) = r.result {
+                    v = state.version;
+                    break;
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(v, 3, "the session survived the restart (AOF) and switched");
+    loop {
+        let m = next(&mut ws).await;
+        if m["state"]["version"] == 3 {
+            assert!(m["type"] == "STATE_SYNC" || m["type"] == "STATE_UPDATE");
+            break;
+        }
+    }
+    // And live updates flow again on the same socket.
+    exec(&e, &sid, switch()).await;
+    assert_eq!(next(&mut ws).await["state"]["version"], 4);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1012() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let sid = uuid(8);
+    create(&e, &sid, 60_000).await;
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    next(&mut ws).await;
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(closed(&mut ws).await.0, 1012);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_misses_a_heartbeat_is_dropped() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, &[("PING_INTERVAL_MS", "100")]).await;
+    let sid = uuid(9);
+    // A raw client that never answers pings: tungstenite answers them only
+    // while it is read, so this one is not read until the server gives up.
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(closed(&mut ws).await, (4000, "Heartbeat missed".into()));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(
+        &redis,
+        &[("SEND_TIMEOUT_MS", "500"), ("PING_INTERVAL_MS", "60000")],
+    )
+    .await;
+    let sid = uuid(10);
+    // A big metadata makes every snapshot ~8 KiB, so the socket fills fast.
+    let body = json!({"session_id": sid, "sync_mode": "per_participant", "total_time_ms": 600_000,
+        "metadata": {"pad": "x".repeat(8000)},
+        "participants": [
+            {"participant_id": uuid(0xa), "participant_index": 0, "total_time_ms": 600_000},
+            {"participant_id": uuid(0xb), "participant_index": 1, "total_time_ms": 600_000}]});
+    exec(
+        &e,
+        &sid,
+        Command::Create(Box::new(validate_create(&body).unwrap())),
+    )
+    .await;
+    exec(&e, &sid, Command::Start).await;
+    let _stuck = gw.connect(&format!("sessionId={sid}")).await; // never read
+    let mut good = gw.connect(&format!("sessionId={sid}")).await;
+    next(&mut good).await;
+    next(&mut good).await;
+    let reader = tokio::spawn(async move {
+        let mut last = 0;
+        while last < 3002 {
+            last = next(&mut good).await["state"]["version"].as_u64().unwrap();
+        }
+        last
+    });
+    for _ in 0..3000 {
+        exec(&e, &sid, switch()).await;
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        3002,
+        "the reading client saw the newest state"
+    );
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
+        if !metrics.contains("synckairos_gateway_dropped_slow_total 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("synckairos_gateway_dropped_slow_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("synckairos_gateway_connections 1"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
