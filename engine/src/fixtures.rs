@@ -1,4 +1,4 @@
-//! Session bodies for the demo, the benchmark and the tests.
+//! Session bodies for the benchmark and the tests.
 
 use serde_json::{json, Value};
 use synckairos_core::validate::validate_create;
