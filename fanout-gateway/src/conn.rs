@@ -45,7 +45,15 @@ pub async fn serve(
     watching.insert(sid.clone());
     send_state(&shared, &outbox, &sid, false).await;
 
-    while let Some(frame) = stream.next().await {
+    let mut writer = writer;
+    loop {
+        // The writer ends the connection too (heartbeat missed, too slow,
+        // shutdown): then stop reading, whatever the client does.
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = &mut writer => break,
+        };
+        let Some(frame) = frame else { break };
         let text = match frame {
             Ok(Message::Text(t)) => t,
             Ok(Message::Pong(_)) => {
@@ -134,7 +142,9 @@ pub async fn serve(
         shared.hub.unwatch(s, id);
     }
     outbox.stop();
-    let _ = writer.await;
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
     m.connections.fetch_sub(1, Relaxed);
 }
 

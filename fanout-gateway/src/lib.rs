@@ -105,6 +105,9 @@ pub async fn run(
         })
         .with_state(Arc::clone(&shared));
     tracing::info!(listen = %listener.local_addr()?, "fanout-gateway serving");
+    // Kept alive until run returns: a dropped sender would read as "stopped".
+    let stop_tx = Arc::new(stop_tx);
+    let signal = Arc::clone(&stop_tx);
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -112,9 +115,7 @@ pub async fn run(
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown: closing clients with 1012");
-        let _ = stop_tx.send(true);
-        // Keep the sender alive until serve returns.
-        std::mem::forget(stop_tx);
+        let _ = signal.send(true);
     });
     serve.await.context("serving HTTP")?;
     let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
@@ -124,6 +125,7 @@ pub async fn run(
     for t in tasks {
         t.abort();
     }
+    drop(stop_tx);
     tracing::info!("fanout-gateway stopped");
     Ok(())
 }

@@ -154,14 +154,12 @@ impl Outbox {
         if s.stopped {
             return Some(Out::Stop);
         }
-        if let Some((CloseCode::TooSlow, _)) = &s.close {
-            let (c, r) = s.close.take().expect("checked");
+        if matches!(s.close, Some((CloseCode::TooSlow, _))) {
             s.control.clear();
             s.snapshots.clear();
-            s.close = Some((c, r.clone()));
-            return Some(Out::Close(c, r));
         }
         if let Some(out) = s.control.pop_front() {
+            // (Empty when closing for being too slow: the close jumps the queue.)
             return Some(out);
         }
         if let Some((id, snap)) = s.snapshots.pop_front() {
