@@ -333,7 +333,7 @@ async fn a_clock_that_runs_out_is_flagged_once_with_two_gateways() {
     }
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(1_000) && elapsed < Duration::from_millis(2_500),
+        elapsed >= Duration::from_millis(1_000) && elapsed < Duration::from_millis(4_000),
         "{elapsed:?}"
     );
     let keys = synckairos_core::keys::SessionKeys::new(&sid, 16);
@@ -444,7 +444,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
     let e = engine(&redis).await;
     let gw = Gateway::start(
         &redis,
-        &[("SEND_TIMEOUT_MS", "500"), ("PING_INTERVAL_MS", "60000")],
+        &[("SEND_TIMEOUT_MS", "1000"), ("PING_INTERVAL_MS", "60000")],
     )
     .await;
     let sid = uuid(10);
