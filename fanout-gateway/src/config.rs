@@ -35,6 +35,16 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_MS` (default 5,000): how long shutdown waits for
     /// clients to take their 1012 close.
     pub shutdown_grace: Duration,
+    /// `ALLOWED_ORIGINS`: `*` (default) or a comma-separated list; a browser
+    /// upgrade from another `Origin` gets HTTP 403. Clients that send no
+    /// `Origin` (native apps) are not affected.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `CONNECTIONS_PER_IP_PER_SECOND` (default 20; 0 = no limit): new
+    /// connections one client address may open per second; past it, 429.
+    pub connections_per_ip_per_second: u64,
+    /// `CLIENT_IP_HEADER`: a header the proxy in front sets to the client's
+    /// address (`Fly-Client-IP` on Fly.io); unset, the peer address counts.
+    pub client_ip_header: Option<String>,
 }
 
 /// A configuration the gateway cannot run with.
@@ -122,6 +132,18 @@ impl Config {
                 as usize,
             expiry,
             shutdown_grace: Duration::from_millis(num("SHUTDOWN_GRACE_MS", 5_000, 0, 600_000)?),
+            allowed_origins: match get("ALLOWED_ORIGINS") {
+                None => None,
+                Some(v) if v.trim() == "*" => None,
+                Some(v) => Some(
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                        .filter(|o| !o.is_empty())
+                        .collect(),
+                ),
+            },
+            connections_per_ip_per_second: num("CONNECTIONS_PER_IP_PER_SECOND", 20, 0, 1_000_000)?,
+            client_ip_header: get("CLIENT_IP_HEADER").map(|h| h.trim().to_ascii_lowercase()),
         })
     }
 

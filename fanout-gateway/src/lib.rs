@@ -53,6 +53,28 @@ pub struct Shared {
     /// Turns true at shutdown.
     pub stop: watch::Receiver<bool>,
     next_id: AtomicU64,
+    /// New connections per client address in the current second.
+    per_ip: std::sync::Mutex<(i64, std::collections::HashMap<std::net::IpAddr, u64>)>,
+}
+
+impl Shared {
+    /// Counts a new connection of `ip`; `false` when it is over the limit.
+    fn admit(&self, ip: std::net::IpAddr) -> bool {
+        let limit = self.config.connections_per_ip_per_second;
+        if limit == 0 {
+            return true;
+        }
+        let second = clock::local_ms() / 1000;
+        let mut guard = self.per_ip.lock().expect("per-ip lock");
+        let (window, counts) = &mut *guard;
+        if *window != second {
+            *window = second;
+            counts.clear(); // one second of addresses at most: bounded
+        }
+        let n = counts.entry(ip).or_insert(0);
+        *n += 1;
+        *n <= limit
+    }
 }
 
 /// Serves until `shutdown` completes; then stops accepting, closes every
@@ -83,6 +105,7 @@ pub async fn run(
         metrics,
         stop,
         next_id: AtomicU64::new(1),
+        per_ip: Default::default(),
     });
     let mut tasks = vec![
         tokio::spawn(subscriber),
@@ -164,7 +187,7 @@ struct WsQuery {
 
 async fn ws(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -172,9 +195,39 @@ async fn ws(
     if *shared.stop.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if shared.metrics.connections.load(Relaxed) >= shared.config.max_connections as i64 {
+    let refuse = |status: StatusCode, why: &'static str| {
         shared.metrics.refused.fetch_add(1, Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+        (status, why).into_response()
+    };
+    if shared.metrics.connections.load(Relaxed) >= shared.config.max_connections as i64 {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
+    }
+    if let (Some(allowed), Some(origin)) =
+        (&shared.config.allowed_origins, headers.get(header::ORIGIN))
+    {
+        let origin = origin
+            .to_str()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        if !allowed.contains(&origin) {
+            return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+        }
+    }
+    let ip = shared
+        .config
+        .client_ip_header
+        .as_ref()
+        .and_then(|h| headers.get(h.as_str()))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer.ip());
+    if !shared.admit(ip) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many new connections from this address",
+        );
     }
     // Refusals are close frames (1008), as the contract says: a browser's
     // WebSocket API cannot see an HTTP status.

@@ -152,7 +152,11 @@ impl Outbox {
     pub fn take(&self) -> Option<Out> {
         let mut s = self.state.lock().expect("outbox lock");
         if s.stopped {
-            return Some(Out::Stop);
+            // The client is gone or going: only a close it was owed is left.
+            return Some(match s.close.take() {
+                Some((c, r)) => Out::Close(c, r),
+                None => Out::Stop,
+            });
         }
         if matches!(s.close, Some((CloseCode::TooSlow, _))) {
             s.control.clear();

@@ -30,14 +30,16 @@ impl Gateway {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = Config::from_lookup(|name| match name {
-            "REDIS_URL" => Some(url.clone()),
-            "AUTH_MODE" => Some("disabled".into()),
-            "SWITCH_RATE_LIMIT" => Some("0".into()),
-            other => vars
-                .iter()
-                .find(|(k, _)| k == other)
-                .map(|(_, v)| v.clone()),
+        let config = Config::from_lookup(|name| {
+            if let Some((_, v)) = vars.iter().find(|(k, _)| k == name) {
+                return Some(v.clone());
+            }
+            match name {
+                "REDIS_URL" => Some(url.clone()),
+                "AUTH_MODE" => Some("disabled".into()),
+                "SWITCH_RATE_LIMIT" => Some("0".into()),
+                _ => None,
+            }
         })
         .expect("config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,6 +69,22 @@ impl Gateway {
             .await
             .expect("websocket connects");
         ws
+    }
+
+    /// The HTTP status of an upgrade with `origin`.
+    async fn upgrade_status(&self, query: &str, origin: Option<&str>) -> u16 {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/ws?{query}", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     async fn stop(mut self) {
@@ -495,5 +513,84 @@ async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
         metrics.contains("synckairos_gateway_connections 1\n"),
         "the stuck client is gone, the reading one stays: {metrics}"
     );
+    gw.stop().await;
+}
+
+fn token(role: &str, sub: &str, sid: Option<&str>) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let mut claims = json!({"sub": sub, "role": role, "exp": exp});
+    if let Some(sid) = sid {
+        claims["sid"] = json!(sid);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"gw-secret"),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_roles_origins_rates_and_frame_sizes() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(
+        &redis,
+        &[
+            ("AUTH_MODE", "jwt"),
+            ("JWT_SECRET", "gw-secret"),
+            ("ALLOWED_ORIGINS", "https://app.example"),
+            ("CONNECTIONS_PER_IP_PER_SECOND", "8"),
+        ],
+    )
+    .await;
+    let (sid, other) = (uuid(11), uuid(12));
+    create(&e, &sid, 60_000).await;
+    create(&e, &other, 60_000).await;
+
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    assert_eq!(closed(&mut ws).await, (1008, "Unauthorized".into()));
+    let mut ws = gw
+        .connect(&format!("sessionId={sid}&token=not.a.jwt"))
+        .await;
+    assert_eq!(closed(&mut ws).await, (1008, "Unauthorized".into()));
+    let t = token("viewer", "v", Some(&other));
+    let mut ws = gw.connect(&format!("sessionId={sid}&token={t}")).await;
+    assert_eq!(closed(&mut ws).await, (1008, "Forbidden".into()));
+
+    // A viewer of this session watches it, but may not subscribe to another.
+    let t = token("viewer", "v", Some(&sid));
+    let mut ws = gw.connect(&format!("sessionId={sid}&token={t}")).await;
+    assert_eq!(next(&mut ws).await["type"], "CONNECTED");
+    assert_eq!(next(&mut ws).await["type"], "STATE_SYNC");
+    send(&mut ws, json!({"type": "SUBSCRIBE", "sessionId": other})).await;
+    assert_eq!(next(&mut ws).await["code"], "FORBIDDEN");
+    // A frame over 4 KiB closes the socket with 1009.
+    send(&mut ws, json!({"type": "PING", "pad": "x".repeat(5000)})).await;
+    assert_eq!(closed(&mut ws).await.0, 1009);
+
+    // Origins: a listed one or none (native apps) pass, another is 403.
+    let t = token("admin", "ops", None);
+    let q = format!("sessionId={sid}&token={t}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // a fresh second for the rate
+    assert_eq!(
+        gw.upgrade_status(&q, Some("https://evil.example")).await,
+        403
+    );
+    assert_eq!(
+        gw.upgrade_status(&q, Some("https://app.example")).await,
+        101
+    );
+    // Eight new connections per second per address: a burst of ten meets 429.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(gw.upgrade_status(&q, None).await);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&101), "{statuses:?}");
     gw.stop().await;
 }
