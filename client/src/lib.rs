@@ -6,8 +6,12 @@
 //! NTP-style samples of `GET /v1/time`, keeping the one with the smallest
 //! round trip, whose half is the error bound. With that estimate,
 //! [`live_clocks`] computes every participant's clock now, as every client of
-//! a session must (nobody counts down locally).
+//! a session must (nobody counts down locally). [`Watcher`] watches sessions
+//! on a gateway over WebSocket and estimates its clock with `TIME_SYNC`.
 #![deny(missing_docs)]
+
+pub mod ws;
+pub use ws::Watcher;
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;

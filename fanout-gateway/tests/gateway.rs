@@ -594,3 +594,105 @@ async fn tokens_roles_origins_rates_and_frame_sizes() {
     assert!(statuses.contains(&101), "{statuses:?}");
     gw.stop().await;
 }
+
+/// A TCP proxy that delays every chunk by `one_way` ± `jitter` in each
+/// direction (order kept), like a 100 ms RTT mobile link.
+async fn delaying_proxy(
+    upstream: std::net::SocketAddr,
+    one_way: Duration,
+    jitter: Duration,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(upstream).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to, seed) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    0x9e37_79b9u64,
+                ),
+                (Box::new(sr), Box::new(cw), 0x7f4a_7c15u64),
+            ] {
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                tokio::spawn(async move {
+                    let mut rng = seed ^ (std::process::id() as u64);
+                    let mut last = tokio::time::Instant::now();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let j = (rng % (2 * jitter.as_micros() as u64 + 1)) as i64
+                            - jitter.as_micros() as i64;
+                        let delay = Duration::from_micros((one_way.as_micros() as i64 + j) as u64);
+                        last = last.max(tokio::time::Instant::now() + delay);
+                        if tx.send((last, buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if to.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn time_sync_through_a_slow_jittery_link_is_within_its_bound() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let sid = uuid(13);
+    create(&e, &sid, 60_000).await;
+    let direct = format!("ws://{}", gw.addr);
+    let mut w = synckairos_client::Watcher::connect(&direct, &sid, None)
+        .await
+        .unwrap();
+    let truth = w.sync_time(10).await.unwrap();
+    assert!(truth.error_bound_ms <= 3, "{truth:?}");
+
+    let proxy = delaying_proxy(
+        gw.addr,
+        Duration::from_millis(50),
+        Duration::from_millis(20),
+    )
+    .await;
+    let mut slow = synckairos_client::Watcher::connect(&format!("ws://{proxy}"), &sid, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        slow.next().await.unwrap(),
+        synckairos_core::ws::ClientOut::Connected { .. }
+    ));
+    let est = slow.sync_time(30).await.unwrap();
+    let error = (est.offset_ms - truth.offset_ms).abs();
+    eprintln!("time sync through the slow link: {est:?}, direct: {truth:?}, error {error} ms");
+    assert!(
+        est.error_bound_ms >= 30,
+        "an honest bound for a ~100 ms RTT: {est:?}"
+    );
+    assert!(
+        error <= est.error_bound_ms + truth.error_bound_ms,
+        "error {error} ms outside the bound: {est:?} vs {truth:?}"
+    );
+    assert!(error < 5, "error {error} ms: {est:?} vs {truth:?}");
+    gw.stop().await;
+}
