@@ -3,16 +3,19 @@
 #   Redis (local, in place of Upstash) and PostgreSQL (for the audit trail),
 #   upstash-local (the dev stand-in for Upstash's REST API) on :8079,
 #   the built edge worker under the Workers runtime (workerd) on :8787,
-# then drives a chess clock over REST (the `demo` of synckairos-client).
+#   the fan-out gateway (WebSocket, time sync, expiry) on :8788,
+# then drives a chess clock over REST while a WebSocket client watches it on
+# the gateway (the `demo` of synckairos-client).
 # Installs what is missing (Debian packages, the pinned worker tools); the
 # services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
-#   EDGE_PORT (8787), REST_PORT (8079), REDIS_PORT (6379)
+#   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
+gateway_port=${GATEWAY_PORT:-8788}
 run=.run
 mkdir -p "$run"
 
@@ -22,8 +25,8 @@ ensure_postgres_running
 log "edge worker tools (pinned; installed only when missing) and the wasm build"
 . scripts/tools.sh
 scripts/worker-build.sh
-log "building upstash-local and the demo"
-cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-client
+log "building upstash-local, the gateway and the demo"
+cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-fanout-gateway -p synckairos-client
 bin=$(cargo metadata --format-version 1 --no-deps --locked |
   node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0)).target_directory)')/release
 
@@ -44,23 +47,31 @@ UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=$tok
   AUTH_MODE=jwt nohup scripts/workerd.sh --port "$edge_port" >"$run/workerd.log" 2>&1 </dev/null &
 echo $! >"$run/workerd.pid"
 
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$edge_port/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$edge_port/ready" >/dev/null || {
-  log "the stack did not become ready; logs in $run/"
-  tail -n 20 "$run/upstash-local.log" "$run/workerd.log" >&2
-  exit 1
-}
+log "starting the fan-out gateway on 127.0.0.1:$gateway_port"
+REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port AUTH_MODE=jwt \
+  nohup "$bin/fanout-gateway" >"$run/fanout-gateway.log" 2>&1 </dev/null &
+echo $! >"$run/fanout-gateway.pid"
 
-log "demo: a chess clock over REST through the edge worker"
-"$bin/demo" --base-url "http://127.0.0.1:$edge_port"
+for url in "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/ready"; do
+  for _ in $(seq 100); do
+    curl -sf "$url" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -sf "$url" >/dev/null || {
+    log "the stack did not become ready ($url); logs in $run/"
+    tail -n 20 "$run/upstash-local.log" "$run/workerd.log" "$run/fanout-gateway.log" >&2
+    exit 1
+  }
+done
+
+log "demo: a chess clock over REST through the edge worker, watched over WebSocket"
+"$bin/demo" --base-url "http://127.0.0.1:$edge_port" --gateway "ws://127.0.0.1:$gateway_port"
 
 cat <<TXT
 
 The stack is up:
   edge worker    http://127.0.0.1:$edge_port   (GET /v1/openapi.json; JWT HS256 secret in $run/jwt-secret)
+  gateway        ws://127.0.0.1:$gateway_port/ws?sessionId=<id>&token=<JWT>   (also /metrics, /v1/time)
   upstash-local  http://127.0.0.1:$rest_port   (token: $token)
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432
 Stop it with scripts/down.sh.

@@ -65,7 +65,7 @@ impl Watcher {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(&t)
+                    return ClientOut::parse(&t)
                         .map_err(|e| transport(format!("unexpected message {t}: {e}")))
                 }
                 Some(Ok(Message::Close(frame))) => {

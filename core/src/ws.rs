@@ -129,6 +129,43 @@ impl ClientOut {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("ClientOut always serializes")
     }
+
+    /// Parses a message from a gateway (what a client does). Not plain
+    /// `serde_json::from_str`: a state's `metadata` is kept as raw JSON,
+    /// which serde cannot read inside a `type`-tagged enum, so the state is
+    /// read on its own.
+    pub fn parse(text: &str) -> Result<ClientOut, String> {
+        #[derive(Deserialize)]
+        struct WithState<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            #[serde(rename = "sessionId")]
+            session_id: String,
+            timestamp: i64,
+            #[serde(borrow)]
+            state: &'a serde_json::value::RawValue,
+        }
+        if let Ok(m) = serde_json::from_str::<WithState>(text) {
+            let state = Box::new(
+                serde_json::from_str::<SyncState>(m.state.get()).map_err(|e| e.to_string())?,
+            );
+            let (session_id, timestamp) = (m.session_id, m.timestamp);
+            return match m.kind {
+                "STATE_UPDATE" => Ok(ClientOut::StateUpdate {
+                    session_id,
+                    timestamp,
+                    state,
+                }),
+                "STATE_SYNC" => Ok(ClientOut::StateSync {
+                    session_id,
+                    timestamp,
+                    state,
+                }),
+                other => Err(format!("unexpected state message {other}")),
+            };
+        }
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
 }
 
 /// WebSocket close codes the gateway uses, and whether a client should
@@ -198,6 +235,19 @@ mod tests {
         );
         assert!(ClientIn::parse("not json").is_err());
         assert!(ClientIn::parse(r#"{"type":"TIME_SYNC"}"#).is_err());
+    }
+
+    #[test]
+    fn state_messages_parse_back_with_their_metadata() {
+        let st: SyncState = serde_json::from_str(r#"{"session_id":"00000000-0000-4000-8000-000000000001","sync_mode":"per_participant","status":"pending","version":1,"participants":[],"active_participant_id":null,"total_time_ms":60000,"time_per_cycle_ms":null,"cycle_started_at":null,"session_started_at":null,"session_completed_at":null,"increment_ms":0,"created_at":"2026-12-01T19:10:07.707Z","updated_at":"2026-12-01T19:10:07.707Z","metadata":{"a":[1,2]},"server_time_ms":1796152207707,"expires_at":null}"#).unwrap();
+        let m = ClientOut::StateSync {
+            session_id: st.session_id.clone(),
+            timestamp: 7,
+            state: Box::new(st),
+        };
+        assert_eq!(ClientOut::parse(&m.to_json()), Ok(m));
+        let pong = ClientOut::Pong { timestamp: 3 };
+        assert_eq!(ClientOut::parse(&pong.to_json()), Ok(pong));
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub async fn run(
     // Kept alive until run returns: a dropped sender would read as "stopped".
     let stop_tx = Arc::new(stop_tx);
     let signal = Arc::clone(&stop_tx);
+    // No Nagle: a snapshot is one small write that must leave at once
+    // (with Nagle and delayed ACKs, a message could wait ~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
