@@ -1,7 +1,7 @@
 //! One WebSocket client: its reader (client messages), its writer (the
 //! outbox, heartbeats, shutdown), and the sessions it watches.
 
-use crate::outbox::{Out, Outbox, Snapshot};
+use crate::outbox::{Out, Outbox, Rendered, Snapshot};
 use crate::Shared;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
@@ -171,7 +171,7 @@ async fn send_state(shared: &Shared, outbox: &Outbox, sid: &str, report_missing:
             outbox.push_snapshot(
                 sid,
                 Snapshot::State {
-                    state: Arc::new(state),
+                    state: Rendered::new(&state),
                     sync: true,
                 },
             );
@@ -244,23 +244,13 @@ async fn write(
                     let now = shared.clock.now_ms();
                     match snap {
                         Snapshot::State { state, sync } => {
-                            m.fanout_latency
-                                .observe_ms((now - state.server_time_ms) as f64);
-                            let state = Box::new((*state).clone());
-                            let out = if sync {
-                                ClientOut::StateSync {
-                                    session_id: sid,
-                                    timestamp: now,
-                                    state,
-                                }
-                            } else {
-                                ClientOut::StateUpdate {
-                                    session_id: sid,
-                                    timestamp: now,
-                                    state,
-                                }
-                            };
-                            out.to_json()
+                            // Latency of pushed changes only: a sync's state
+                            // may be any age.
+                            if !sync {
+                                m.fanout_latency
+                                    .observe_ms((now - state.server_time_ms) as f64);
+                            }
+                            state.message(&sid, now, sync)
                         }
                         Snapshot::Deleted { .. } => {
                             let text = ClientOut::SessionDeleted {

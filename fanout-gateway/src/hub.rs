@@ -10,7 +10,7 @@
 //! moved on meanwhile (snapshots read in one pipeline).
 
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed, Snapshot};
+use crate::outbox::{Outbox, Pushed, Rendered, Snapshot};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -173,7 +173,7 @@ pub fn parse_message(payload: &str) -> Option<Snapshot> {
     } else {
         let state: SyncState = record::decode(payload).ok()?;
         Some(Snapshot::State {
-            state: Arc::new(state),
+            state: Rendered::new(&state),
             sync: false,
         })
     }
@@ -286,7 +286,7 @@ async fn resync(hub: &Hub, client: &redis::Client, shards: u16, sessions: &[Stri
             Some(state) if state.version > known => hub.deliver(
                 sid,
                 Snapshot::State {
-                    state: Arc::new(state),
+                    state: Rendered::new(&state),
                     sync: true,
                 },
                 false,

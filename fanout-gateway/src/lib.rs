@@ -260,7 +260,7 @@ async fn ws(
     let upgrade = upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0);
     match refusal {
         Ok((sid, caller)) => {

@@ -8,13 +8,47 @@ use synckairos_core::ws::CloseCode;
 use synckairos_core::SyncState;
 use tokio::sync::Notify;
 
+/// A state rendered once for every client that gets it (a snapshot goes to
+/// many sockets; serializing it per socket would multiply the work).
+#[derive(Debug)]
+pub struct Rendered {
+    /// Its version.
+    pub version: u64,
+    /// When Redis produced it (fan-out latency is measured from here).
+    pub server_time_ms: i64,
+    /// The API JSON of the state.
+    pub json: String,
+}
+
+impl Rendered {
+    /// Renders `state`.
+    pub fn new(state: &SyncState) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            version: state.version,
+            server_time_ms: state.server_time_ms,
+            json: state.to_json(),
+        })
+    }
+
+    /// The `STATE_UPDATE` (or, with `sync`, `STATE_SYNC`) text for
+    /// `session_id` at `now`: exactly what `ClientOut` serializes to, with
+    /// the state's JSON reused (a session id is a UUID: nothing to escape).
+    pub fn message(&self, session_id: &str, now: i64, sync: bool) -> String {
+        let kind = if sync { "STATE_SYNC" } else { "STATE_UPDATE" };
+        format!(
+            r#"{{"type":"{kind}","sessionId":"{session_id}","timestamp":{now},"state":{}}}"#,
+            self.json
+        )
+    }
+}
+
 /// A session change for one client.
 #[derive(Clone, Debug)]
 pub enum Snapshot {
     /// A new state: `STATE_UPDATE`, or `STATE_SYNC` when `sync`.
     State {
         /// The state.
-        state: Arc<SyncState>,
+        state: Arc<Rendered>,
         /// Sent as `STATE_SYNC` (on connect, subscribe, resync).
         sync: bool,
     },
@@ -186,12 +220,35 @@ mod tests {
         let mut st: SyncState = serde_json::from_str(SAMPLE).unwrap();
         st.version = version;
         Snapshot::State {
-            state: Arc::new(st),
+            state: Rendered::new(&st),
             sync: false,
         }
     }
 
     const SAMPLE: &str = r#"{"session_id":"00000000-0000-4000-8000-000000000001","sync_mode":"per_participant","status":"pending","version":1,"participants":[],"active_participant_id":null,"total_time_ms":60000,"time_per_cycle_ms":null,"cycle_started_at":null,"session_started_at":null,"session_completed_at":null,"increment_ms":0,"created_at":"2026-12-01T19:10:07.707Z","updated_at":"2026-12-01T19:10:07.707Z","server_time_ms":1796152207707,"expires_at":null}"#;
+
+    #[test]
+    fn a_rendered_message_is_what_client_out_serializes() {
+        let st: SyncState = serde_json::from_str(SAMPLE).unwrap();
+        let r = Rendered::new(&st);
+        for sync in [false, true] {
+            let (session_id, timestamp, state) = (st.session_id.clone(), 42, Box::new(st.clone()));
+            let expected = if sync {
+                synckairos_core::ws::ClientOut::StateSync {
+                    session_id,
+                    timestamp,
+                    state,
+                }
+            } else {
+                synckairos_core::ws::ClientOut::StateUpdate {
+                    session_id,
+                    timestamp,
+                    state,
+                }
+            };
+            assert_eq!(r.message(&st.session_id, 42, sync), expected.to_json());
+        }
+    }
 
     #[test]
     fn snapshots_coalesce_to_the_newest_per_session() {

@@ -14,6 +14,21 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod ws;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Closed-loop REST requests (`--mix`).
+    Rest,
+    /// Switches at `--rate` while `--clients-per-session` WebSocket clients
+    /// watch each session on `--gateway`: fan-out latency.
+    WsFanout,
+    /// `--connections` idle WebSockets on `--gateway`: its RSS per connection.
+    WsIdle,
+    /// `--sessions` running clocks that all run out: the gateway's expiry lag.
+    Expiry,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mix {
     /// Only `POST …/switch`.
@@ -54,9 +69,30 @@ struct Args {
     /// `Authorization: Bearer <token>` on every request (an admin or host token).
     #[arg(long, env = "LOADGEN_TOKEN")]
     token: Option<String>,
-    /// Delete the sessions at the end.
+    /// Delete the sessions at the end (rest mode).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cleanup: bool,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Rest)]
+    mode: Mode,
+    /// The gateway (`ws://host:port`) for the WebSocket modes.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// The gateway's `/metrics` URL (expiry mode).
+    #[arg(long)]
+    gateway_metrics: Option<String>,
+    /// The gateway's pid, whose RSS ws-idle reads.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// WebSocket watchers per session (ws-fanout).
+    #[arg(long, default_value_t = 10)]
+    clients_per_session: usize,
+    /// Switches per second, open loop (ws-fanout).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Idle connections (ws-idle).
+    #[arg(long, default_value_t = 15_000)]
+    connections: usize,
 }
 
 fn uuid(prefix: u64, n: u64) -> String {
@@ -171,6 +207,16 @@ async fn main() -> anyhow::Result<()> {
         token: args.token.clone(),
     });
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let report = match args.mode {
+        Mode::Rest => None,
+        Mode::WsFanout => Some(ws::fanout(&args, client.clone(), run).await?),
+        Mode::WsIdle => Some(ws::idle(&args, client.clone(), run).await?),
+        Mode::Expiry => Some(ws::expiry(&args, client.clone(), run).await?),
+    };
+    if let Some(r) = report {
+        println!("{r}");
+        return Ok(());
+    }
     let ids: Vec<String> = (0..args.sessions as u64).map(|i| uuid(run, i)).collect();
 
     let setup = Instant::now();
