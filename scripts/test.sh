@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 ensure_redis_binary
 ensure_wasm_target
+# The gateway's rediss:// test makes a self-signed certificate.
+command -v openssl >/dev/null || { log "installing openssl"; apt_install openssl; }
 
 log "format";  cargo fmt --all -- --check
 log "lint";    cargo clippy --workspace --all-targets --locked -- -D warnings

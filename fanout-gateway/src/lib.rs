@@ -85,6 +85,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // rustls needs one process-wide crypto provider for rediss://; a second
+    // call (tests run several gateways in one process) is a harmless no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
     let engine = Engine::connect(&config.redis_url, config.settings.clone())
         .await

@@ -696,3 +696,60 @@ async fn time_sync_through_a_slow_jittery_link_is_within_its_bound() {
     assert!(error < 5, "error {error} ms: {est:?} vs {truth:?}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn rediss_urls_reach_a_tls_redis() {
+    // A self-signed certificate for a TLS port beside the plain one.
+    let dir = std::env::temp_dir().join(format!("sk-tls-{}", uuid(14)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (the TLS test needs it)");
+    assert!(ok.success(), "openssl could not make a certificate");
+    let tls_port = synckairos_testkit::free_port().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let e = engine(&redis).await;
+    let sid = uuid(15);
+    create(&e, &sid, 60_000).await;
+    let tls_url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let gw = Gateway::start(&redis, &[("REDIS_URL", tls_url.as_str())]).await;
+    let mut ws = gw.connect(&format!("sessionId={sid}")).await;
+    assert_eq!(next(&mut ws).await["type"], "CONNECTED");
+    assert_eq!(next(&mut ws).await["state"]["version"], 1);
+    exec(&e, &sid, Command::Start).await;
+    assert_eq!(
+        next(&mut ws).await["state"]["version"],
+        2,
+        "published over the TLS subscriber"
+    );
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
