@@ -355,18 +355,7 @@ async fn a_clock_that_runs_out_is_flagged_once_with_two_gateways() {
         "{elapsed:?}"
     );
     let keys = synckairos_core::keys::SessionKeys::new(&sid, 16);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&keys.audit)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let entries = redis.stream_entries(&keys.audit);
     let expired = entries
         .iter()
         .filter(|(_, f)| f.iter().any(|(k, v)| k == "type" && v == "session_expired"))
@@ -517,21 +506,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
 }
 
 fn token(role: &str, sub: &str, sid: Option<&str>) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let mut claims = json!({"sub": sub, "role": role, "exp": exp});
-    if let Some(sid) = sid {
-        claims["sid"] = json!(sid);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"gw-secret"),
-    )
-    .unwrap()
+    synckairos_testkit::jwt("gw-secret", role, sub, sid)
 }
 
 #[tokio::test]

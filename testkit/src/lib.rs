@@ -559,6 +559,46 @@ fn server_pid(port: u16) -> Option<u32> {
     attempt().ok().flatten()
 }
 
+impl RedisServer {
+    /// The entries of the stream `key` (`XRANGE key - +`): id and fields.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server does not answer.
+    pub fn stream_entries(&self, key: &str) -> Vec<(String, Vec<(String, String)>)> {
+        let mut c = self
+            .client()
+            .get_connection()
+            .expect("a connection to the test redis-server");
+        redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .expect("XRANGE")
+    }
+}
+
+/// An HS256 token signed with `secret` for `role` and `sub` (and `sid`),
+/// valid for an hour: the claims the edge worker and the gateway read.
+pub fn jwt(secret: &str, role: &str, sub: &str, sid: Option<&str>) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let mut claims = serde_json::json!({"sub": sub, "role": role, "exp": exp});
+    if let Some(sid) = sid {
+        claims["sid"] = serde_json::json!(sid);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("signing a test token")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 //! the [`Stack`] drops. A missing tool or a stack that does not come up fails
 //! the test loudly; nothing skips.
 
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -159,21 +158,7 @@ impl Stack {
 
 /// A signed token for `role` (and `sid`), valid for an hour.
 pub fn token(role: &str, sub: &str, sid: Option<&str>) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let mut claims = json!({"sub": sub, "role": role, "exp": exp});
-    if let Some(sid) = sid {
-        claims["sid"] = json!(sid);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("sign")
+    synckairos_testkit::jwt(JWT_SECRET, role, sub, sid)
 }
 
 /// A fresh UUID for this run.

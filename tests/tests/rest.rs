@@ -71,20 +71,7 @@ async fn body(r: Response) -> Value {
 
 async fn audit_types(api: &Api, sid: &str) -> Vec<String> {
     let keys = SessionKeys::new(sid, synckairos_core::keys::DEFAULT_SHARDS);
-    let mut c = api
-        .stack
-        .redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&keys.audit)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let entries = api.stack.redis.stream_entries(&keys.audit);
     entries
         .iter()
         .map(|(_, f)| {
