@@ -17,6 +17,7 @@ pub mod model;
 pub mod openapi;
 pub mod rate;
 pub mod record;
+pub mod restore;
 pub mod script;
 pub mod time;
 pub mod types;

@@ -64,7 +64,11 @@ static CANCEL: Script = script!("cancel");
 static EXPIRE: Script = script!("expire");
 static DELETE: Script = script!("delete");
 
-/// Every script, for preloading with `SCRIPT LOAD`.
+/// The operator's restore (`audit-consumer restore`): standalone, with its own
+/// KEYS and ARGV (see `lua/restore.lua`).
+pub static RESTORE: Script = Script::new("restore", include_str!("../lua/restore.lua"));
+
+/// Every command script, for preloading with `SCRIPT LOAD`.
 pub fn all() -> [&'static Script; 9] {
     [
         &CREATE, &START, &SWITCH, &PAUSE, &RESUME, &COMPLETE, &CANCEL, &EXPIRE, &DELETE,

@@ -123,6 +123,42 @@ impl Engine {
         .transpose()
     }
 
+    /// Writes back a session rebuilt from the audit trail (see
+    /// [`synckairos_core::restore`]) with its `session_restored` audit event,
+    /// in one script call, unless Redis still has the session. Returns the
+    /// state written, or `None` when the session exists.
+    pub async fn restore(
+        &self,
+        last: &SyncState,
+        last_version: u64,
+        actor: Option<&str>,
+    ) -> Result<Option<SyncState>, EngineError> {
+        let now = self.redis_time_ms().await?;
+        let st = synckairos_core::restore::restored_state(last, last_version, now);
+        let k = SessionKeys::new(&st.session_id, self.settings.shards);
+        // redis::Script sends EVALSHA and falls back to EVAL on NOSCRIPT.
+        let script = redis::Script::new(script::RESTORE.source);
+        let mut conn = self.conn.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&k.state)
+            .key(&k.deadlines)
+            .key(&k.audit)
+            .arg(&st.session_id)
+            .arg(&k.channel)
+            .arg(record::encode(&st))
+            .arg(st.version)
+            .arg(now)
+            .arg(self.settings.base_ttl_s.max(1))
+            .arg(actor.unwrap_or(""));
+        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        match reply.first().map(String::as_str) {
+            Some("restored") => Ok(Some(st)),
+            Some("exists") => Ok(None),
+            _ => Err(EngineError::BadReply(BadReply(format!("{reply:?}")))),
+        }
+    }
+
     /// Redis `TIME` in epoch milliseconds.
     pub async fn redis_time_ms(&self) -> Result<i64, EngineError> {
         let mut conn = self.conn.clone();

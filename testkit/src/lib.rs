@@ -13,6 +13,9 @@
 
 #![deny(missing_docs)]
 
+mod pg;
+pub use pg::{admin_url as pg_admin_url, query as pg_query, PgDatabase, PostgresServer};
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};

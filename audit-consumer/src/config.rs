@@ -1,0 +1,112 @@
+//! Typed configuration, from flags or the environment.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where the data lives (every subcommand).
+#[derive(Args, Clone, Debug)]
+pub struct Connections {
+    /// PostgreSQL, e.g. `postgres://user:pass@host/db?sslmode=require`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Redis (`redis://` or `rediss://` for Upstash's TLS endpoint).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: String,
+    /// Shards of the key space: the edge worker's value.
+    #[arg(long, env = "SHARDS", default_value_t = synckairos_core::keys::DEFAULT_SHARDS)]
+    pub shards: u16,
+}
+
+/// The consumer's settings (`run`).
+#[derive(Args, Clone, Debug)]
+pub struct ConsumerConfig {
+    /// The consumer group every consumer of a deployment joins.
+    #[arg(long, env = "AUDIT_GROUP", default_value = "audit")]
+    pub group: String,
+    /// This consumer's name in the group; defaults to the host name, which
+    /// stays the same across restarts, so a restarted consumer finds its own
+    /// unacknowledged entries.
+    #[arg(long, env = "CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+    /// Most entries in one PostgreSQL transaction.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+    /// How long one read waits for new entries, ms.
+    #[arg(long, env = "BLOCK_MS", default_value_t = 1000)]
+    pub block_ms: u64,
+    /// Entries pending this long on another consumer are claimed (its work
+    /// is presumed lost), ms.
+    #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 30_000)]
+    pub claim_idle_ms: u64,
+    /// An entry delivered more than this many times goes to the dead-letter stream.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
+    /// First retry delay when PostgreSQL or Redis fails, ms (doubles up to the max).
+    #[arg(long, env = "BACKOFF_MIN_MS", default_value_t = 100)]
+    pub backoff_min_ms: u64,
+    /// Longest retry delay, ms.
+    #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 5_000)]
+    pub backoff_max_ms: u64,
+    /// `/health`, `/ready` and `/metrics`.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8789")]
+    pub listen: SocketAddr,
+}
+
+impl ConsumerConfig {
+    /// The consumer name: the flag, else the host name.
+    pub fn name(&self) -> String {
+        self.consumer_name.clone().unwrap_or_else(hostname)
+    }
+
+    /// The read block time.
+    pub fn block(&self) -> Duration {
+        Duration::from_millis(self.block_ms)
+    }
+
+    /// Checks the values that would otherwise fail at run time.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 || self.batch_size > 10_000 {
+            return Err(format!(
+                "BATCH_SIZE must be 1..=10000, got {}",
+                self.batch_size
+            ));
+        }
+        if self.max_deliveries == 0 {
+            return Err("MAX_DELIVERIES must be at least 1".into());
+        }
+        if self.group.is_empty() {
+            return Err("AUDIT_GROUP must not be empty".into());
+        }
+        if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
+            return Err("BACKOFF_MIN_MS must be > 0 and ≤ BACKOFF_MAX_MS".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> ConsumerConfig {
+        ConsumerConfig {
+            group: "audit".into(),
+            consumer_name: None,
+            batch_size: 500,
+            block_ms: 1000,
+            claim_idle_ms: 30_000,
+            max_deliveries: 5,
+            backoff_min_ms: 100,
+            backoff_max_ms: 5_000,
+            listen: "0.0.0.0:8789".parse().expect("a socket address"),
+        }
+    }
+}
+
+/// The host name (`/proc/sys/kernel/hostname`, then `$HOSTNAME`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "audit-consumer".into())
+}

@@ -1,0 +1,402 @@
+//! The consumer: shard streams → one PostgreSQL transaction per batch →
+//! acknowledgement. At-least-once from Redis, exactly once in PostgreSQL.
+
+use crate::config::ConsumerConfig;
+use crate::db;
+use crate::event::{self, Entry, Row};
+use crate::metrics::Metrics;
+use crate::stream::Streams;
+use sqlx::PgPool;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why a step failed. Nothing was acknowledged; the batch in hand is kept
+/// and the next step retries it.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// PostgreSQL is unreachable or refused the transaction.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// Redis is unreachable or refused a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutcome {
+    /// Entries in the batch (0: nothing to do).
+    pub batch: usize,
+    /// Events newly stored.
+    pub inserted: u64,
+    /// Entries that were already stored (a redelivery).
+    pub duplicates: u64,
+    /// Entries moved to the dead-letter stream.
+    pub dead_lettered: usize,
+    /// Time from BEGIN to COMMIT.
+    pub commit: Option<Duration>,
+    /// Wall-clock ms when the batch committed.
+    pub committed_at_ms: i64,
+    /// Redis time (ms) of each stored entry's command.
+    pub occurred_at_ms: Vec<i64>,
+}
+
+struct Batch {
+    entries: Vec<Entry>,
+    rows: Vec<Row>,
+    /// Index into `entries`, and why.
+    dead: Vec<(usize, String)>,
+    done: Option<StepOutcome>,
+}
+
+/// A consumer of every shard stream. [`Consumer::step`] is one batch;
+/// [`crate::run`] loops it.
+pub struct Consumer {
+    streams: Streams,
+    pool: PgPool,
+    cfg: ConsumerConfig,
+    metrics: Arc<Metrics>,
+    queue: VecDeque<Entry>,
+    held: HashSet<(u16, String)>,
+    inflight: Option<Batch>,
+    /// Per shard, where the read of this consumer's own pending entries
+    /// stands (empty once all are read).
+    recovering: Vec<(u16, String)>,
+    groups_ready: bool,
+    last_claim: Option<Instant>,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Consumer {
+    /// A consumer named `cfg.name()`, reading with `streams`' connection.
+    pub fn new(
+        streams: Streams,
+        pool: PgPool,
+        cfg: ConsumerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Consumer {
+        Consumer {
+            streams,
+            pool,
+            cfg,
+            metrics,
+            queue: VecDeque::new(),
+            held: HashSet::new(),
+            inflight: None,
+            recovering: Vec::new(),
+            groups_ready: false,
+            last_claim: None,
+        }
+    }
+
+    /// The streams this consumer reads.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Whether a batch is in hand (read, not yet acknowledged).
+    pub fn has_batch(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    fn hold(&mut self, entries: Vec<Entry>) -> usize {
+        let mut n = 0;
+        for e in entries {
+            if self.held.insert((e.shard, e.id.clone())) {
+                self.queue.push_back(e);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Tops up the queue: first this consumer's own pending entries (once),
+    /// then claims from idle consumers (every half claim threshold), then new
+    /// entries, blocking only when there is nothing at all to do.
+    async fn fill(&mut self, block: bool) -> Result<(), StepError> {
+        let want = self.cfg.batch_size;
+        if !self.groups_ready {
+            self.streams.ensure_groups().await?;
+            self.groups_ready = true;
+            let shards = self.streams.keys().len() as u16;
+            self.recovering = (0..shards).map(|s| (s, "0".to_string())).collect();
+        }
+        if !self.recovering.is_empty() {
+            // Reading history counts as a delivery: read only what the next
+            // batch takes, so entries are not charged for waiting.
+            if self.queue.len() >= want {
+                return Ok(());
+            }
+            let mine = self
+                .streams
+                .read_own_pending(&self.recovering, want - self.queue.len())
+                .await;
+            let mine = self.no_group(mine).await?;
+            let mut next = Vec::new();
+            for (shard, _) in &self.recovering {
+                if let Some(last) = mine
+                    .iter()
+                    .filter(|e| e.shard == *shard)
+                    .map(|e| &e.id)
+                    .next_back()
+                {
+                    next.push((*shard, last.clone()));
+                }
+            }
+            self.recovering = next;
+            let n = self.hold(mine);
+            if n > 0 {
+                tracing::info!(
+                    entries = n,
+                    "taking up entries a previous run left unacknowledged"
+                );
+            }
+            return Ok(());
+        }
+        let every = Duration::from_millis((self.cfg.claim_idle_ms / 2).max(1000));
+        if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
+            self.last_claim = Some(Instant::now());
+            let (claimed, gone) = self.streams.claim(self.cfg.claim_idle_ms, want).await?;
+            if !gone.is_empty() {
+                self.streams.settle(&gone, &[]).await?;
+            }
+            let n = self.hold(claimed);
+            if n > 0 {
+                self.metrics.claimed.fetch_add(n as u64, Relaxed);
+                tracing::info!(entries = n, "claimed entries idle on another consumer");
+            }
+        }
+        if self.queue.len() < want {
+            let block = (block && self.queue.is_empty()).then_some(self.cfg.block_ms);
+            let fresh = self.streams.read(want - self.queue.len(), block).await;
+            let fresh = self.no_group(fresh).await?;
+            self.hold(fresh);
+        }
+        Ok(())
+    }
+
+    /// A `NOGROUP` reply means Redis lost the group (a restart without
+    /// persistence): create it again on the next step.
+    async fn no_group(
+        &mut self,
+        r: Result<Vec<Entry>, redis::RedisError>,
+    ) -> Result<Vec<Entry>, StepError> {
+        match r {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("consumer group missing; creating it again");
+                self.groups_ready = false;
+                Ok(Vec::new())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn take_batch(&mut self) -> Option<Batch> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let n = self.queue.len().min(self.cfg.batch_size);
+        let entries: Vec<Entry> = self.queue.drain(..n).collect();
+        let mut rows = Vec::with_capacity(n);
+        let mut dead = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.deliveries > self.cfg.max_deliveries {
+                dead.push((
+                    i,
+                    format!(
+                        "delivered {} times without being stored (more than {})",
+                        e.deliveries, self.cfg.max_deliveries
+                    ),
+                ));
+                continue;
+            }
+            match event::decode(e) {
+                Ok(r) => rows.push(r),
+                Err(why) => dead.push((i, why)),
+            }
+        }
+        Some(Batch {
+            entries,
+            rows,
+            dead,
+            done: None,
+        })
+    }
+
+    /// One batch: read (unless a failed batch is in hand), store in one
+    /// transaction, then dead-letter, acknowledge and delete. With `block`,
+    /// waits up to the block time for entries when there are none.
+    ///
+    /// On error nothing of the batch is acknowledged and the next call
+    /// retries the same batch without reading again.
+    pub async fn step(&mut self, block: bool) -> Result<StepOutcome, StepError> {
+        if self.inflight.is_none() {
+            self.fill(block).await?;
+            match self.take_batch() {
+                Some(b) => self.inflight = Some(b),
+                None => return Ok(StepOutcome::default()),
+            }
+        }
+        let mut batch = self.inflight.take().expect("a batch in hand");
+        if batch.done.is_none() {
+            match self.store(&mut batch).await {
+                Ok(outcome) => batch.done = Some(outcome),
+                Err(e) => {
+                    self.inflight = Some(batch);
+                    return Err(e);
+                }
+            }
+        }
+        let done: Vec<(u16, String)> = {
+            let dead: HashSet<usize> = batch.dead.iter().map(|(i, _)| *i).collect();
+            batch
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !dead.contains(i))
+                .map(|(_, e)| (e.shard, e.id.clone()))
+                .collect()
+        };
+        let dead: Vec<(&Entry, &str)> = batch
+            .dead
+            .iter()
+            .map(|(i, why)| (&batch.entries[*i], why.as_str()))
+            .collect();
+        if let Err(e) = self.streams.settle(&done, &dead).await {
+            self.inflight = Some(batch);
+            return Err(e.into());
+        }
+        for (e, why) in &dead {
+            tracing::error!(shard = e.shard, entry = %e.id, deliveries = e.deliveries, reason = %why,
+                "audit entry moved to the dead-letter stream");
+        }
+        for e in &batch.entries {
+            self.held.remove(&(e.shard, e.id.clone()));
+        }
+        let outcome = batch.done.take().expect("stored");
+        self.metrics
+            .dead_letters
+            .fetch_add(dead.len() as u64, Relaxed);
+        self.metrics.batches.fetch_add(1, Relaxed);
+        self.metrics.events.fetch_add(outcome.inserted, Relaxed);
+        self.metrics
+            .duplicates
+            .fetch_add(outcome.duplicates, Relaxed);
+        self.metrics.batch_size.observe(batch.entries.len() as f64);
+        if let Some(c) = outcome.commit {
+            self.metrics.commit_seconds.observe(c.as_secs_f64());
+        }
+        for at in &outcome.occurred_at_ms {
+            self.metrics
+                .event_lag_seconds
+                .observe((outcome.committed_at_ms - at) as f64 / 1000.0);
+        }
+        Ok(outcome)
+    }
+
+    /// Stores the batch's rows in one transaction. A data error (a row
+    /// PostgreSQL refuses) is isolated: each row is retried alone and the
+    /// refused ones join the dead letters, so one bad entry never blocks the rest.
+    async fn store(&self, batch: &mut Batch) -> Result<StepOutcome, StepError> {
+        let started = Instant::now();
+        let whole = async {
+            let mut tx = self.pool.begin().await?;
+            let n = db::insert(&mut tx, &batch.rows).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(n)
+        }
+        .await;
+        let (inserted, duplicates) = match whole {
+            Ok(n) => (n.events, n.duplicates),
+            Err(e) if db::is_data_error(&e) => {
+                tracing::warn!(error = %e, rows = batch.rows.len(),
+                    "batch refused by PostgreSQL; storing its rows one by one");
+                let (mut ins, mut dup) = (0, 0);
+                let mut keep = Vec::new();
+                let mut rows = std::mem::take(&mut batch.rows).into_iter();
+                while let Some(row) = rows.next() {
+                    let one = async {
+                        let mut tx = self.pool.begin().await?;
+                        let n = db::insert(&mut tx, std::slice::from_ref(&row)).await?;
+                        tx.commit().await?;
+                        Ok::<_, sqlx::Error>(n)
+                    }
+                    .await;
+                    match one {
+                        Ok(n) => {
+                            ins += n.events;
+                            dup += n.duplicates;
+                            keep.push(row);
+                        }
+                        Err(e) if db::is_data_error(&e) => {
+                            let i = batch
+                                .entries
+                                .iter()
+                                .position(|x| x.event_id() == row.event_id)
+                                .expect("a row comes from an entry");
+                            batch.dead.push((i, format!("refused by PostgreSQL: {e}")));
+                        }
+                        Err(e) => {
+                            // Rows stored so far are committed; a retry
+                            // finds them as duplicates.
+                            keep.push(row);
+                            keep.extend(rows);
+                            batch.rows = keep;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                batch.rows = keep;
+                (ins, dup)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(StepOutcome {
+            batch: batch.entries.len(),
+            inserted,
+            duplicates,
+            dead_lettered: batch.dead.len(),
+            commit: Some(started.elapsed()),
+            committed_at_ms: wall_ms(),
+            occurred_at_ms: batch.rows.iter().map(|r| r.event.at_ms).collect(),
+        })
+    }
+
+    /// Samples every shard's backlog into the metrics.
+    pub async fn sample_backlog(
+        streams: &Streams,
+        metrics: &Metrics,
+    ) -> Result<(), redis::RedisError> {
+        let now = wall_ms();
+        let b = streams.backlog().await?;
+        *metrics.shards.lock().expect("metrics lock") = b
+            .into_iter()
+            .map(|(unacked, pending, oldest)| crate::metrics::ShardBacklog {
+                unacked,
+                pending,
+                lag_seconds: oldest
+                    .map(|t| (now - t).max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The consumer's pool (for readiness).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.cfg
+    }
+}

@@ -1,0 +1,212 @@
+//! Prometheus text metrics, `synckairos_audit_*`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// A histogram with fixed upper bounds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micro: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value (in the histogram's unit; negative counts as 0).
+    pub fn observe(&self, v: f64) {
+        let v = v.max(0.0);
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let n = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micro.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {n}");
+    }
+}
+
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const SIZES: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+
+type Gauge = (&'static str, &'static str, fn(&ShardBacklog) -> f64);
+
+/// One shard's stream, as last sampled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardBacklog {
+    /// Entries not yet acknowledged (acked entries are deleted).
+    pub unacked: u64,
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+    /// Age of the oldest unacknowledged entry, seconds.
+    pub lag_seconds: f64,
+}
+
+/// Every metric of one consumer.
+pub struct Metrics {
+    /// Events newly stored.
+    pub events: AtomicU64,
+    /// Redelivered events that were already stored.
+    pub duplicates: AtomicU64,
+    /// Entries moved to the dead-letter stream.
+    pub dead_letters: AtomicU64,
+    /// Entries taken over from another consumer.
+    pub claimed: AtomicU64,
+    /// Committed batches.
+    pub batches: AtomicU64,
+    /// Failed PostgreSQL steps (each retried).
+    pub postgres_errors: AtomicU64,
+    /// Failed Redis steps (each retried).
+    pub redis_errors: AtomicU64,
+    /// Entries per committed batch.
+    pub batch_size: Histogram,
+    /// From BEGIN to COMMIT.
+    pub commit_seconds: Histogram,
+    /// From the command (Redis time) to its event committed.
+    pub event_lag_seconds: Histogram,
+    /// Events per second over the last sampling interval.
+    pub events_per_second: Mutex<f64>,
+    /// Per shard.
+    pub shards: Mutex<Vec<ShardBacklog>>,
+}
+
+impl Metrics {
+    /// Zeroed metrics.
+    pub fn new() -> Metrics {
+        Metrics {
+            events: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            postgres_errors: AtomicU64::new(0),
+            redis_errors: AtomicU64::new(0),
+            batch_size: Histogram::new(SIZES),
+            commit_seconds: Histogram::new(SECONDS),
+            event_lag_seconds: Histogram::new(SECONDS),
+            events_per_second: Mutex::new(0.0),
+            shards: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters = [
+            (
+                "events_total",
+                "Audit events stored in PostgreSQL.",
+                &self.events,
+            ),
+            (
+                "duplicates_total",
+                "Redelivered events that were already stored.",
+                &self.duplicates,
+            ),
+            (
+                "dead_letters_total",
+                "Entries moved to the dead-letter stream.",
+                &self.dead_letters,
+            ),
+            (
+                "claimed_total",
+                "Entries claimed from idle consumers.",
+                &self.claimed,
+            ),
+            ("batches_total", "Committed batches.", &self.batches),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP synckairos_audit_{name} {help}\n# TYPE synckairos_audit_{name} counter\nsynckairos_audit_{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP synckairos_audit_errors_total Failed steps, retried with backoff.\n# TYPE synckairos_audit_errors_total counter\nsynckairos_audit_errors_total{{dependency=\"postgres\"}} {}\nsynckairos_audit_errors_total{{dependency=\"redis\"}} {}",
+            self.postgres_errors.load(Relaxed),
+            self.redis_errors.load(Relaxed)
+        );
+        let eps = *self.events_per_second.lock().expect("metrics lock");
+        let _ = writeln!(
+            out,
+            "# HELP synckairos_audit_events_per_second Events stored per second, last interval.\n# TYPE synckairos_audit_events_per_second gauge\nsynckairos_audit_events_per_second {eps:.1}"
+        );
+        let shards = self.shards.lock().expect("metrics lock").clone();
+        let gauges: [Gauge; 3] = [
+            (
+                "stream_unacked",
+                "Entries in the shard stream not yet acknowledged.",
+                |s| s.unacked as f64,
+            ),
+            (
+                "pending",
+                "Entries delivered to a consumer, not yet acknowledged.",
+                |s| s.pending as f64,
+            ),
+            (
+                "lag_seconds",
+                "Age of the oldest unacknowledged entry.",
+                |s| s.lag_seconds,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP synckairos_audit_{name} {help}\n# TYPE synckairos_audit_{name} gauge"
+            );
+            for (i, s) in shards.iter().enumerate() {
+                let _ = writeln!(out, "synckairos_audit_{name}{{shard=\"{i}\"}} {}", f(s));
+            }
+        }
+        self.batch_size.render(
+            &mut out,
+            "synckairos_audit_batch_size",
+            "Entries per committed batch.",
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "synckairos_audit_commit_seconds",
+            "PostgreSQL transaction time per batch.",
+        );
+        self.event_lag_seconds.render(
+            &mut out,
+            "synckairos_audit_event_lag_seconds",
+            "From the command (Redis time) to its event committed.",
+        );
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

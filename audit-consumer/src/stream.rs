@@ -1,0 +1,329 @@
+//! The Redis side: consumer groups on the shard streams, reads, claims,
+//! acknowledgements and the dead-letter stream.
+
+use crate::event::Entry;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::{RedisError, RedisResult, Value};
+use std::collections::HashMap;
+use synckairos_core::keys;
+
+/// The shard streams of a deployment, and this consumer's place in the group.
+#[derive(Clone)]
+pub struct Streams {
+    conn: ConnectionManager,
+    group: String,
+    consumer: String,
+    keys: Vec<String>,
+}
+
+fn fields(id: &StreamId) -> Vec<(String, Vec<u8>)> {
+    id.map
+        .iter()
+        .map(|(k, v)| {
+            let bytes = match v {
+                Value::BulkString(b) => b.clone(),
+                Value::SimpleString(s) => s.clone().into_bytes(),
+                Value::Int(i) => i.to_string().into_bytes(),
+                other => format!("{other:?}").into_bytes(),
+            };
+            (k.clone(), bytes)
+        })
+        .collect()
+}
+
+impl Streams {
+    /// The streams of `shards` shards, read as `consumer` of `group`.
+    pub fn new(conn: ConnectionManager, shards: u16, group: &str, consumer: &str) -> Streams {
+        Streams {
+            conn,
+            group: group.into(),
+            consumer: consumer.into(),
+            keys: (0..shards).map(keys::audit_stream).collect(),
+        }
+    }
+
+    /// This consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The stream keys, by shard.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Creates the group on every shard stream (and the stream, `MKSTREAM`),
+    /// starting from the stream's beginning; an existing group is kept.
+    pub async fn ensure_groups(&self) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        for key in &self.keys {
+            let r: RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(&self.group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match r {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    fn shard_of_key(&self, key: &str) -> Option<u16> {
+        self.keys.iter().position(|k| k == key).map(|i| i as u16)
+    }
+
+    /// One `XREADGROUP` of new entries (`>`) over every shard; `count` is per stream.
+    pub async fn read(&self, count: usize, block_ms: Option<u64>) -> RedisResult<Vec<Entry>> {
+        let from: Vec<(u16, String)> = (0..self.keys.len() as u16)
+            .map(|s| (s, ">".into()))
+            .collect();
+        self.read_from(&from, count, block_ms).await
+    }
+
+    /// This consumer's own unacknowledged entries (what a previous run under
+    /// the same name left), after `cursor` per shard (`0` to start), with
+    /// their delivery counts.
+    pub async fn read_own_pending(
+        &self,
+        cursor: &[(u16, String)],
+        count: usize,
+    ) -> RedisResult<Vec<Entry>> {
+        let mut out = self.read_from(cursor, count, None).await?;
+        self.attach_deliveries(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn read_from(
+        &self,
+        from: &[(u16, String)],
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> RedisResult<Vec<Entry>> {
+        if from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS");
+        for (shard, _) in from {
+            cmd.arg(&self.keys[*shard as usize]);
+        }
+        for (_, id) in from {
+            cmd.arg(id);
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut conn).await?;
+        let mut out = Vec::new();
+        for k in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(shard) = self.shard_of_key(&k.key) else {
+                continue;
+            };
+            for id in &k.ids {
+                out.push(Entry {
+                    shard,
+                    id: id.id.clone(),
+                    fields: fields(id),
+                    deliveries: 1,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `XAUTOCLAIM` on every shard: entries idle on any consumer for at
+    /// least `idle_ms` become this consumer's. Also returns the ids that are
+    /// pending but gone from the stream, to be acknowledged.
+    pub async fn claim(
+        &self,
+        idle_ms: u64,
+        count: usize,
+    ) -> RedisResult<(Vec<Entry>, Vec<(u16, String)>)> {
+        let mut conn = self.conn.clone();
+        let (mut out, mut gone) = (Vec::new(), Vec::new());
+        for (shard, key) in self.keys.iter().enumerate() {
+            let r: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(idle_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count.max(1))
+                .query_async(&mut conn)
+                .await?;
+            for id in &r.claimed {
+                out.push(Entry {
+                    shard: shard as u16,
+                    id: id.id.clone(),
+                    fields: fields(id),
+                    deliveries: 1,
+                });
+            }
+            gone.extend(r.deleted_ids.into_iter().map(|id| (shard as u16, id)));
+        }
+        self.attach_deliveries(&mut out).await?;
+        Ok((out, gone))
+    }
+
+    /// Sets each entry's delivery count from `XPENDING` (this consumer's).
+    async fn attach_deliveries(&self, entries: &mut [Entry]) -> RedisResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut counts: HashMap<(u16, String), u64> = HashMap::new();
+        let mut shards: Vec<u16> = entries.iter().map(|e| e.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            let n = entries.iter().filter(|e| e.shard == shard).count();
+            let first = entries.iter().filter(|e| e.shard == shard).map(|e| &e.id);
+            let lo = first.clone().min_by(|a, b| id_cmp(a, b)).cloned();
+            let hi = first.max_by(|a, b| id_cmp(a, b)).cloned();
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                continue;
+            };
+            let reply: StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(&self.keys[shard as usize])
+                .arg(&self.group)
+                .arg(&lo)
+                .arg(&hi)
+                .arg(n.max(1) * 2 + 100)
+                .arg(&self.consumer)
+                .query_async(&mut conn)
+                .await?;
+            for p in reply.ids {
+                counts.insert((shard, p.id), p.times_delivered as u64);
+            }
+        }
+        for e in entries.iter_mut() {
+            if let Some(n) = counts.get(&(e.shard, e.id.clone())) {
+                e.deliveries = *n;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the batch committed: moves `dead` entries (with their reasons)
+    /// to the shard's dead-letter stream, then acknowledges and deletes every
+    /// entry of the batch. One `MULTI` per shard: a dead letter is written
+    /// exactly when its entry is acknowledged.
+    pub async fn settle(
+        &self,
+        done: &[(u16, String)],
+        dead: &[(&Entry, &str)],
+    ) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut by_shard: HashMap<u16, ShardSettle> = HashMap::new();
+        for (s, id) in done {
+            by_shard.entry(*s).or_default().0.push(id);
+        }
+        for (e, why) in dead {
+            let b = by_shard.entry(e.shard).or_default();
+            b.0.push(&e.id);
+            b.1.push((e, why));
+        }
+        let mut pipe = redis::pipe();
+        for (shard, (ids, dead)) in &by_shard {
+            let key = &self.keys[*shard as usize];
+            pipe.cmd("MULTI").ignore();
+            for (e, why) in dead {
+                let mut x = redis::cmd("XADD");
+                x.arg(keys::dead_letter_stream(*shard)).arg("*");
+                for (k, v) in &e.fields {
+                    x.arg(k).arg(v);
+                }
+                x.arg("dl_reason")
+                    .arg(why)
+                    .arg("dl_source_id")
+                    .arg(&e.id)
+                    .arg("dl_deliveries")
+                    .arg(e.deliveries)
+                    .arg("dl_consumer")
+                    .arg(&self.consumer);
+                pipe.add_command(x).ignore();
+            }
+            pipe.cmd("XACK").arg(key).arg(&self.group).arg(ids).ignore();
+            pipe.cmd("XDEL").arg(key).arg(ids).ignore();
+            pipe.cmd("EXEC").ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Per shard: entries not yet acknowledged (the stream length: acked
+    /// entries are deleted), entries delivered but not acknowledged, and the
+    /// oldest unacknowledged entry's time (epoch ms).
+    pub async fn backlog(&self) -> RedisResult<Vec<(u64, u64, Option<i64>)>> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for key in &self.keys {
+            pipe.cmd("XLEN").arg(key);
+            pipe.cmd("XPENDING").arg(key).arg(&self.group);
+            pipe.cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let vals: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let mut out = Vec::new();
+        for chunk in vals.chunks(3) {
+            let len: u64 = redis::from_redis_value_ref(&chunk[0]).unwrap_or(0);
+            let pending = match &chunk[1] {
+                Value::Array(v) => v
+                    .first()
+                    .and_then(|x| redis::from_redis_value_ref::<u64>(x).ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            let oldest = match &chunk[2] {
+                Value::Array(v) => v.first().and_then(|e| match e {
+                    Value::Array(p) => p
+                        .first()
+                        .and_then(|id| redis::from_redis_value_ref::<String>(id).ok())
+                        .and_then(|id| id.split('-').next()?.parse().ok()),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            out.push((len, pending, oldest));
+        }
+        Ok(out)
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// One shard's part of a settle: ids to acknowledge, entries to dead-letter.
+type ShardSettle<'a> = (Vec<&'a str>, Vec<(&'a Entry, &'a str)>);
+
+/// Orders stream ids numerically (`<ms>-<seq>`).
+pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |s: &str| {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a).cmp(&parse(b))
+}
