@@ -54,6 +54,22 @@ ensure_postgres_running() {
   fi
 }
 
+# Prints a PostgreSQL URL (database `postgres`) that may create databases.
+# The local server with trust auth answers as `postgres`; a fresh Debian
+# install asks for a password over TCP, so a `synckairos` role with one is
+# made (through the `postgres` OS user) the first time.
+pg_admin_url() {
+  local trust=postgres://postgres@127.0.0.1:5432/postgres
+  local role=postgres://synckairos:synckairos@127.0.0.1:5432/postgres
+  if psql "$trust" -qAtc 'SELECT 1' >/dev/null 2>&1; then echo "$trust"; return 0; fi
+  if ! psql "$role" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+    log "creating the PostgreSQL role synckairos (CREATEDB) for the local stack and the tests"
+    as_root runuser -u postgres -- psql -qc \
+      "DO \$\$BEGIN CREATE ROLE synckairos LOGIN CREATEDB PASSWORD 'synckairos'; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >&2
+  fi
+  echo "$role"
+}
+
 # The wasm target the core crate must build for.
 ensure_wasm_target() {
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

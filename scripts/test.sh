@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs every check and test. Installs what is missing (redis-server, the wasm
-# target, the edge worker's pinned tools); the tests start their own
-# redis-server processes on free ports, and the end-to-end tests the built
-# worker under workerd in front of them.
+# Runs every check and test. Installs what is missing (redis-server,
+# postgresql, the wasm target, the edge worker's pinned tools); the tests start
+# their own redis-server processes on free ports, the end-to-end tests the
+# built worker under workerd in front of them, and the audit tests a fresh
+# PostgreSQL database each (one of them a PostgreSQL server of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_redis_binary
+ensure_postgres_running
+SK_TEST_PG_ADMIN_URL=$(pg_admin_url)
+export SK_TEST_PG_ADMIN_URL
 ensure_wasm_target
 # The gateway's rediss:// test makes a self-signed certificate.
 command -v openssl >/dev/null || { log "installing openssl"; apt_install openssl; }

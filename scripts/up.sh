@@ -4,29 +4,37 @@
 #   upstash-local (the dev stand-in for Upstash's REST API) on :8079,
 #   the built edge worker under the Workers runtime (workerd) on :8787,
 #   the fan-out gateway (WebSocket, time sync, expiry) on :8788,
+#   the audit consumer (streams into PostgreSQL database `synckairos`) on :8789,
 # then drives a chess clock over REST while a WebSocket client watches it on
-# the gateway (the `demo` of synckairos-client).
+# the gateway (the `demo` of synckairos-client), and prints the session's
+# audit trail from PostgreSQL.
 # Installs what is missing (Debian packages, the pinned worker tools); the
 # services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
-#   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), REDIS_PORT (6379)
+#   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
+#   REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
-gateway_port=${GATEWAY_PORT:-8788}
+gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789}
 run=.run
 mkdir -p "$run"
 
 command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
 ensure_redis_running
 ensure_postgres_running
+pg_admin=$(pg_admin_url)
+database_url=${pg_admin%/postgres}/synckairos
+psql "$pg_admin" -qAtc "SELECT 1 FROM pg_database WHERE datname = 'synckairos'" | grep -q 1 ||
+  psql "$pg_admin" -qc 'CREATE DATABASE synckairos'
 log "edge worker tools (pinned; installed only when missing) and the wasm build"
 . scripts/tools.sh
 scripts/worker-build.sh
-log "building upstash-local, the gateway and the demo"
-cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-fanout-gateway -p synckairos-client
+log "building upstash-local, the gateway, the audit consumer and the demo"
+cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-fanout-gateway \
+  -p synckairos-audit-consumer -p synckairos-client
 bin=$(cargo metadata --format-version 1 --no-deps --locked |
   node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0)).target_directory)')/release
 
@@ -52,27 +60,46 @@ REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port AUTH_MOD
   nohup "$bin/fanout-gateway" >"$run/fanout-gateway.log" 2>&1 </dev/null &
 echo $! >"$run/fanout-gateway.pid"
 
-for url in "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/ready"; do
+log "migrating PostgreSQL and starting the audit consumer on 127.0.0.1:$audit_port"
+export DATABASE_URL=$database_url
+"$bin/audit-consumer" migrate 2>>"$run/audit-consumer.log"
+REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$audit_port \
+  nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
+echo $! >"$run/audit-consumer.pid"
+
+for url in "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/ready" \
+  "http://127.0.0.1:$audit_port/ready"; do
   for _ in $(seq 100); do
     curl -sf "$url" >/dev/null 2>&1 && break
     sleep 0.1
   done
   curl -sf "$url" >/dev/null || {
     log "the stack did not become ready ($url); logs in $run/"
-    tail -n 20 "$run/upstash-local.log" "$run/workerd.log" "$run/fanout-gateway.log" >&2
+    tail -n 20 "$run/upstash-local.log" "$run/workerd.log" "$run/fanout-gateway.log" \
+      "$run/audit-consumer.log" >&2
     exit 1
   }
 done
 
 log "demo: a chess clock over REST through the edge worker, watched over WebSocket"
-"$bin/demo" --base-url "http://127.0.0.1:$edge_port" --gateway "ws://127.0.0.1:$gateway_port"
+"$bin/demo" --base-url "http://127.0.0.1:$edge_port" --gateway "ws://127.0.0.1:$gateway_port" |
+  tee "$run/demo.out"
+sid=$(sed -n 's/^session \([0-9a-f-]*\):.*/\1/p' "$run/demo.out" | head -n 1)
+
+log "the session's audit trail, from PostgreSQL (audit-consumer timeline $sid)"
+for _ in $(seq 100); do
+  "$bin/audit-consumer" timeline "$sid" 2>/dev/null | grep -q session_completed && break
+  sleep 0.1
+done
+"$bin/audit-consumer" timeline "$sid"
 
 cat <<TXT
 
 The stack is up:
   edge worker    http://127.0.0.1:$edge_port   (GET /v1/openapi.json; JWT HS256 secret in $run/jwt-secret)
   gateway        ws://127.0.0.1:$gateway_port/ws?sessionId=<id>&token=<JWT>   (also /metrics, /v1/time)
+  audit consumer http://127.0.0.1:$audit_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
   upstash-local  http://127.0.0.1:$rest_port   (token: $token)
-  redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432
+  redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
 Stop it with scripts/down.sh.
 TXT

@@ -110,3 +110,37 @@ pub fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "audit-consumer".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let ok = ConsumerConfig::default();
+        assert!(ok.validate().is_ok());
+        let e = ConsumerConfig {
+            batch_size: 0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("BATCH_SIZE"), "{e}");
+        let e = ConsumerConfig {
+            max_deliveries: 0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("MAX_DELIVERIES"), "{e}");
+        let e = ConsumerConfig {
+            backoff_min_ms: 10,
+            backoff_max_ms: 5,
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("BACKOFF"), "{e}");
+        assert!(!hostname().is_empty());
+    }
+}

@@ -158,8 +158,8 @@ impl Consumer {
                     entries = n,
                     "taking up entries a previous run left unacknowledged"
                 );
+                return Ok(());
             }
-            return Ok(());
         }
         let every = Duration::from_millis((self.cfg.claim_idle_ms / 2).max(1000));
         if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
@@ -247,7 +247,27 @@ impl Consumer {
         }
         let mut batch = self.inflight.take().expect("a batch in hand");
         if batch.done.is_none() {
-            match self.store(&mut batch).await {
+            // While PostgreSQL commits, read the next batch's entries.
+            let want = self.cfg.batch_size.saturating_sub(self.queue.len());
+            let prefetch = self.groups_ready && self.recovering.is_empty() && want > 0;
+            let streams = self.streams.clone();
+            let (stored, fetched) = tokio::join!(self.store(&mut batch), async {
+                match prefetch {
+                    true => Some(streams.read(want, None).await),
+                    false => None,
+                }
+            });
+            match fetched {
+                Some(Ok(entries)) => {
+                    self.hold(entries);
+                }
+                // Whatever that read delivered stays pending under this
+                // name: a claim (of entries idle past CLAIM_IDLE_MS, this
+                // consumer's own included) brings it back.
+                Some(Err(e)) => tracing::debug!(error = %e, "read-ahead failed"),
+                None => {}
+            }
+            match stored {
                 Ok(outcome) => batch.done = Some(outcome),
                 Err(e) => {
                     self.inflight = Some(batch);

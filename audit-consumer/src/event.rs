@@ -81,3 +81,42 @@ pub fn decode(entry: &Entry) -> Result<Row, Poison> {
         snapshot_json,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &[u8])]) -> Entry {
+        Entry {
+            shard: 3,
+            id: "1700000000000-7".into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn poison_is_named() {
+        let e = entry(&[("type", b"session_started"), ("sid", &[0xff, 0xfe])]);
+        assert!(decode(&e).unwrap_err().contains("not UTF-8"));
+        let e = entry(&[
+            ("type", b"session_started"),
+            ("sid", b"x"),
+            ("v", b"1"),
+            ("at", b"1"),
+        ]);
+        assert!(decode(&e).unwrap_err().contains("missing field snap"));
+        let e = entry(&[
+            ("type", b"session_started"),
+            ("sid", b"x"),
+            ("v", b"1"),
+            ("at", b"1"),
+            ("snap", b"R1|x"),
+        ]);
+        assert!(decode(&e).unwrap_err().contains("not a record"));
+        assert_eq!(e.event_id(), "3-1700000000000-7");
+    }
+}

@@ -404,3 +404,48 @@ async fn two_consumers_share_the_shards_and_one_takes_over_the_other() {
     assert!(b.term().success());
     s.assert_exactly(&expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_died_after_commit_before_ack_causes_no_double() {
+    let s = stack().await;
+    let expected = play(&s.engine, 0x8_0000, 100, 8).await;
+    // A "ghost" consumer reads entries, commits them, and dies before XACK.
+    let conn = synckairos_audit_consumer::redis(&s.redis.url())
+        .await
+        .unwrap();
+    let ghost = synckairos_audit_consumer::stream::Streams::new(conn, SHARDS, "audit", "ghost");
+    ghost.ensure_groups().await.unwrap();
+    let taken = ghost.read(40, None).await.unwrap();
+    assert!(taken.len() > 100, "{}", taken.len());
+    let rows: Vec<_> = taken
+        .iter()
+        .map(|e| synckairos_audit_consumer::event::decode(e).unwrap())
+        .collect();
+    let mut tx = s.pool.begin().await.unwrap();
+    synckairos_audit_consumer::db::insert(&mut tx, &rows)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.count().await, taken.len() as i64);
+
+    // The survivor claims the ghost's entries (all still pending) and stores
+    // them again: the event ids make that a no-op.
+    let (mut c, m) = s
+        .consumer(
+            "solo",
+            ConsumerConfig {
+                claim_idle_ms: 0,
+                ..Default::default()
+            },
+        )
+        .await;
+    drain(&mut c, &s, expected.len() as i64).await;
+    for _ in 0..3 {
+        c.step(false).await.unwrap();
+    }
+    s.assert_exactly(&expected).await;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(m.duplicates.load(Relaxed), taken.len() as u64);
+    assert_eq!(m.claimed.load(Relaxed), taken.len() as u64);
+    assert_eq!(m.dead_letters.load(Relaxed), 0);
+}
