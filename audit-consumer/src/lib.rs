@@ -61,7 +61,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     grace: Duration,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(ops::serve(
@@ -86,12 +86,34 @@ pub async fn run(
     );
     let cfg = consumer.config().clone();
     let mut backoff = Duration::from_millis(cfg.backoff_min_ms);
-    tokio::pin!(shutdown);
+    // A step is never cut short by the signal: it finishes (at most the read
+    // block time, or the batch in hand within `grace`), so the batch read is
+    // the batch stored and acknowledged.
+    let (signal_tx, mut signal) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+    let mut deadline = None;
     loop {
-        let r = tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            r = consumer.step(true) => r,
+        if *signal.borrow() {
+            break;
+        }
+        let r = {
+            let step = consumer.step(true);
+            tokio::pin!(step);
+            tokio::select! {
+                r = &mut step => Some(r),
+                _ = signal.wait_for(|s| *s) => {
+                    let d = Instant::now() + grace;
+                    deadline = Some(d);
+                    tokio::time::timeout_at(d.into(), &mut step).await.ok()
+                }
+            }
+        };
+        let Some(r) = r else {
+            tracing::warn!("the step in progress did not finish within the grace period");
+            break;
         };
         match r {
             Ok(_) => backoff = Duration::from_millis(cfg.backoff_min_ms),
@@ -99,9 +121,11 @@ pub async fn run(
                 count_error(&metrics, &e);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                     batch_in_hand = consumer.has_batch(), "step failed; nothing acknowledged");
+                if *signal.borrow() {
+                    break;
+                }
                 tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
+                    _ = signal.wait_for(|s| *s) => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(cfg.backoff_max_ms));
@@ -109,7 +133,7 @@ pub async fn run(
         }
     }
     tracing::info!(batch_in_hand = consumer.has_batch(), "shutting down");
-    let deadline = Instant::now() + grace;
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
     while consumer.has_batch() && Instant::now() < deadline {
         match tokio::time::timeout_at(deadline.into(), consumer.step(false)).await {
             Ok(Ok(o)) => tracing::info!(events = o.inserted, "last batch stored and acknowledged"),

@@ -449,3 +449,33 @@ async fn a_consumer_that_died_after_commit_before_ack_causes_no_double() {
     assert_eq!(m.claimed.load(Relaxed), taken.len() as u64);
     assert_eq!(m.dead_letters.load(Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_batch_finishes_the_batch_then_exits() {
+    let s = stack().await;
+    let expected = play(&s.engine, 0x9_0000, 50, 8).await;
+    let lock = lock_events(&s).await;
+    let mut p = s.spawn("host-a", &[("BATCH_SIZE", "1000")]);
+    wait_blocked(&s, 1).await;
+    // SIGTERM while the batch's INSERT waits; the lock goes a moment later.
+    std::process::Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "still finishing its batch"
+    );
+    lock.commit().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let st = p.child.wait().unwrap();
+        std::mem::forget(p);
+        st
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    // The whole batch was stored and acknowledged before the exit.
+    s.assert_exactly(&expected).await;
+}
