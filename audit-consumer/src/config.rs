@@ -29,6 +29,12 @@ pub struct ConsumerConfig {
     /// unacknowledged entries.
     #[arg(long, env = "CONSUMER_NAME")]
     pub consumer_name: Option<String>,
+    /// Consumers in this process, side by side, each with its own
+    /// PostgreSQL transaction in flight (the first is named `consumer_name`,
+    /// the others `<name>-1`, `<name>-2`, …). PostgreSQL commits are most of
+    /// a batch's time, so two keep both its cores busy.
+    #[arg(long, env = "WORKERS", default_value_t = 2)]
+    pub workers: usize,
     /// Most entries in one PostgreSQL transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
@@ -72,6 +78,9 @@ impl ConsumerConfig {
                 self.batch_size
             ));
         }
+        if self.workers == 0 || self.workers > 64 {
+            return Err(format!("WORKERS must be 1..=64, got {}", self.workers));
+        }
         if self.max_deliveries == 0 {
             return Err("MAX_DELIVERIES must be at least 1".into());
         }
@@ -90,6 +99,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             group: "audit".into(),
             consumer_name: None,
+            workers: 2,
             batch_size: 500,
             block_ms: 1000,
             claim_idle_ms: 30_000,

@@ -53,47 +53,98 @@ pub async fn consumer(
     Ok(Consumer::new(streams, pool, cfg, metrics))
 }
 
-/// Runs `consumer` until `shutdown` resolves, serving `/health`, `/ready` and
-/// `/metrics` on `listener`. On shutdown it finishes the batch in hand
-/// (commit, acknowledge) within `grace`, then returns.
+/// `cfg.workers` consumers for `conns`: the first named `cfg.name()`, the
+/// others `<name>-1`, `<name>-2`, … (stable across restarts, so each finds its
+/// own unacknowledged entries again).
+pub async fn consumers(
+    conns: &Connections,
+    cfg: ConsumerConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Vec<Consumer>> {
+    let name = cfg.name();
+    let mut out = Vec::new();
+    for i in 0..cfg.workers.max(1) {
+        let cfg = ConsumerConfig {
+            consumer_name: Some(if i == 0 {
+                name.clone()
+            } else {
+                format!("{name}-{i}")
+            }),
+            ..cfg.clone()
+        };
+        out.push(consumer(conns, cfg, metrics.clone()).await?);
+    }
+    Ok(out)
+}
+
+/// Runs `consumers` side by side until `shutdown` resolves, serving
+/// `/health`, `/ready` and `/metrics` on `listener`. On shutdown each
+/// finishes the batch in hand (commit, acknowledge) within `grace`, then
+/// this returns.
 pub async fn run(
-    mut consumer: Consumer,
+    consumers: Vec<Consumer>,
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let first = consumers.first().context("no consumer to run")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(ops::serve(
         listener,
         ops::State {
-            streams: consumer.streams().clone(),
-            pool: consumer.pool().clone(),
+            streams: first.streams().clone(),
+            pool: first.pool().clone(),
             metrics: metrics.clone(),
         },
         stop_rx.clone(),
     ));
     let sampler = tokio::spawn(ops::sample(
-        consumer.streams().clone(),
+        first.streams().clone(),
         metrics.clone(),
         stop_rx,
     ));
     tracing::info!(
-        consumer = consumer.streams().consumer(),
-        shards = consumer.streams().keys().len(),
-        batch_size = consumer.config().batch_size,
+        consumer = first.streams().consumer(),
+        workers = consumers.len(),
+        shards = first.streams().keys().len(),
+        batch_size = first.config().batch_size,
         "audit consumer started"
     );
-    let cfg = consumer.config().clone();
-    let mut backoff = Duration::from_millis(cfg.backoff_min_ms);
-    // A step is never cut short by the signal: it finishes (at most the read
-    // block time, or the batch in hand within `grace`), so the batch read is
-    // the batch stored and acknowledged.
-    let (signal_tx, mut signal) = tokio::sync::watch::channel(false);
+    let (signal_tx, signal) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = signal_tx.send(true);
     });
+    let mut workers = tokio::task::JoinSet::new();
+    for c in consumers {
+        workers.spawn(drive(c, metrics.clone(), grace, signal.clone()));
+    }
+    while let Some(r) = workers.join_next().await {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "a consumer task failed");
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    let _ = sampler.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One consumer's loop: steps with backoff until the signal, then the batch
+/// in hand is finished. A step is never cut short by the signal: it finishes
+/// (at most the read block time, or the batch in hand within `grace`), so the
+/// batch read is the batch stored and acknowledged.
+async fn drive(
+    mut consumer: Consumer,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    mut signal: tokio::sync::watch::Receiver<bool>,
+) {
+    let cfg = consumer.config().clone();
+    let name = consumer.streams().consumer().to_string();
+    let mut backoff = Duration::from_millis(cfg.backoff_min_ms);
     let mut deadline = None;
     loop {
         if *signal.borrow() {
@@ -102,9 +153,13 @@ pub async fn run(
         let r = {
             let step = consumer.step(true);
             tokio::pin!(step);
-            tokio::select! {
-                r = &mut step => Some(r),
-                _ = signal.wait_for(|s| *s) => {
+            let signalled = tokio::select! {
+                r = &mut step => Err(r),
+                _ = signal.wait_for(|s| *s) => Ok(()),
+            };
+            match signalled {
+                Err(r) => Some(r),
+                Ok(()) => {
                     let d = Instant::now() + grace;
                     deadline = Some(d);
                     tokio::time::timeout_at(d.into(), &mut step).await.ok()
@@ -112,14 +167,14 @@ pub async fn run(
             }
         };
         let Some(r) = r else {
-            tracing::warn!("the step in progress did not finish within the grace period");
+            tracing::warn!(consumer = %name, "the step in progress did not finish within the grace period");
             break;
         };
         match r {
             Ok(_) => backoff = Duration::from_millis(cfg.backoff_min_ms),
             Err(e) => {
                 count_error(&metrics, &e);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                tracing::warn!(consumer = %name, error = %e, retry_in_ms = backoff.as_millis() as u64,
                     batch_in_hand = consumer.has_batch(), "step failed; nothing acknowledged");
                 if *signal.borrow() {
                     break;
@@ -132,29 +187,25 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(batch_in_hand = consumer.has_batch(), "shutting down");
+    tracing::info!(consumer = %name, batch_in_hand = consumer.has_batch(), "shutting down");
     let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
     while consumer.has_batch() && Instant::now() < deadline {
         match tokio::time::timeout_at(deadline.into(), consumer.step(false)).await {
-            Ok(Ok(o)) => tracing::info!(events = o.inserted, "last batch stored and acknowledged"),
+            Ok(Ok(o)) => {
+                tracing::info!(consumer = %name, events = o.inserted, "last batch stored and acknowledged")
+            }
             Ok(Err(e)) => {
                 count_error(&metrics, &e);
-                tracing::warn!(error = %e, "last batch not stored yet; retrying until the deadline");
+                tracing::warn!(consumer = %name, error = %e, "last batch not stored yet; retrying until the deadline");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(_) => break,
         }
     }
     if consumer.has_batch() {
-        tracing::warn!(
-            "stopping with a batch unacknowledged: it stays pending and is delivered again"
-        );
+        tracing::warn!(consumer = %name,
+            "stopping with a batch unacknowledged: it stays pending and is delivered again");
     }
-    let _ = stop_tx.send(true);
-    let _ = http.await;
-    let _ = sampler.await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 fn count_error(metrics: &Metrics, e: &StepError) {

@@ -111,7 +111,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .with_context(|| format!("binding {}", consumer.listen))?;
             let metrics = Arc::new(Metrics::new());
-            let c = synckairos_audit_consumer::consumer(&conns, consumer, metrics.clone()).await?;
+            let c = synckairos_audit_consumer::consumers(&conns, consumer, metrics.clone()).await?;
             synckairos_audit_consumer::run(
                 c,
                 listener,

@@ -39,6 +39,9 @@ struct Args {
     shards: u16,
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
+    /// Consumers draining side by side (`drain`; the consumer's WORKERS).
+    #[arg(long, default_value_t = 2)]
+    consumers: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -169,7 +172,7 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<serde_json::Value> {
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::new());
-    let mut c = synckairos_audit_consumer::consumer(&conns, cfg, metrics).await?;
+    let mut c = synckairos_audit_consumer::consumer(&conns, cfg.clone(), metrics.clone()).await?;
     match args.mode {
         Mode::Drain { events } => {
             let t = Instant::now();
@@ -178,23 +181,50 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<serde_json::Value> {
                 "filled {events} events in {:.1} s",
                 t.elapsed().as_secs_f64()
             );
+            let workers = synckairos_audit_consumer::consumers(
+                &conns,
+                ConsumerConfig {
+                    workers: args.consumers,
+                    ..cfg.clone()
+                },
+                metrics.clone(),
+            )
+            .await?;
             let t = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for mut w in workers {
+                set.spawn(async move {
+                    let (mut stored, mut batches) = (0u64, 0u64);
+                    let mut commit = Histogram::<u64>::new(3)?;
+                    loop {
+                        let o = w.step(false).await?;
+                        if o.batch == 0 {
+                            break;
+                        }
+                        stored += o.inserted;
+                        batches += 1;
+                        if let Some(d) = o.commit {
+                            commit.record(d.as_micros() as u64)?;
+                        }
+                    }
+                    Ok::<_, anyhow::Error>((stored, batches, commit))
+                });
+            }
             let (mut stored, mut batches) = (0u64, 0u64);
             let mut commit = Histogram::<u64>::new(3)?;
-            while stored < events as u64 {
-                let o = c.step(false).await?;
-                if o.batch == 0 {
-                    anyhow::bail!("stream ran dry at {stored} of {events}");
-                }
-                stored += o.inserted;
-                batches += 1;
-                if let Some(d) = o.commit {
-                    commit.record(d.as_micros() as u64)?;
-                }
+            while let Some(r) = set.join_next().await {
+                let (s, b, h) = r??;
+                stored += s;
+                batches += b;
+                commit.add(&h)?;
+            }
+            if stored != events as u64 {
+                anyhow::bail!("stored {stored} of {events}");
             }
             let secs = t.elapsed().as_secs_f64();
             Ok(json!({
-                "mode": "drain", "batch_size": args.batch_size, "events": stored,
+                "mode": "drain", "batch_size": args.batch_size, "consumers": args.consumers,
+                "events": stored,
                 "seconds": (secs * 100.0).round() / 100.0,
                 "events_per_second": (stored as f64 / secs).round(),
                 "batches": batches,
