@@ -4,51 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// A histogram with fixed upper bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micro: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micro: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one value (in the histogram's unit; negative counts as 0).
-    pub fn observe(&self, v: f64) {
-        let v = v.max(0.0);
-        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
-            self.counts[i].fetch_add(1, Relaxed);
-        }
-        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let n = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micro.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {n}");
-    }
-}
+pub use synckairos_core::prom::Histogram;
 
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -107,9 +63,9 @@ impl Metrics {
             batches: AtomicU64::new(0),
             postgres_errors: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
-            batch_size: Histogram::new(SIZES),
-            commit_seconds: Histogram::new(SECONDS),
-            event_lag_seconds: Histogram::new(SECONDS),
+            batch_size: Histogram::new(SIZES, 1.0),
+            commit_seconds: Histogram::new(SECONDS, 1.0),
+            event_lag_seconds: Histogram::new(SECONDS, 1.0),
             events_per_second: Mutex::new(0.0),
             shards: Mutex::new(Vec::new()),
         }

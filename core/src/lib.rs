@@ -15,6 +15,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod openapi;
+pub mod prom;
 pub mod rate;
 pub mod record;
 pub mod restore;

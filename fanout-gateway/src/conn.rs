@@ -248,7 +248,7 @@ async fn write(
                             // may be any age.
                             if !sync {
                                 m.fanout_latency
-                                    .observe_ms((now - state.server_time_ms) as f64);
+                                    .observe((now - state.server_time_ms) as f64);
                             }
                             state.message(&sid, now, sync)
                         }

@@ -86,7 +86,7 @@ async fn expire(shared: &Shared, sid: &str, deadline: i64) {
                 shared
                     .metrics
                     .expiry_lag
-                    .observe_ms((shared.clock.now_ms() - deadline) as f64);
+                    .observe((shared.clock.now_ms() - deadline) as f64);
                 tracing::info!(
                     session_id = sid,
                     deadline,

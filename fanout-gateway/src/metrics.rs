@@ -3,52 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// A histogram with fixed buckets (ms).
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_us: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_us: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Records `ms` (negative values count as 0).
-    pub fn observe_ms(&self, ms: f64) {
-        let ms = ms.max(0.0);
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if ms <= *b {
-                c.fetch_add(1, Relaxed);
-            }
-        }
-        self.sum_us.fetch_add((ms * 1000.0) as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {}",
-                b / 1000.0,
-                c.load(Relaxed)
-            );
-        }
-        let n = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {n}");
-    }
-}
+pub use synckairos_core::prom::Histogram;
 
 const LATENCY_MS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
 
@@ -96,8 +51,8 @@ impl Default for Metrics {
             expired: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(0),
             clock_error_us: AtomicI64::new(0),
-            fanout_latency: Histogram::new(LATENCY_MS),
-            expiry_lag: Histogram::new(LATENCY_MS),
+            fanout_latency: Histogram::new(LATENCY_MS, 1000.0),
+            expiry_lag: Histogram::new(LATENCY_MS, 1000.0),
         }
     }
 }

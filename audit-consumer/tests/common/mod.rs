@@ -247,11 +247,15 @@ pub async fn play(
     per.into_iter().flatten().collect()
 }
 
-/// Steps an in-process consumer until `stack` holds `n` events.
+/// Steps an in-process consumer until `stack` holds `n` events and a step
+/// finds nothing left (dead letters and acknowledgements included).
 pub async fn drain(c: &mut Consumer, stack: &Stack, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while stack.count().await < n {
         c.step(false).await.expect("step");
         assert!(Instant::now() < deadline, "not drained in 60 s");
+    }
+    while c.step(false).await.expect("step").batch > 0 {
+        assert!(Instant::now() < deadline, "not idle in 60 s");
     }
 }
