@@ -1,7 +1,7 @@
 //! # synckairos-auth
 //!
 //! Bearer-token verification shared by the edge worker (wasm) and the
-//! gateway (native), so both accept exactly the same tokens (API.md §3):
+//! gateway (native), so both accept exactly the same tokens (docs/API.md §3):
 //! HS256 with a shared secret, and RS256 / ES256 / EdDSA with configured
 //! public keys (PEM, or a JWKS where `kid` selects the key). `exp` is
 //! required and `nbf` honoured, with a small leeway, against a clock the
@@ -45,6 +45,7 @@ pub enum ConfigError {
     },
 }
 
+#[derive(Clone)]
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
@@ -52,6 +53,7 @@ struct Key {
 }
 
 /// Verification settings: mode, keys, leeway.
+#[derive(Clone)]
 pub struct AuthConfig {
     mode: AuthMode,
     keys: Vec<Key>,

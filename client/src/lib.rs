@@ -1,6 +1,6 @@
 //! # synckairos-client
 //!
-//! A client of the SyncKairos REST API (API.md §3): every command as a typed
+//! A client of the SyncKairos REST API (docs/API.md §3): every command as a typed
 //! call, replies as [`SyncState`], refusals as [`ClientError::Api`] with the
 //! stable code. It also estimates the server's clock ([`Client::sync_time`]):
 //! NTP-style samples of `GET /v1/time`, keeping the one with the smallest
@@ -140,7 +140,7 @@ impl Client {
             .map_err(|e| ClientError::Transport(format!("unexpected body: {e}")))
     }
 
-    /// `POST /v1/sessions` with a create body (API.md §3).
+    /// `POST /v1/sessions` with a create body (docs/API.md §3).
     pub async fn create(&self, body: &Value) -> Result<SyncState, ClientError> {
         self.state(Method::POST, "/v1/sessions", Some(body)).await
     }
@@ -224,7 +224,7 @@ impl Client {
     }
 }
 
-/// The reply to a switch (API.md §3: a subset of the state plus
+/// The reply to a switch (docs/API.md §3: a subset of the state plus
 /// `expired_participant_id`).
 #[derive(Clone, Debug, Deserialize)]
 pub struct SwitchReply {

@@ -17,7 +17,7 @@ pub struct ParticipantSpec {
     pub group_id: Option<String>,
 }
 
-/// A create body that passed every rule of API.md §3. Ids are lower-cased and
+/// A create body that passed every rule of docs/API.md §3. Ids are lower-cased and
 /// participants sorted by `participant_index` (stable).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CreateSpec {

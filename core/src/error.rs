@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One problem found in a request body (API.md §3, `details[]`).
+/// One problem found in a request body (docs/API.md §3, `details[]`).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Issue {
     /// Dotted path, e.g. `participants.0.total_time_ms` (empty for the body itself).

@@ -1,4 +1,4 @@
-//! Redis key, channel and stream names (DESIGN.md §3.5).
+//! Redis key, channel and stream names (docs/DESIGN.md §3.5).
 //!
 //! Every key of a session shares the hash tag `{<shard>}` with its shard's
 //! stream and deadline set, so each script touches exactly one cluster slot.

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// A participant of a create body (API.md §3).
+/// A participant of a create body (docs/API.md §3).
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
 pub struct CreateParticipant {

@@ -1,4 +1,4 @@
-//! The session state exactly as it travels on the wire (API.md §2).
+//! The session state exactly as it travels on the wire (docs/API.md §2).
 //!
 //! Field order here is the JSON key order; the Lua encoder writes the same
 //! order, so a snapshot from Redis and one from the Rust model are equal
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fmt;
 
-/// How the clock of a session runs (DESIGN.md §4).
+/// How the clock of a session runs (docs/DESIGN.md §4).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
@@ -249,7 +249,7 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    /// The API JSON text (API.md §2).
+    /// The API JSON text (docs/API.md §2).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("SyncState always serializes")
     }
@@ -280,7 +280,7 @@ impl SyncState {
 mod tests {
     use super::*;
 
-    /// API.md §2: key order, ISO timestamps with ms and `Z`, omitted-when-unset
+    /// docs/API.md §2: key order, ISO timestamps with ms and `Z`, omitted-when-unset
     /// fields (`group_id`, `max_time_ms`, `metadata`, `cycle_expiry`), nulls kept.
     #[test]
     fn renders_the_contract_json_exactly() {

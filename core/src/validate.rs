@@ -1,4 +1,4 @@
-//! Validation of create bodies (API.md §3).
+//! Validation of create bodies (docs/API.md §3).
 //!
 //! [`validate_create`] works on a [`serde_json::Value`] rather than on typed
 //! deserialization, so that every problem of a body is reported at once, each

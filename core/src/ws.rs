@@ -1,17 +1,23 @@
-//! The WebSocket protocol (API.md §5), by direction: [`ClientIn`] is what a
-//! client sends (one parse function, [`ClientIn::parse`]), [`ClientOut`] what
-//! it is sent. Messages are JSON objects with a `type` and camelCase fields,
-//! as in the SyncKairos v2 contract; `TIME_SYNC`, `SUBSCRIBE` and
-//! `UNSUBSCRIBE` are our additions.
+//! The WebSocket protocol (docs/API.md §5), by direction: [`ClientIn`] is
+//! what a client sends (one parse function, [`ClientIn::parse`]),
+//! [`ClientOut`] what it is sent. Messages are JSON objects with a `type` and
+//! camelCase fields, as in the SyncKairos v2 contract; `TIME_SYNC`,
+//! `SUBSCRIBE` and `UNSUBSCRIBE` are our additions.
+//!
+//! [`json_schemas`] derives the JSON Schema of both directions from these
+//! types; `docs/ws-messages.schema.json` holds its output, and a test fails
+//! when that file is out of date.
 
 use crate::types::SyncState;
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Largest text frame the gateway reads from a client (its messages are tiny).
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
 
 /// A message from a client.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(
     tag = "type",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -21,7 +27,7 @@ pub enum ClientIn {
     /// Application-level ping; answered with `PONG`.
     Ping,
     /// Asks for the current state (`STATE_SYNC`) of the socket's session, or
-    /// of `session_id` when given.
+    /// of `sessionId` when given (a session this socket watches).
     Reconnect {
         /// The session (default: the one in the URL).
         #[serde(default)]
@@ -59,7 +65,7 @@ impl ClientIn {
 }
 
 /// A message to a client.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(
     tag = "type",
     rename_all = "SCREAMING_SNAKE_CASE",
@@ -168,6 +174,28 @@ impl ClientOut {
     }
 }
 
+/// The JSON Schemas (draft 2020-12) of the WebSocket messages, by direction:
+/// `{"client_to_server": <schema of ClientIn>, "server_to_client": <schema of
+/// ClientOut>}`. Each is a complete schema with every subschema inlined, so
+/// either can be used on its own. `docs/ws-messages.schema.json` is this
+/// value, pretty-printed.
+pub fn json_schemas() -> serde_json::Value {
+    let settings = SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
+    let client_to_server = settings
+        .clone()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<ClientIn>();
+    let server_to_client = settings
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<ClientOut>();
+    serde_json::json!({
+        "client_to_server": client_to_server,
+        "server_to_client": server_to_client,
+    })
+}
+
 /// WebSocket close codes the gateway uses, and whether a client should
 /// reconnect after each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +215,16 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every close code, in numeric order.
+    pub const ALL: [CloseCode; 6] = [
+        CloseCode::SessionDeleted,
+        CloseCode::Policy,
+        CloseCode::TooBig,
+        CloseCode::Restart,
+        CloseCode::TooSlow,
+        CloseCode::HeartbeatTimeout,
+    ];
+
     /// The numeric code.
     pub fn code(self) -> u16 {
         match self {
@@ -211,6 +249,94 @@ impl CloseCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/ws-messages.schema.json` as committed.
+    const SCHEMA_FILE: &str = include_str!("../../docs/ws-messages.schema.json");
+
+    /// The committed schema file is what [`json_schemas`] generates.
+    /// `SK_WRITE_SCHEMAS=1` rewrites the file instead of comparing.
+    #[test]
+    fn schema_file_is_up_to_date() {
+        let generated = json_schemas();
+        if std::env::var_os("SK_WRITE_SCHEMAS").is_some() {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../docs/ws-messages.schema.json"
+            );
+            let text = serde_json::to_string_pretty(&generated).expect("schemas serialize") + "\n";
+            std::fs::write(path, text).expect("write docs/ws-messages.schema.json");
+            return;
+        }
+        let committed: serde_json::Value =
+            serde_json::from_str(SCHEMA_FILE).expect("docs/ws-messages.schema.json is JSON");
+        assert!(
+            committed == generated,
+            "docs/ws-messages.schema.json is out of date with core::ws; regenerate it with\n    \
+             SK_WRITE_SCHEMAS=1 cargo test -p synckairos-core ws::\nand commit the result"
+        );
+    }
+
+    #[test]
+    fn schemas_describe_every_message_type() {
+        let schemas = json_schemas();
+        let types = |dir: &str| -> Vec<String> {
+            schemas[dir]["oneOf"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{dir} is a oneOf"))
+                .iter()
+                .map(|v| {
+                    v["properties"]["type"]["const"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            types("client_to_server"),
+            ["PING", "RECONNECT", "TIME_SYNC", "SUBSCRIBE", "UNSUBSCRIBE"]
+        );
+        assert_eq!(
+            types("server_to_client"),
+            [
+                "CONNECTED",
+                "STATE_UPDATE",
+                "STATE_SYNC",
+                "SESSION_DELETED",
+                "PONG",
+                "TIME_SYNC",
+                "ERROR"
+            ]
+        );
+        // Fields are camelCase, as on the wire; the state inside keeps its
+        // snake_case (it is the REST shape).
+        let connected = &schemas["server_to_client"]["oneOf"][0]["properties"];
+        assert!(connected["sessionId"].is_object() && connected["session_id"].is_null());
+        let update = &schemas["server_to_client"]["oneOf"][1]["properties"];
+        assert!(update["state"]["properties"]["session_id"].is_object());
+        assert!(
+            !schemas.to_string().contains(r#""$ref""#),
+            "every subschema is inlined"
+        );
+    }
+
+    /// docs/API.md §5 lists every close code with its reconnect advice.
+    #[test]
+    fn api_doc_lists_every_close_code() {
+        let doc = include_str!("../../docs/API.md");
+        for c in CloseCode::ALL {
+            let advice = if c.reconnect() { "yes" } else { "no" };
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| {} |", c.code())))
+                .unwrap_or_else(|| panic!("docs/API.md has no row for close code {}", c.code()));
+            assert!(
+                row.trim_end().ends_with(&format!("| {advice} |")),
+                "docs/API.md: close code {} should say reconnect {advice}: {row}",
+                c.code()
+            );
+        }
+    }
 
     #[test]
     fn client_messages_parse_by_type() {
