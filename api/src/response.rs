@@ -1,7 +1,7 @@
-//! What a handler answers before it becomes a `worker::Response`. The bodies
-//! themselves come from `synckairos_core::api` (shared with every HTTP
-//! transport); only `/health` and `/ready`, which are not part of the
-//! `{"data"}`/`{"error"}` scheme, are shaped here.
+//! What the HTTP core answers, before a transport turns it into its own
+//! response type. The bodies come from `synckairos_core::api`; only `/health`
+//! and `/ready`, which are not part of the `{"data"}`/`{"error"}` scheme, are
+//! shaped here.
 
 use serde::Serialize;
 use synckairos_core::api::ApiError;

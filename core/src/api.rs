@@ -1,4 +1,4 @@
-//! The REST contract's wire layer (API.md §1, §3), shared by every HTTP
+//! The REST contract's wire layer (docs/API.md §1, §3), shared by every HTTP
 //! transport: routing, request bodies, error bodies, response shapes and the
 //! role rules. No I/O: a transport feeds it method, path, headers and body,
 //! runs the one engine call, and writes what this module renders.
@@ -125,6 +125,8 @@ pub enum ApiError {
     InvalidJson,
     /// The body is over [`MAX_BODY_BYTES`] (413 `PAYLOAD_TOO_LARGE`).
     PayloadTooLarge,
+    /// The body could not be read to its end (400 `INVALID_BODY`).
+    UnreadableBody,
     /// No such route (404 `NOT_FOUND`).
     NotFound,
     /// Missing or invalid credentials (401 `UNAUTHORIZED`).
@@ -172,7 +174,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Domain(e) => e.http_status(),
-            ApiError::InvalidJson => 400,
+            ApiError::InvalidJson | ApiError::UnreadableBody => 400,
             ApiError::PayloadTooLarge => 413,
             ApiError::NotFound => 404,
             ApiError::Unauthorized(_) => 401,
@@ -188,6 +190,7 @@ impl ApiError {
             ApiError::Domain(e) => e.code(),
             ApiError::InvalidJson => "INVALID_JSON",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::UnreadableBody => "INVALID_BODY",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
@@ -232,6 +235,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => {
                 (format!("Request body exceeds {MAX_BODY_BYTES} bytes"), None)
             }
+            ApiError::UnreadableBody => ("Request body could not be read".into(), None),
             ApiError::NotFound => ("Route not found".into(), None),
             ApiError::Unauthorized(m) | ApiError::Forbidden(m) => (m.to_string(), None),
             ApiError::AuthNotConfigured => (
@@ -447,7 +451,7 @@ pub fn data<T: Serialize>(value: &T) -> String {
     serde_json::to_string(&Data { data: value }).expect("responses serialize")
 }
 
-/// The body of `POST …/switch` (API.md §3).
+/// The body of `POST …/switch` (docs/API.md §3).
 #[derive(Serialize, schemars::JsonSchema, Debug, PartialEq, Eq)]
 pub struct SwitchResponse<'a> {
     /// The session.

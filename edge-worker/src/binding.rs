@@ -3,7 +3,7 @@
 //! code runs on Cloudflare, under `wrangler dev` (miniflare's binding) and
 //! under plain workerd (the stand-in module `scripts/workerd.sh` wires in).
 
-use crate::router::IpLimiter;
+use synckairos_api::IpLimiter;
 use worker::js_sys::{self, Function, Object, Promise, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;

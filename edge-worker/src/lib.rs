@@ -1,10 +1,10 @@
 //! # synckairos-edge-worker
 //!
 //! The REST edge of SyncKairos: a Cloudflare Worker (Rust → wasm). Each
-//! request is routed ([`router`]), configured from `wrangler.toml` vars and
-//! secrets ([`config`]), and answered with at most one call to Redis over the
-//! Upstash REST API ([`upstash`]); the session commands will be one
-//! `EVALSHA` of the scripts in `synckairos-core`.
+//! request goes through the HTTP core (`synckairos_api`, shared with the
+//! native server), configured from `wrangler.toml` vars and secrets
+//! ([`config`]), over a store that makes at most one call to Redis through
+//! the Upstash REST API ([`store`], [`upstash`]): one `EVALSHA` per command.
 //!
 //! Everything but the `fetch` glue ([`fetch`] and the entry point below) is
 //! plain Rust that `cargo test` runs on the host. Build the Worker with
@@ -12,18 +12,19 @@
 //! `scripts/workerd.sh`.
 #![deny(missing_docs)]
 
-pub mod api;
 pub mod binding;
 pub mod config;
 pub mod fetch;
-pub mod router;
+pub mod store;
 pub mod upstash;
 
 use std::cell::OnceCell;
 use std::rc::Rc;
+use synckairos_api::{ApiResponse, Body, Incoming, Unlimited};
+use synckairos_core::api::MAX_BODY_BYTES;
 use worker::{event, Context, Env, Request, Response, ResponseBuilder};
 
-type App = router::App<fetch::FetchTransport>;
+type App = store::App<fetch::FetchTransport>;
 
 thread_local! {
     /// The app of this isolate, built on its first request. `env` is fixed
@@ -42,10 +43,10 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
 
 fn build(env: &Env) -> App {
     let config = config::Config::from_lookup(|name| lookup(env, name));
-    router::App::new(config, |c| fetch::FetchTransport::new(c.upstash.timeout))
+    store::app(config, |c| fetch::FetchTransport::new(c.upstash.timeout))
 }
 
-fn respond(r: api::ApiResponse) -> worker::Result<Response> {
+fn respond(r: ApiResponse) -> worker::Result<Response> {
     let mut b = ResponseBuilder::new().with_status(r.status);
     if !r.body.is_empty() {
         b = b.with_header("content-type", "application/json; charset=utf-8")?;
@@ -68,11 +69,6 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let declared: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > synckairos_core::api::MAX_BODY_BYTES) {
-        return respond(api::ApiResponse::error(
-            &synckairos_core::api::ApiError::PayloadTooLarge,
-        ));
-    }
     let (authorization, if_match, idempotency_key, origin, client_ip) = (
         header("authorization"),
         header("if-match"),
@@ -82,12 +78,18 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     );
     let method = req.method().to_string();
     let path = req.path();
-    let body = if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
-        Vec::new()
+    let read = if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+        Ok(Vec::new())
+    } else if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        Err(Body::TooLarge)
     } else {
-        req.bytes().await.unwrap_or_default()
+        // A body that fails to read is refused, never taken as empty.
+        req.bytes().await.map_err(|e| {
+            worker::console_error!("{method} {path}: reading the body: {e}");
+            Body::Unreadable
+        })
     };
-    let incoming = router::Incoming {
+    let incoming = Incoming {
         method: &method,
         path: &path,
         authorization: authorization.as_deref(),
@@ -95,12 +97,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         idempotency_key: idempotency_key.as_deref(),
         origin: origin.as_deref(),
         client_ip: client_ip.as_deref(),
-        body: &body,
+        body: match &read {
+            Ok(bytes) => Body::Bytes(bytes),
+            Err(e) => *e,
+        },
         now_ms: js_sys::Date::now() as i64,
     };
     let handled = match binding::RateLimitBinding::from_env(&env, binding::IP_RATE_LIMITER) {
         Some(limiter) => app.handle(&incoming, &limiter).await,
-        None => app.handle(&incoming, &router::Unlimited).await,
+        None => app.handle(&incoming, &Unlimited).await,
     };
     if let Some(error) = &handled.error {
         worker::console_error!("{method} {path}: {error}");

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use synckairos_auth::AuthConfig;
-use synckairos_core::script::Settings;
+use synckairos_api::config::Vars;
+use synckairos_api::ApiConfig;
 
 /// Everything the gateway is configured with.
 #[derive(Debug)]
@@ -12,11 +12,18 @@ pub struct Config {
     pub redis_url: String,
     /// `LISTEN` (default `127.0.0.1:8788`; the binary binds it).
     pub listen: SocketAddr,
-    /// `SHARDS`, `STATE_TTL_SECONDS`, …: as the edge worker has them, for the
-    /// expire command and the key layout.
-    pub settings: Settings,
-    /// `AUTH_MODE`, `JWT_*`: the edge worker's keys and claims.
-    pub auth: AuthConfig,
+    /// `LISTEN_BACKLOG` (default 4096): connections the kernel queues before
+    /// they are accepted, for the burst after another instance restarts.
+    pub listen_backlog: u32,
+    /// What the HTTP core reads, the same variables as the edge worker:
+    /// `AUTH_MODE`, `JWT_*`, `SHARDS`, `STATE_TTL_SECONDS`,
+    /// `SWITCH_RATE_LIMIT`, `IDEMPOTENCY_TTL_SECONDS`,
+    /// `CORS_ALLOWED_ORIGINS`, `IP_RATE_LIMIT`, `IP_RATE_PERIOD_SECONDS`.
+    pub api: ApiConfig,
+    /// `REST_API` (`on`, the default, or `off`): serve the whole REST API
+    /// beside `/ws` on this port (the self-hosted shape), or only the
+    /// WebSocket side (the edge shape, where the Worker serves REST).
+    pub rest: bool,
     /// `MAX_CONNECTIONS` (default 20,000).
     pub max_connections: usize,
     /// `PING_INTERVAL_MS` (default 15,000): protocol pings; a client that
@@ -47,44 +54,21 @@ pub struct Config {
     pub client_ip_header: Option<String>,
 }
 
-/// A configuration the gateway cannot run with.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A variable has a value it cannot have.
-    #[error("{name} is {value:?}: {expected}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What it should be.
-        expected: &'static str,
-    },
-    /// `AUTH_MODE` or a JWT key is wrong.
-    #[error(transparent)]
-    Auth(#[from] synckairos_auth::ConfigError),
-}
+pub use synckairos_api::config::ConfigError;
 
 impl Config {
     /// Reads the configuration through `lookup` (name → value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let num = |name: &'static str, default: u64, min: u64, max: u64| match get(name) {
-            None => Ok(default),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(ConfigError::Invalid {
-                    name,
-                    value: v,
-                    expected: "an integer in its documented range",
-                }),
-            },
+        let vars = Vars(&lookup);
+        let get = |name: &str| vars.get(name);
+        let num = |name: &'static str, default: u64, min: u64, max: u64| {
+            vars.number(name, default, min, max)
         };
         let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             return Err(ConfigError::Invalid {
                 name: "REDIS_URL",
-                value: redis_url,
+                value: "(not shown: it may hold credentials)".into(),
                 expected: "a redis:// or rediss:// URL",
             });
         }
@@ -96,34 +80,13 @@ impl Config {
                 expected: "host:port",
             })?,
         };
-        let d = Settings::default();
-        let settings = Settings {
-            shards: num("SHARDS", d.shards.into(), 1, 1024)? as u16,
-            switch_limit: num("SWITCH_RATE_LIMIT", d.switch_limit, 0, 1_000_000)?,
-            base_ttl_s: num("STATE_TTL_SECONDS", d.base_ttl_s, 60, 30 * 86_400)?,
-            idempotency_ttl_s: num(
-                "IDEMPOTENCY_TTL_SECONDS",
-                d.idempotency_ttl_s,
-                1,
-                30 * 86_400,
-            )?,
-        };
-        let expiry = match get("EXPIRY").as_deref() {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(v) => {
-                return Err(ConfigError::Invalid {
-                    name: "EXPIRY",
-                    value: v.to_string(),
-                    expected: "on or off",
-                })
-            }
-        };
+        let expiry = vars.switch("EXPIRY", true)?;
         Ok(Config {
             redis_url,
             listen,
-            settings,
-            auth: AuthConfig::from_vars(&lookup)?,
+            listen_backlog: num("LISTEN_BACKLOG", 4096, 1, 65_535)? as u32,
+            api: ApiConfig::from_lookup(&lookup)?,
+            rest: vars.switch("REST_API", true)?,
             max_connections: num("MAX_CONNECTIONS", 20_000, 1, 10_000_000)? as usize,
             ping_interval: Duration::from_millis(num("PING_INTERVAL_MS", 15_000, 50, 600_000)?),
             send_timeout: Duration::from_millis(num("SEND_TIMEOUT_MS", 5_000, 10, 600_000)?),

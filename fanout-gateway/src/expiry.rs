@@ -28,7 +28,7 @@ const BATCH: usize = 200;
 /// Runs until `shared.stop` turns true.
 pub async fn run(shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
-    let shards = shared.config.settings.shards;
+    let shards = shared.config.api.settings.shards;
     let keys: Vec<String> = (0..shards).map(deadlines).collect();
     loop {
         let now = shared.clock.now_ms();

@@ -2,7 +2,7 @@
 //!
 //! The long-lived process near the clients: it subscribes to the Redis
 //! channels of the sessions its clients watch and pushes every snapshot over
-//! WebSocket (API.md §5), serves the time every clock is computed from (Redis
+//! WebSocket (docs/API.md §5), serves the time every clock is computed from (Redis
 //! `TIME`, estimated continuously), and applies `expire` at each deadline.
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests start it on
@@ -16,6 +16,7 @@ pub mod expiry;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod rest;
 
 use anyhow::Context as _;
 use axum::extract::ws::WebSocketUpgrade;
@@ -47,7 +48,11 @@ pub struct Shared {
     /// Watchers and the subscriber.
     pub hub: Arc<hub::Hub>,
     /// The Redis clock estimate.
-    pub clock: clock::RedisClock,
+    pub clock: Arc<clock::RedisClock>,
+    /// The REST API (served when `REST_API=on`).
+    pub api: synckairos_api::Api<rest::EngineStore>,
+    /// The general per-client limit of the REST API, per instance.
+    pub ip_limiter: rest::InstanceLimiter,
     /// Counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
     /// Turns true at shutdown.
@@ -89,22 +94,30 @@ pub async fn run(
     // call (tests run several gateways in one process) is a harmless no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-    let engine = Engine::connect(&config.redis_url, config.settings.clone())
+    let engine = Engine::connect(&config.redis_url, config.api.settings.clone())
         .await
         .with_context(|| "connecting to Redis (REDIS_URL)")?;
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let (hub, subscriber) = hub::Hub::new(
         client,
-        config.settings.shards,
+        config.api.settings.shards,
         Arc::clone(&metrics),
         stop.clone(),
+    );
+    let clock = Arc::new(clock::RedisClock::default());
+    let ip_limiter = rest::InstanceLimiter::new(config.api.ip_limit);
+    let api = synckairos_api::Api::new(
+        config.api.clone(),
+        rest::EngineStore::new(engine.clone(), Arc::clone(&clock)),
     );
     let shared = Arc::new(Shared {
         config,
         engine,
         hub,
-        clock: clock::RedisClock::default(),
+        clock,
+        api,
+        ip_limiter,
         metrics,
         stop,
         next_id: AtomicU64::new(1),
@@ -119,17 +132,23 @@ pub async fn run(
     }
     let app = Router::new()
         .route("/ws", get(ws))
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/time", get(time))
-        .fallback(|| async {
-            (
-                StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({"error": {"code": "INVALID_PATH", "message": "The WebSocket endpoint is /ws"}})),
-            )
-        })
-        .with_state(Arc::clone(&shared));
+        .route("/metrics", get(metrics_text));
+    // With REST on, the HTTP core answers everything else (`/health` and
+    // `/v1/time` too, with its CORS headers); WebSocket-only, a fixed few.
+    let app = if shared.config.rest {
+        app.fallback(rest::handle)
+    } else {
+        app.route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route("/v1/time", get(time))
+            .fallback(|| async {
+                (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({"error": {"code": "INVALID_PATH", "message": "The WebSocket endpoint is /ws"}})),
+                )
+            })
+    }
+    .with_state(Arc::clone(&shared));
     tracing::info!(listen = %listener.local_addr()?, "fanout-gateway serving");
     // Kept alive until run returns: a dropped sender would read as "stopped".
     let stop_tx = Arc::new(stop_tx);
@@ -222,15 +241,7 @@ async fn ws(
             return refuse(StatusCode::FORBIDDEN, "origin not allowed");
         }
     }
-    let ip = shared
-        .config
-        .client_ip_header
-        .as_ref()
-        .and_then(|h| headers.get(h.as_str()))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer.ip());
+    let ip = rest::client_ip(&shared, &headers, peer);
     if !shared.admit(ip) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
@@ -252,6 +263,7 @@ async fn ws(
         let now_s = (clock::local_ms() / 1000) as u64;
         let caller = shared
             .config
+            .api
             .auth
             .authenticate(from_query.as_deref().or(bearer), now_s)
             .map_err(|_| "Unauthorized")?;

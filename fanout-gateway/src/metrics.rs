@@ -35,6 +35,8 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     /// Deadline to the applied `expired` transition.
     pub expiry_lag: Histogram,
+    /// Time to answer a REST request (`REST_API=on`), body read included.
+    pub rest_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -53,6 +55,7 @@ impl Default for Metrics {
             clock_error_us: AtomicI64::new(0),
             fanout_latency: Histogram::new(LATENCY_MS, 1000.0),
             expiry_lag: Histogram::new(LATENCY_MS, 1000.0),
+            rest_latency: Histogram::new(LATENCY_MS, 1000.0),
         }
     }
 }
@@ -142,6 +145,11 @@ impl Metrics {
             &mut out,
             "synckairos_gateway_expiry_lag_seconds",
             "From a deadline to the expired transition.",
+        );
+        self.rest_latency.render(
+            &mut out,
+            "synckairos_gateway_rest_duration_seconds",
+            "Time to answer a REST request (REST_API=on).",
         );
         out
     }

@@ -263,7 +263,8 @@ async fn a_client_gets_the_state_then_every_change_then_the_delete() {
 #[tokio::test]
 async fn bad_urls_are_refused() {
     let redis = RedisServer::start();
-    let gw = Gateway::start(&redis, &[]).await;
+    // WebSocket-only, as in the edge shape: other paths are a 400.
+    let gw = Gateway::start(&redis, &[("REST_API", "off")]).await;
     let mut ws = gw.connect("").await;
     assert_eq!(
         closed(&mut ws).await,
@@ -280,6 +281,23 @@ async fn bad_urls_are_refused() {
     assert!(r.contains("timestamp_ms"), "{r}");
     let r = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
     assert!(r.contains("synckairos_gateway_refused_total 2"), "{r}");
+    let r = reqwest_like_get(gw.addr, "/v1/sessions/nope")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    gw.stop().await;
+    // With REST on (the default), the HTTP core answers every other path.
+    let gw = Gateway::start(&redis, &[]).await;
+    let r = reqwest_like_get(gw.addr, "/elsewhere").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(r.contains(r#"{"error":{"code":"NOT_FOUND""#), "{r}");
+    let r = reqwest_like_get(gw.addr, "/v1/time").await.unwrap();
+    assert!(r.contains("timestamp_ms"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{r}"
+    );
     gw.stop().await;
 }
 

@@ -1,6 +1,8 @@
-//! The real local stack for end-to-end tests: a `redis-server` on a free port,
-//! `upstash-local` in front of it, and the built edge worker under `workerd`
-//! (`scripts/workerd.sh`), started per test on free ports and stopped when
+//! The real local stack for end-to-end tests, in either shape
+//! ([`Transport`]): a `redis-server` on a free port, then either
+//! `upstash-local` in front of it and the built edge worker under `workerd`
+//! (`scripts/workerd.sh`), or the native server (the gateway with
+//! `REST_API=on`). Each is started per test on free ports and stopped when
 //! the [`Stack`] drops. A missing tool or a stack that does not come up fails
 //! the test loudly; nothing skips.
 
@@ -17,24 +19,55 @@ pub const REST_TOKEN: &str = "e2e-token";
 /// Switches per session per second in the test stack.
 pub const SWITCH_LIMIT: u64 = 5;
 
-/// A running stack; dropping it stops workerd, upstash-local and Redis.
+/// Which server answers the REST API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The edge worker under workerd, over upstash-local.
+    Edge,
+    /// The native server: the gateway with `REST_API=on`, REST and `/ws` on
+    /// one port.
+    Native,
+}
+
+/// A running stack; dropping it stops the server(s) and Redis.
 pub struct Stack {
-    /// The worker's base URL.
+    /// The server's base URL (REST; on the native server `/ws` too).
     pub base: String,
     /// The Redis behind it.
     pub redis: RedisServer,
-    workerd: Child,
-    stop_rest: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The shape.
+    pub transport: Transport,
+    workerd: Option<Child>,
+    /// Stops upstash-local (edge) or the native server.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.workerd.kill();
-        let _ = self.workerd.wait();
-        if let Some(stop) = self.stop_rest.take() {
+        if let Some(w) = &mut self.workerd {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
+}
+
+/// Runs `serve` on a runtime of its own, on a thread of its own, until the
+/// returned sender fires (or drops).
+fn in_background<F, Fut>(serve: F) -> tokio::sync::oneshot::Sender<()>
+where
+    F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(serve(stopped));
+    });
+    stop
 }
 
 fn repo() -> PathBuf {
@@ -82,35 +115,89 @@ fn http_ok(url: &str) -> std::io::Result<bool> {
 }
 
 impl Stack {
-    /// Builds the worker (once per test binary; a no-op when up to date) and
-    /// starts a stack.
-    pub fn start() -> Stack {
-        Stack::start_with(&[])
+    /// A stack of `transport` with the test defaults.
+    pub fn start(transport: Transport) -> Stack {
+        Stack::start_with(transport, &[])
     }
 
-    /// [`Stack::start`] with the worker's vars and secrets `env` set over
-    /// the defaults (a value of `""` unsets one).
-    pub fn start_with(env: &[(&str, &str)]) -> Stack {
+    /// [`Stack::start`] with the server's variables `env` set over the
+    /// defaults (a value of `""` unsets one). Both shapes read the same
+    /// names.
+    pub fn start_with(transport: Transport, env: &[(&str, &str)]) -> Stack {
+        let redis = RedisServer::start();
+        let switch_limit = SWITCH_LIMIT.to_string();
+        let mut vars: Vec<(String, String)> = [
+            ("AUTH_MODE", "jwt"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("SWITCH_RATE_LIMIT", switch_limit.as_str()),
+            ("IP_RATE_LIMIT", "100000"),
+        ]
+        .iter()
+        .chain(env)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        match transport {
+            Transport::Edge => Stack::edge(redis, vars),
+            Transport::Native => {
+                vars.insert(0, ("REDIS_URL".into(), redis.url()));
+                // The edge reads the client's address from CF-Connecting-IP;
+                // the same tests drive the native server with it.
+                vars.insert(1, ("CLIENT_IP_HEADER".into(), "CF-Connecting-IP".into()));
+                vars.insert(2, ("CONNECTIONS_PER_IP_PER_SECOND".into(), "0".into()));
+                Stack::native(redis, vars)
+            }
+        }
+    }
+
+    fn native(redis: RedisServer, vars: Vec<(String, String)>) -> Stack {
+        // The last setting of a name wins, as in a shell environment.
+        let lookup = move |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let config = synckairos_fanout_gateway::Config::from_lookup(lookup)
+            .expect("the native server's config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = in_background(move |stopped| async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            synckairos_fanout_gateway::run(listener, config, shutdown)
+                .await
+                .expect("the native server runs");
+        });
+        let stack = Stack {
+            base: format!("http://127.0.0.1:{port}"),
+            redis,
+            transport: Transport::Native,
+            workerd: None,
+            stop: Some(stop),
+        };
+        wait_for(&format!("{}/ready", stack.base), "the native server");
+        stack
+    }
+
+    fn edge(redis: RedisServer, vars: Vec<(String, String)>) -> Stack {
         static BUILD: Once = Once::new();
         BUILD.call_once(|| run("scripts/worker-build.sh", &[]));
-        let redis = RedisServer::start();
         let rest_port = free_port();
         let mut config = synckairos_upstash_local::Config::new(redis.url(), REST_TOKEN.to_string());
         config.listen = format!("127.0.0.1:{rest_port}").parse().expect("address");
-        let (stop_rest, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .expect("upstash-local listens");
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                synckairos_upstash_local::run(listener, config, shutdown)
-                    .await
-                    .expect("upstash-local runs");
-            });
+        let stop = in_background(move |stopped| async move {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .expect("upstash-local listens");
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            synckairos_upstash_local::run(listener, config, shutdown)
+                .await
+                .expect("upstash-local runs");
         });
         wait_for(
             &format!("http://127.0.0.1:{rest_port}/health"),
@@ -127,11 +214,7 @@ impl Stack {
                 format!("http://127.0.0.1:{rest_port}"),
             )
             .env("UPSTASH_REDIS_REST_TOKEN", REST_TOKEN)
-            .env("AUTH_MODE", "jwt")
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("SWITCH_RATE_LIMIT", SWITCH_LIMIT.to_string())
-            .env("IP_RATE_LIMIT", "100000")
-            .envs(env.iter().copied())
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -140,12 +223,13 @@ impl Stack {
         let mut stack = Stack {
             base: format!("http://127.0.0.1:{port}"),
             redis,
-            workerd,
-            stop_rest: Some(stop_rest),
+            transport: Transport::Edge,
+            workerd: Some(workerd),
+            stop: Some(stop),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !matches!(http_ok(&format!("{}/health", stack.base)), Ok(true)) {
-            if let Ok(Some(status)) = stack.workerd.try_wait() {
+            if let Some(Ok(Some(status))) = stack.workerd.as_mut().map(Child::try_wait) {
                 let log = std::fs::read_to_string(stack.redis.dir().join("workerd.log"));
                 panic!("workerd exited ({status}): {}", log.unwrap_or_default());
             }

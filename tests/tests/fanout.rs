@@ -3,7 +3,7 @@
 
 use synckairos_client::{Client, Watcher};
 use synckairos_core::ws::ClientOut;
-use synckairos_e2e::{token, uuid, Stack, JWT_SECRET};
+use synckairos_e2e::{token, uuid, Stack, Transport, JWT_SECRET};
 use synckairos_fanout_gateway::{run, Config};
 
 async fn gateway(stack: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -12,6 +12,8 @@ async fn gateway(stack: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
         "REDIS_URL" => Some(url.clone()),
         "AUTH_MODE" => Some("jwt".into()),
         "JWT_SECRET" => Some(JWT_SECRET.into()),
+        // The edge shape: the worker serves REST, the gateway only /ws.
+        "REST_API" => Some("off".into()),
         _ => None,
     })
     .expect("gateway config");
@@ -38,7 +40,7 @@ async fn next_version(w: &mut Watcher) -> u64 {
 
 #[tokio::test]
 async fn a_switch_over_rest_reaches_clients_on_two_gateways() {
-    let stack = Stack::start();
+    let stack = Stack::start(Transport::Edge);
     let (g1, _s1) = gateway(&stack).await;
     let (g2, _s2) = gateway(&stack).await;
     let admin = token("admin", "ops", None);

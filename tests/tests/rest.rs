@@ -1,11 +1,14 @@
-//! The REST API end to end: HTTP into the built worker under workerd,
-//! through upstash-local, into a real redis-server.
+//! The REST API end to end, the same tests for both transports: HTTP into
+//! the built worker under workerd, through upstash-local, into a real
+//! redis-server; and HTTP into the native server on the same redis-server
+//! kind. Each test is a function of the [`Transport`]; `both!` makes one
+//! `#[tokio::test]` per transport of it.
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use synckairos_core::audit::AuditEvent;
 use synckairos_core::keys::SessionKeys;
-use synckairos_e2e::{token, uuid, Stack, SWITCH_LIMIT};
+use synckairos_e2e::{token, uuid, Stack, Transport, SWITCH_LIMIT};
 
 struct Api {
     http: Client,
@@ -14,12 +17,12 @@ struct Api {
 }
 
 impl Api {
-    fn new() -> Api {
-        Api::with(&[])
+    fn new(t: Transport) -> Api {
+        Api::with(t, &[])
     }
 
-    fn with(env: &[(&str, &str)]) -> Api {
-        let stack = Stack::start_with(env);
+    fn with(t: Transport, env: &[(&str, &str)]) -> Api {
+        let stack = Stack::start_with(t, env);
         Api {
             http: Client::new(),
             base: stack.base.clone(),
@@ -50,7 +53,7 @@ impl Api {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        r.send().await.expect("the worker answers")
+        r.send().await.expect("the server answers")
     }
 }
 
@@ -82,9 +85,8 @@ async fn audit_types(api: &Api, sid: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited() {
-    let api = Api::new();
+async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited(t: Transport) {
+    let api = Api::new(t);
     let (sid, p1, p2) = (uuid(), uuid(), uuid());
     let t = admin();
     let r = api
@@ -185,9 +187,8 @@ async fn a_session_lives_its_whole_life_over_http_and_every_command_is_audited()
     );
 }
 
-#[tokio::test]
-async fn roles_are_enforced() {
-    let api = Api::new();
+async fn roles_are_enforced(t: Transport) {
+    let api = Api::new(t);
     let (sid, p1, p2) = (uuid(), uuid(), uuid());
     let path = |a: &str| format!("/v1/sessions/{sid}/{a}");
     assert_eq!(
@@ -265,9 +266,8 @@ async fn roles_are_enforced() {
     );
 }
 
-#[tokio::test]
-async fn limits_versions_and_retries() {
-    let api = Api::new();
+async fn limits_versions_and_retries(t: Transport) {
+    let api = Api::new(t);
     let t = admin();
     let (sid, p1, p2) = (uuid(), uuid(), uuid());
     api.call(
@@ -341,9 +341,8 @@ async fn limits_versions_and_retries() {
     );
 }
 
-#[tokio::test]
-async fn malformed_requests_get_their_codes() {
-    let api = Api::new();
+async fn malformed_requests_get_their_codes(t: Transport) {
+    let api = Api::new(t);
     let t = admin();
     let raw = |path: &str, body: Vec<u8>| {
         api.http
@@ -415,9 +414,11 @@ async fn malformed_requests_get_their_codes() {
     assert_eq!(body(r).await["openapi"], json!("3.0.3"));
 }
 
-#[tokio::test]
-async fn the_general_limit_is_per_client_ip() {
-    let api = Api::with(&[("IP_RATE_LIMIT", "3"), ("IP_RATE_PERIOD_SECONDS", "10")]);
+async fn the_general_limit_is_per_client_ip(t: Transport) {
+    let api = Api::with(
+        t,
+        &[("IP_RATE_LIMIT", "3"), ("IP_RATE_PERIOD_SECONDS", "10")],
+    );
     let t = admin();
     let from = |ip: &'static str| {
         let t = t.clone();
@@ -462,9 +463,8 @@ async fn the_general_limit_is_per_client_ip() {
     assert_eq!(health.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn auth_fails_closed_without_a_key() {
-    let api = Api::with(&[("JWT_SECRET", "")]);
+async fn auth_fails_closed_without_a_key(t: Transport) {
+    let api = Api::with(t, &[("JWT_SECRET", "")]);
     let r = api
         .call(
             Method::GET,
@@ -481,9 +481,8 @@ async fn auth_fails_closed_without_a_key() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn the_rest_of_the_routes_and_refusals() {
-    let api = Api::new();
+async fn the_rest_of_the_routes_and_refusals(t: Transport) {
+    let api = Api::new(t);
     let t = admin();
     let (sid, p1, p2) = (uuid(), uuid(), uuid());
     let path = |a: &str| format!("/v1/sessions/{sid}/{a}");
@@ -654,9 +653,8 @@ async fn calls(api: &Api, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-#[tokio::test]
-async fn every_rest_command_is_one_redis_call() {
-    let api = Api::new();
+async fn every_rest_command_is_one_redis_call(t: Transport) {
+    let api = Api::new(t);
     let t = admin();
     let run = |sid: String| {
         let (p1, p2) = (uuid(), uuid());
@@ -708,3 +706,32 @@ async fn every_rest_command_is_one_redis_call() {
     assert!(after.2 - before.2 >= 1, "the read is a GET");
     assert_eq!(after.3 - before.3, 0, "no health-check PINGs");
 }
+
+/// One `#[tokio::test]` per transport of each test.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod edge {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Transport::Edge).await
+            })*
+        }
+        mod native {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Transport::Native).await
+            })*
+        }
+    };
+}
+
+both!(
+    a_session_lives_its_whole_life_over_http_and_every_command_is_audited,
+    roles_are_enforced,
+    limits_versions_and_retries,
+    malformed_requests_get_their_codes,
+    the_general_limit_is_per_client_ip,
+    auth_fails_closed_without_a_key,
+    the_rest_of_the_routes_and_refusals,
+    every_rest_command_is_one_redis_call,
+);
