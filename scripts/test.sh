@@ -25,6 +25,8 @@ cargo clippy -p synckairos-edge-worker --target wasm32-unknown-unknown --locked 
 log "edge worker tools (pinned; installed only when missing) and the wasm build"
 scripts/tools.sh >/dev/null
 scripts/worker-build.sh
+log "deployment manifests (Kubernetes schemas offline, Fly configs)"
+scripts/check-deploy.sh
 log "tests"
 # --nocapture shows the differential tallies and the contention result.
 cargo test --workspace --locked -- --nocapture
