@@ -13,7 +13,16 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_env()?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    // A reconnect storm (every client of a restarted instance at once)
+    // overflows the default backlog of 128: each dropped SYN waits a second
+    // for TCP's retry. The kernel caps this at net.core.somaxconn.
+    let socket = match config.listen {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.listen)?;
+    let listener = socket.listen(config.listen_backlog)?;
     run(listener, config, async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");

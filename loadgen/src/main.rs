@@ -6,6 +6,9 @@
 //! ```text
 //! loadgen --base-url http://127.0.0.1:8787 --sessions 1000 --concurrency 16 --duration-secs 20
 //! ```
+//!
+//! The other modes (`--mode`) measure the fan-out gateway: see `ws.rs` and
+//! `storm.rs`.
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -14,6 +17,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod storm;
 mod ws;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,6 +31,10 @@ enum Mode {
     WsIdle,
     /// `--sessions` running clocks that all run out: the gateway's expiry lag.
     Expiry,
+    /// `--clients` WebSockets over `--sessions` (default 100) sessions all
+    /// connecting at once, as after a gateway restart: the time until every
+    /// one holds its `STATE_SYNC` (see `--batch-size`, `--batch-wait`).
+    ReconnectStorm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,11 +57,12 @@ struct Args {
         default_value = "http://127.0.0.1:8787"
     )]
     base_url: String,
-    /// Sessions to create (each a 2-player chess clock with 24 h banks).
-    /// Worker w uses sessions w, w+C, w+2C…, so keep sessions/concurrency ×
-    /// the per-session switch limit above the rate you want.
-    #[arg(long, env = "LOADGEN_SESSIONS", default_value_t = 1000)]
-    sessions: usize,
+    /// Sessions to create (each a 2-player chess clock with 24 h banks);
+    /// default 1000 (100 in reconnect-storm). Worker w uses sessions w, w+C,
+    /// w+2C…, so keep sessions/concurrency × the per-session switch limit
+    /// above the rate you want.
+    #[arg(long, env = "LOADGEN_SESSIONS")]
+    sessions: Option<usize>,
     /// Requests in flight (closed loop: each worker waits for its reply).
     #[arg(long, env = "LOADGEN_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
@@ -81,7 +90,8 @@ struct Args {
     /// The gateway's `/metrics` URL (expiry mode).
     #[arg(long)]
     gateway_metrics: Option<String>,
-    /// The gateway's pid, whose RSS ws-idle reads.
+    /// The gateway's pid, whose RSS ws-idle and reconnect-storm read
+    /// (reconnect-storm: and its CPU time).
     #[arg(long)]
     gateway_pid: Option<u32>,
     /// WebSocket watchers per session (ws-fanout).
@@ -93,6 +103,37 @@ struct Args {
     /// Idle connections (ws-idle).
     #[arg(long, default_value_t = 15_000)]
     connections: usize,
+    /// Create the sessions straight in this Redis through the engine instead
+    /// of through `--base-url` (a gateway without a REST API in front of it).
+    #[arg(long, env = "LOADGEN_REDIS_URL")]
+    redis_url: Option<String>,
+    /// The deployment's `SHARDS` (key layout), for `--redis-url`.
+    #[arg(long, env = "SHARDS", default_value_t = synckairos_core::keys::DEFAULT_SHARDS)]
+    shards: u16,
+    /// WebSocket clients (reconnect-storm); client i watches session i mod
+    /// `--sessions`.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Connection attempts started together (reconnect-storm).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// When the next batch starts (reconnect-storm).
+    #[arg(long, value_enum, default_value_t = storm::BatchWait::Issued)]
+    batch_wait: storm::BatchWait,
+    /// Reconnect-storm gives up after this long, reports what it got and
+    /// exits non-zero.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+}
+
+impl Args {
+    /// `--sessions`, or the mode's default.
+    fn sessions(&self) -> usize {
+        self.sessions.unwrap_or(match self.mode {
+            Mode::ReconnectStorm => 100,
+            _ => 1000,
+        })
+    }
 }
 
 fn uuid(prefix: u64, n: u64) -> String {
@@ -195,9 +236,11 @@ impl Stats {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.sessions == 0 || args.concurrency == 0 {
+    if args.sessions() == 0 || args.concurrency == 0 {
         bail!("--sessions and --concurrency must be at least 1");
     }
+    // Thousands of sockets: as many descriptors as the hard limit allows.
+    let nofile = storm::raise_nofile_limit()?;
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency)
@@ -212,32 +255,25 @@ async fn main() -> anyhow::Result<()> {
         Mode::WsFanout => Some(ws::fanout(&args, client.clone(), run).await?),
         Mode::WsIdle => Some(ws::idle(&args, client.clone(), run).await?),
         Mode::Expiry => Some(ws::expiry(&args, client.clone(), run).await?),
+        Mode::ReconnectStorm => Some(storm::run(&args, client.clone(), run, nofile).await?),
     };
     if let Some(r) = report {
         println!("{r}");
+        if r["complete"] == false {
+            bail!("incomplete: see the report");
+        }
         return Ok(());
     }
-    let ids: Vec<String> = (0..args.sessions as u64).map(|i| uuid(run, i)).collect();
-
     let setup = Instant::now();
-    for chunk in ids.chunks(args.concurrency) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for id in chunk {
-            let (c, id) = (client.clone(), id.clone());
-            tasks.spawn(async move {
-                let players: Vec<_> = (0..2)
-                    .map(|p| json!({"participant_id": uuid(run ^ 0xffff, p), "participant_index": p, "total_time_ms": 86_400_000}))
-                    .collect();
-                c.must(reqwest::Method::POST, "/v1/sessions", Some(json!({"session_id": id,
-                    "sync_mode": "per_participant", "total_time_ms": 86_400_000, "participants": players})))
-                    .await?;
-                c.must(reqwest::Method::POST, &format!("/v1/sessions/{id}/start"), None).await
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
-    }
+    let ids = ws::sessions(
+        &args,
+        &client,
+        run,
+        args.sessions(),
+        args.concurrency,
+        |_| 86_400_000,
+    )
+    .await?;
     eprintln!(
         "loadgen: {} sessions created and started in {:.2}s",
         ids.len(),
@@ -301,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "base_url": args.base_url, "sessions": args.sessions, "concurrency": args.concurrency,
+            "base_url": args.base_url, "sessions": ids.len(), "concurrency": args.concurrency,
             "duration_s": args.duration_secs, "mix": format!("{:?}", args.mix).to_lowercase(),
             "switch": switch.report(seconds), "get": get.report(seconds),
         })

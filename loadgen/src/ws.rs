@@ -1,19 +1,23 @@
 //! The WebSocket modes (`--mode ws-fanout | ws-idle | expiry`), against a
-//! gateway (`--gateway ws://…`) in front of the same Redis as `--base-url`.
+//! gateway (`--gateway ws://…`) in front of the same Redis as `--base-url`
+//! (or `--redis-url`), and the helpers `reconnect-storm` shares with them.
 
 use crate::{uuid, Args, Client};
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use synckairos_core::script::{CallOptions, Settings};
+use synckairos_core::{Command, Request};
+use synckairos_engine::{fixtures, Engine};
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(gateway: &str, sid: &str, token: Option<&str>) -> anyhow::Result<Ws> {
+pub(crate) async fn connect(gateway: &str, sid: &str, token: Option<&str>) -> anyhow::Result<Ws> {
     let mut url = format!("{gateway}/ws?sessionId={sid}");
     if let Some(t) = token {
         url.push_str(&format!("&token={t}"));
@@ -24,28 +28,79 @@ async fn connect(gateway: &str, sid: &str, token: Option<&str>) -> anyhow::Resul
         .0)
 }
 
-/// Creates and starts `n` chess clocks; `bank_ms(i)` is session i's bank.
-async fn sessions(
-    c: &Arc<Client>,
-    run: u64,
-    n: usize,
-    concurrency: usize,
-    bank_ms: impl Fn(usize) -> u64,
-) -> anyhow::Result<Vec<String>> {
-    let ids: Vec<String> = (0..n as u64).map(|i| uuid(run, i)).collect();
-    for (k, chunk) in ids.chunks(concurrency).enumerate() {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (j, id) in chunk.iter().enumerate() {
-            let (c, id, bank) = (c.clone(), id.clone(), bank_ms(k * concurrency + j));
-            tasks.spawn(async move {
+/// Where sessions are made: the REST API (`--base-url`), or, with
+/// `--redis-url`, straight in Redis through the engine (for a gateway with no
+/// REST API in front of its Redis).
+enum Creator {
+    Rest(Arc<Client>),
+    Redis(Engine),
+}
+
+impl Creator {
+    async fn new(args: &Args, c: &Arc<Client>) -> anyhow::Result<Creator> {
+        let Some(url) = &args.redis_url else {
+            return Ok(Creator::Rest(c.clone()));
+        };
+        let settings = Settings {
+            shards: args.shards,
+            ..Settings::default()
+        };
+        let engine = Engine::connect(url, settings)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(Creator::Redis(engine))
+    }
+
+    /// Creates `id`, a 2-player chess clock with `bank` ms each, and starts it.
+    async fn create_started(&self, id: &str, run: u64, bank: u64) -> anyhow::Result<()> {
+        match self {
+            Creator::Rest(c) => {
                 let players: Vec<_> = (0..2)
                     .map(|p| json!({"participant_id": uuid(run ^ 0xffff, p), "participant_index": p, "total_time_ms": bank}))
                     .collect();
                 c.must(reqwest::Method::POST, "/v1/sessions", Some(json!({"session_id": id,
                     "sync_mode": "per_participant", "total_time_ms": bank, "participants": players})))
                     .await?;
-                c.must(reqwest::Method::POST, &format!("/v1/sessions/{id}/start"), None).await
-            });
+                let start = format!("/v1/sessions/{id}/start");
+                c.must(reqwest::Method::POST, &start, None).await
+            }
+            Creator::Redis(engine) => {
+                let body = fixtures::body(id, "per_participant", 2, bank as i64);
+                let create = fixtures::create(&body)
+                    .map_err(|issues| anyhow!("create body rejected: {issues:?}"))?;
+                for req in [create, Request::new(id, Command::Start)] {
+                    let name = req.command.name();
+                    let reply = engine
+                        .execute(&req, &CallOptions::default())
+                        .await
+                        .with_context(|| format!("{name} {id}"))?;
+                    if let Err(e) = reply.result {
+                        bail!("{name} {id} refused: {} ({e})", e.code());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates and starts `n` chess clocks, `concurrency` at a time, through the
+/// REST API or (`--redis-url`) the engine; `bank_ms(i)` is session i's bank.
+pub(crate) async fn sessions(
+    args: &Args,
+    c: &Arc<Client>,
+    run: u64,
+    n: usize,
+    concurrency: usize,
+    bank_ms: impl Fn(usize) -> u64,
+) -> anyhow::Result<Vec<String>> {
+    let creator = Arc::new(Creator::new(args, c).await?);
+    let ids: Vec<String> = (0..n as u64).map(|i| uuid(run, i)).collect();
+    for (k, chunk) in ids.chunks(concurrency).enumerate() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (j, id) in chunk.iter().enumerate() {
+            let (creator, id, bank) = (creator.clone(), id.clone(), bank_ms(k * concurrency + j));
+            tasks.spawn(async move { creator.create_started(&id, run, bank).await });
         }
         while let Some(r) = tasks.join_next().await {
             r??;
@@ -54,7 +109,7 @@ async fn sessions(
     Ok(ids)
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("reading the gateway's /proc status")?;
     status
@@ -64,7 +119,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     (us as f64 / 10.0).round() / 100.0
 }
 
@@ -75,7 +130,7 @@ pub async fn idle(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Value
     let pid = args
         .gateway_pid
         .context("--gateway-pid is required (its RSS is measured)")?;
-    let ids = sessions(&c, run, 1, 1, |_| 86_400_000).await?;
+    let ids = sessions(args, &c, run, 1, 1, |_| 86_400_000).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
     let mut sockets = Vec::with_capacity(args.connections);
@@ -107,7 +162,10 @@ pub async fn idle(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Value
 /// latency from sending each switch to each watcher's receipt of it.
 pub async fn fanout(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Value> {
     let gateway = args.gateway.clone().context("--gateway is required")?;
-    let ids = sessions(&c, run, args.sessions, args.concurrency, |_| 86_400_000).await?;
+    let ids = sessions(args, &c, run, args.sessions(), args.concurrency, |_| {
+        86_400_000
+    })
+    .await?;
     // (session index, version) -> when its switch was sent.
     let sent: Arc<Mutex<HashMap<(usize, u64), Instant>>> = Default::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -226,9 +284,9 @@ pub async fn expiry(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Val
     let http = reqwest::Client::new();
     let (before, count0) = lag_buckets(&http, &url).await?;
     let spread = args.duration_secs.max(1) * 1000;
-    let n = args.sessions;
+    let n = args.sessions();
     let started = Instant::now();
-    let ids = sessions(&c, run, n, args.concurrency, |i| {
+    let ids = sessions(args, &c, run, n, args.concurrency, |i| {
         10_000 + spread * i as u64 / n as u64
     })
     .await?;
