@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Brings the whole local stack up and shows it working:
+# Brings the whole local stack up and shows it working.
+#
+# scripts/up.sh (the edge shape):
 #   Redis (local, in place of Upstash) and PostgreSQL (for the audit trail),
 #   upstash-local (the dev stand-in for Upstash's REST API) on :8079,
 #   the built edge worker under the Workers runtime (workerd) on :8787,
@@ -8,17 +10,29 @@
 # then drives a chess clock over REST while a WebSocket client watches it on
 # the gateway (the `demo` of synckairos-client), and prints the session's
 # audit trail from PostgreSQL.
+#
+# scripts/up.sh --self-hosted (the one-service shape; no wasm toolchain):
+#   Redis, PostgreSQL, the native server (REST + /ws + time sync + expiry on
+#   one port, scripts/serve.sh) on :8080 and the audit consumer on :8789,
+#   then the same demo and audit trail against that one URL.
+#
 # Installs what is missing (Debian packages, the pinned worker tools); the
 # services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
-#   REDIS_PORT (6379)
+#   SERVER_PORT (8080, self-hosted), REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+shape=edge
+case "${1:-}" in
+  "") ;;
+  --self-hosted) shape=self-hosted ;;
+  *) log "usage: scripts/up.sh [--self-hosted]"; exit 2 ;;
+esac
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
-gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789}
+gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${SERVER_PORT:-8080}
 run=.run
 mkdir -p "$run"
 
@@ -29,20 +43,81 @@ pg_admin=$(pg_admin_url)
 database_url=${pg_admin%/postgres}/synckairos
 psql "$pg_admin" -qAtc "SELECT 1 FROM pg_database WHERE datname = 'synckairos'" | grep -q 1 ||
   psql "$pg_admin" -qc 'CREATE DATABASE synckairos'
-log "edge worker tools (pinned; installed only when missing) and the wasm build"
-. scripts/tools.sh
-scripts/worker-build.sh
-log "building upstash-local, the gateway, the audit consumer and the demo"
+if [ "$shape" = edge ]; then
+  log "edge worker tools (pinned; installed only when missing) and the wasm build"
+  . scripts/tools.sh
+  scripts/worker-build.sh
+fi
+log "building the services and the demo"
 cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-fanout-gateway \
   -p synckairos-audit-consumer -p synckairos-client
 bin=$(cargo metadata --format-version 1 --no-deps --locked |
-  node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0)).target_directory)')/release
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 
 scripts/down.sh --quiet # a stack of an earlier run
-[ -s "$run/jwt-secret" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$run/jwt-secret"
+# HS256 secrets shorter than 32 bytes are weak; this one has 48 characters.
+[ -s "$run/jwt-secret" ] || head -c 36 /dev/urandom | base64 | tr -d '/+=' >"$run/jwt-secret"
 export JWT_SECRET
 JWT_SECRET=$(cat "$run/jwt-secret")
 token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+
+# The audit consumer, in both shapes.
+start_audit_consumer() {
+  log "migrating PostgreSQL and starting the audit consumer on 127.0.0.1:$audit_port"
+  export DATABASE_URL=$database_url
+  "$bin/audit-consumer" migrate 2>>"$run/audit-consumer.log"
+  REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$audit_port \
+    nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
+  echo $! >"$run/audit-consumer.pid"
+}
+
+# Waits for each URL's /ready; on a timeout shows the logs and fails.
+await_ready() {
+  for url in "$@"; do
+    for _ in $(seq 100); do
+      curl -sf "$url" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    curl -sf "$url" >/dev/null || {
+      log "the stack did not become ready ($url); logs in $run/"
+      tail -n 20 "$run"/*.log >&2
+      exit 1
+    }
+  done
+}
+
+# The demo against REST at $1 and WebSocket at $2, then the audit trail.
+demo() {
+  "$bin/demo" --base-url "$1" --gateway "$2" | tee "$run/demo.out"
+  sid=$(sed -n 's/^session \([0-9a-f-]*\):.*/\1/p' "$run/demo.out" | head -n 1)
+  log "the session's audit trail, from PostgreSQL (audit-consumer timeline $sid)"
+  for _ in $(seq 100); do
+    "$bin/audit-consumer" timeline "$sid" 2>/dev/null | grep -q session_completed && break
+    sleep 0.1
+  done
+  "$bin/audit-consumer" timeline "$sid"
+}
+
+if [ "$shape" = self-hosted ]; then
+  log "starting the native server on 127.0.0.1:$server_port (REST + /ws + time sync + expiry; JWT auth)"
+  SERVER_BIN=$bin/fanout-gateway REDIS_URL=redis://127.0.0.1:$redis_port/ \
+    LISTEN=127.0.0.1:$server_port RUST_LOG=warn nohup scripts/serve.sh >"$run/server.log" 2>&1 </dev/null &
+  echo $! >"$run/server.pid"
+  start_audit_consumer
+  await_ready "http://127.0.0.1:$server_port/ready" "http://127.0.0.1:$audit_port/ready"
+  log "demo: a chess clock over REST, watched over WebSocket, both on http://127.0.0.1:$server_port"
+  demo "http://127.0.0.1:$server_port" "ws://127.0.0.1:$server_port"
+  cat <<TXT
+
+The self-hosted stack is up:
+  SyncKairos     http://127.0.0.1:$server_port   (REST /v1/..., WebSocket /ws?sessionId=<id>&token=<JWT>, /v1/openapi.json, /metrics)
+                 JWT HS256 secret in $run/jwt-secret
+  audit consumer http://127.0.0.1:$audit_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
+  redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
+Stop it with scripts/down.sh.
+TXT
+  exit 0
+fi
 
 log "starting upstash-local on 127.0.0.1:$rest_port (Redis 127.0.0.1:$redis_port)"
 UPSTASH_LOCAL_TOKEN=$token UPSTASH_LOCAL_LISTEN=127.0.0.1:$rest_port \
@@ -55,43 +130,16 @@ UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=$tok
   AUTH_MODE=jwt nohup scripts/workerd.sh --port "$edge_port" >"$run/workerd.log" 2>&1 </dev/null &
 echo $! >"$run/workerd.pid"
 
-log "starting the fan-out gateway on 127.0.0.1:$gateway_port"
-REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port AUTH_MODE=jwt \
+log "starting the fan-out gateway on 127.0.0.1:$gateway_port (WebSocket only: REST_API=off)"
+REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port AUTH_MODE=jwt REST_API=off \
   nohup "$bin/fanout-gateway" >"$run/fanout-gateway.log" 2>&1 </dev/null &
 echo $! >"$run/fanout-gateway.pid"
-
-log "migrating PostgreSQL and starting the audit consumer on 127.0.0.1:$audit_port"
-export DATABASE_URL=$database_url
-"$bin/audit-consumer" migrate 2>>"$run/audit-consumer.log"
-REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$audit_port \
-  nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
-echo $! >"$run/audit-consumer.pid"
-
-for url in "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/ready" \
-  "http://127.0.0.1:$audit_port/ready"; do
-  for _ in $(seq 100); do
-    curl -sf "$url" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -sf "$url" >/dev/null || {
-    log "the stack did not become ready ($url); logs in $run/"
-    tail -n 20 "$run/upstash-local.log" "$run/workerd.log" "$run/fanout-gateway.log" \
-      "$run/audit-consumer.log" >&2
-    exit 1
-  }
-done
+start_audit_consumer
+await_ready "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/ready" \
+  "http://127.0.0.1:$audit_port/ready"
 
 log "demo: a chess clock over REST through the edge worker, watched over WebSocket"
-"$bin/demo" --base-url "http://127.0.0.1:$edge_port" --gateway "ws://127.0.0.1:$gateway_port" |
-  tee "$run/demo.out"
-sid=$(sed -n 's/^session \([0-9a-f-]*\):.*/\1/p' "$run/demo.out" | head -n 1)
-
-log "the session's audit trail, from PostgreSQL (audit-consumer timeline $sid)"
-for _ in $(seq 100); do
-  "$bin/audit-consumer" timeline "$sid" 2>/dev/null | grep -q session_completed && break
-  sleep 0.1
-done
-"$bin/audit-consumer" timeline "$sid"
+demo "http://127.0.0.1:$edge_port" "ws://127.0.0.1:$gateway_port"
 
 cat <<TXT
 
