@@ -17,10 +17,8 @@ pub struct CreateParticipant {
     /// UUID, unique in the session.
     participant_id: String,
     /// Position, ≥ 0; participants are ordered by it.
-    #[schemars(range(min = 0))]
     participant_index: i64,
     /// Initial bank.
-    #[schemars(range(min = 1000, max = 86_400_000))]
     total_time_ms: i64,
     /// Team (`per_group`).
     group_id: Option<String>,
@@ -35,19 +33,14 @@ pub struct CreateSessionBody {
     /// Clock semantics.
     sync_mode: SyncMode,
     /// 1..1000 participants.
-    #[schemars(length(min = 1, max = 1000))]
     participants: Vec<CreateParticipant>,
     /// Session-wide time (the countdown of `global`).
-    #[schemars(range(min = 1000, max = 86_400_000))]
     total_time_ms: i64,
     /// Time per turn; required for `per_cycle`.
-    #[schemars(range(min = 1000, max = 86_400_000))]
     time_per_cycle_ms: Option<i64>,
     /// Fischer increment.
-    #[schemars(range(min = 0, max = 60_000))]
     increment_ms: Option<i64>,
     /// Stopwatch cap (`count_up`).
-    #[schemars(range(min = 1000, max = 86_400_000))]
     max_time_ms: Option<i64>,
     /// **[ext]** Client data (≤ 16 KiB).
     metadata: Option<Metadata>,
@@ -95,6 +88,31 @@ fn content(schema: Value) -> Value {
     json!({"application/json": {"schema": schema}})
 }
 
+/// Writes the limits that validation enforces ([`crate::validate`]'s
+/// declarations) into the request schemas, so the document cannot promise
+/// what validation refuses, nor the other way round.
+fn constrain(schemas: &mut serde_json::Map<String, Value>) {
+    use crate::validate::{
+        Scope, CREATE_INTEGERS, CREATE_UUIDS, MAX_PARTICIPANTS, MIN_PARTICIPANTS,
+    };
+    let object = |scope| match scope {
+        Scope::Body => "CreateSessionBody",
+        Scope::Participant => "CreateParticipant",
+    };
+    for (scope, b) in CREATE_INTEGERS {
+        let p = &mut schemas[object(scope)]["properties"][b.field];
+        p["minimum"] = json!(b.min);
+        p["maximum"] = json!(b.max);
+    }
+    for (scope, field) in CREATE_UUIDS {
+        schemas[object(scope)]["properties"][field]["format"] = json!("uuid");
+    }
+    let participants = &mut schemas["CreateSessionBody"]["properties"]["participants"];
+    participants["minItems"] = json!(MIN_PARTICIPANTS);
+    participants["maxItems"] = json!(MAX_PARTICIPANTS);
+    schemas["SwitchBody"]["properties"]["next_participant_id"]["format"] = json!("uuid");
+}
+
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
@@ -104,7 +122,9 @@ pub fn document() -> Value {
     let switch = json!(gen.subschema_for::<SwitchResponse<'static>>());
     let time = json!(gen.subschema_for::<TimeResponse>());
     let error = json!(gen.subschema_for::<ErrorResponse>());
-    let schemas: serde_json::Map<String, Value> = gen.take_definitions(true).into_iter().collect();
+    let mut schemas: serde_json::Map<String, Value> =
+        gen.take_definitions(true).into_iter().collect();
+    constrain(&mut schemas);
 
     let err = |desc: &str| json!({"description": desc, "content": content(error.clone())});
     let ok_state = |desc: &str| json!({"description": desc, "content": content(data(&state))});
@@ -260,5 +280,95 @@ mod tests {
                 "participant_index": 0, "total_time_ms": 60000}]});
         assert!(crate::validate::validate_create(&body).is_ok());
         let _: CreateSessionBody = serde_json::from_value(body).expect("the documented shape");
+    }
+
+    #[test]
+    fn every_limit_is_one_declaration_read_by_validation_and_the_document() {
+        use crate::error::{Issue, IssueCode};
+        use crate::validate::{
+            validate_create, Scope, CREATE_INTEGERS, CREATE_UUIDS, MAX_PARTICIPANTS,
+            MIN_PARTICIPANTS,
+        };
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let object = |scope| match scope {
+            Scope::Body => "CreateSessionBody",
+            Scope::Participant => "CreateParticipant",
+        };
+        let participant = |i: usize| {
+            json!({"participant_id": format!("00000000-0000-4000-8000-{i:012}"),
+                "participant_index": i, "total_time_ms": 60000})
+        };
+        let valid = json!({"session_id": "6f1c2a0e-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "sync_mode": "per_cycle", "total_time_ms": 60000, "time_per_cycle_ms": 30000,
+            "increment_ms": 0, "max_time_ms": 60000, "participants": [participant(0)]});
+        assert!(validate_create(&valid).is_ok(), "the base body is valid");
+        let mut walked = 0;
+        for (scope, b) in CREATE_INTEGERS {
+            let p = &schemas[object(scope)]["properties"][b.field];
+            assert_eq!(
+                (&p["minimum"], &p["maximum"]),
+                (&json!(b.min), &json!(b.max)),
+                "{}",
+                b.field
+            );
+            let path = match scope {
+                Scope::Body => b.field.to_string(),
+                Scope::Participant => format!("participants.0.{}", b.field),
+            };
+            for (v, refusal) in [
+                (b.min - 1, Some((b.too_small, IssueCode::TooSmall))),
+                (b.min, None),
+                (b.max, None),
+                (b.max + 1, Some((b.too_big, IssueCode::TooBig))),
+            ] {
+                let mut body = valid.clone();
+                match scope {
+                    Scope::Body => body[b.field] = json!(v),
+                    Scope::Participant => body["participants"][0][b.field] = json!(v),
+                }
+                let got = validate_create(&body).err();
+                let want = refusal.map(|(message, code)| {
+                    vec![Issue {
+                        field: path.clone(),
+                        message: message.into(),
+                        code,
+                    }]
+                });
+                assert_eq!(got, want, "{path} = {v}");
+                walked += 1;
+            }
+        }
+        assert_eq!(walked, 4 * CREATE_INTEGERS.len());
+
+        let items = &schemas["CreateSessionBody"]["properties"]["participants"];
+        assert_eq!(
+            (&items["minItems"], &items["maxItems"]),
+            (&json!(MIN_PARTICIPANTS), &json!(MAX_PARTICIPANTS))
+        );
+        for (n, ok) in [
+            (MIN_PARTICIPANTS - 1, false),
+            (MIN_PARTICIPANTS, true),
+            (MAX_PARTICIPANTS, true),
+            (MAX_PARTICIPANTS + 1, false),
+        ] {
+            let mut body = valid.clone();
+            body["participants"] = (0..n).map(participant).collect();
+            assert_eq!(validate_create(&body).is_ok(), ok, "{n} participants");
+        }
+        for (scope, field) in CREATE_UUIDS {
+            assert_eq!(
+                schemas[object(scope)]["properties"][field]["format"],
+                json!("uuid"),
+                "{field}"
+            );
+            let mut body = valid.clone();
+            match scope {
+                Scope::Body => body[field] = json!("not-a-uuid"),
+                Scope::Participant => body["participants"][0][field] = json!("not-a-uuid"),
+            }
+            let issues = validate_create(&body).unwrap_err();
+            assert_eq!(issues[0].code, IssueCode::InvalidFormat, "{field}");
+        }
     }
 }

@@ -17,7 +17,10 @@ use std::io;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// Most participants a session may have.
-const MAX_PARTICIPANTS: usize = 1000;
+pub const MAX_PARTICIPANTS: usize = 1000;
+
+/// Fewest participants a session may have.
+pub const MIN_PARTICIPANTS: usize = 1;
 
 /// Largest magnitude of a float accepted as an integer (2^53).
 const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
@@ -78,7 +81,7 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
     };
 
     let participants = match c.take("participants", obj.get("participants"), true, "array") {
-        Some(Value::Array(items)) if items.is_empty() => {
+        Some(Value::Array(items)) if items.len() < MIN_PARTICIPANTS => {
             c.push(
                 "participants",
                 "At least one participant is required",
@@ -89,7 +92,7 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
         Some(Value::Array(items)) if items.len() > MAX_PARTICIPANTS => {
             c.push(
                 "participants",
-                "Cannot exceed 1000 participants",
+                format!("Cannot exceed {MAX_PARTICIPANTS} participants"),
                 IssueCode::TooBig,
             );
             None
@@ -183,15 +186,51 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
     }
 }
 
-/// Inclusive bounds of an integer field and the messages for breaking them.
-struct Bounds {
-    min: i64,
-    max: i64,
-    too_small: &'static str,
-    too_big: &'static str,
+/// Inclusive bounds of an integer field and the messages for breaking them:
+/// the one declaration that validation and the OpenAPI document
+/// ([`crate::openapi`]) both read.
+#[derive(Debug)]
+pub struct Bounds {
+    /// The field's name in its object.
+    pub field: &'static str,
+    /// Smallest accepted value.
+    pub min: i64,
+    /// Largest accepted value.
+    pub max: i64,
+    /// The message below `min` (code `too_small`).
+    pub too_small: &'static str,
+    /// The message above `max` (code `too_big`).
+    pub too_big: &'static str,
 }
 
+/// Which object of a create body a field belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The body itself.
+    Body,
+    /// Each of `participants[]`.
+    Participant,
+}
+
+/// Every integer field of a create body, with its bounds.
+pub const CREATE_INTEGERS: [(Scope, &Bounds); 6] = [
+    (Scope::Body, &TOTAL_TIME),
+    (Scope::Body, &TIME_PER_CYCLE),
+    (Scope::Body, &INCREMENT),
+    (Scope::Body, &MAX_TIME),
+    (Scope::Participant, &PARTICIPANT_INDEX),
+    (Scope::Participant, &TOTAL_TIME),
+];
+
+/// Every UUID field of a create body.
+pub const CREATE_UUIDS: [(Scope, &str); 3] = [
+    (Scope::Body, "session_id"),
+    (Scope::Participant, "participant_id"),
+    (Scope::Participant, "group_id"),
+];
+
 const PARTICIPANT_INDEX: Bounds = Bounds {
+    field: "participant_index",
     min: 0,
     max: 2_147_483_647,
     too_small: "Participant index must be non-negative",
@@ -199,6 +238,7 @@ const PARTICIPANT_INDEX: Bounds = Bounds {
 };
 
 const TOTAL_TIME: Bounds = Bounds {
+    field: "total_time_ms",
     min: 1000,
     max: 86_400_000,
     too_small: "Total time must be at least 1000ms (1 second)",
@@ -206,6 +246,7 @@ const TOTAL_TIME: Bounds = Bounds {
 };
 
 const TIME_PER_CYCLE: Bounds = Bounds {
+    field: "time_per_cycle_ms",
     min: 1000,
     max: 86_400_000,
     too_small: "Time per cycle must be at least 1000ms (1 second)",
@@ -213,6 +254,7 @@ const TIME_PER_CYCLE: Bounds = Bounds {
 };
 
 const INCREMENT: Bounds = Bounds {
+    field: "increment_ms",
     min: 0,
     max: 60_000,
     too_small: "Increment cannot be negative",
@@ -220,6 +262,7 @@ const INCREMENT: Bounds = Bounds {
 };
 
 const MAX_TIME: Bounds = Bounds {
+    field: "max_time_ms",
     min: 1000,
     max: 86_400_000,
     too_small: "Max time must be at least 1000ms (1 second)",
