@@ -40,7 +40,7 @@ if ! "$venv/bin/python" -c "import sys, kubernetes_validate.version as v; sys.ex
 fi
 
 log "check-deploy: $dir against Kubernetes $k8s_version (strict); ${fly[*]}"
-"$venv/bin/python" - "$dir" "$k8s_version" "${fly[@]}" <<'PY'
+SK_WRANGLER=${WRANGLER_TOML:-wrangler.toml} "$venv/bin/python" - "$dir" "$k8s_version" "${fly[@]}" <<'PY'
 import math, os, re, sys, tomllib
 import yaml
 import kubernetes_validate.utils as kv
@@ -277,10 +277,36 @@ for path in fly_files:
         if env.get("REST_API") != "on" or env.get("EXPIRY", "on") != "on":
             err(path, "the self-hosted service needs REST_API=on and EXPIRY on")
 
+# wrangler.toml: a plain `wrangler deploy` is production, and no deployable
+# configuration may start open (AUTH_MODE=disabled is for .dev.vars only).
+wrangler = os.environ.get("SK_WRANGLER")
+if wrangler:
+    try:
+        with open(wrangler, "rb") as f:
+            w = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        err(wrangler, f"not TOML: {e}")
+        w = None
+    if w is not None:
+        envs = {"the top level": w, **{f"[env.{k}]": v for k, v in w.get("env", {}).items()}}
+        for name, e in envs.items():
+            v = e.get("vars", {})
+            if v.get("AUTH_MODE") != "jwt":
+                err(wrangler, f"{name}: AUTH_MODE is {v.get('AUTH_MODE')!r}; every deployable configuration needs \"jwt\"")
+            for k, val in v.items():
+                if not isinstance(val, str):
+                    err(wrangler, f"{name}: {k} must be a string (the worker reads only text bindings)")
+        prod = w.get("env", {}).get("production")
+        if prod is not None and (prod.get("name") != w.get("name") or prod.get("vars") != w.get("vars")):
+            err(wrangler, "[env.production] must repeat the top level: a plain `wrangler deploy` is production")
+        for name, e in envs.items():
+            if name not in ("the top level", "[env.production]") and e.get("name") in (None, w.get("name")):
+                err(wrangler, f"{name}: needs a name of its own, or it deploys over production")
+
 for e in errors:
     print(f"check-deploy: {e}", file=sys.stderr)
 print(f"check-deploy: {len(files)} manifest files, {len(kustomizations)} kustomization, "
-      f"{len(fly_files)} Fly configuration(s): {'FAILED, ' + str(len(errors)) + ' problem(s)' if errors else 'ok'}",
+      f"{len(fly_files)} Fly configuration(s){', ' + wrangler if wrangler else ''}: {'FAILED, ' + str(len(errors)) + ' problem(s)' if errors else 'ok'}",
       file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY

@@ -25,6 +25,8 @@ cargo clippy -p synckairos-edge-worker --target wasm32-unknown-unknown --locked 
 log "edge worker tools (pinned; installed only when missing) and the wasm build"
 scripts/tools.sh >/dev/null
 scripts/worker-build.sh
+log "wrangler deploy --dry-run of every deployable configuration (offline)"
+scripts/deploy-dry-run.sh
 log "deployment manifests (Kubernetes schemas offline, Fly configs)"
 scripts/check-deploy.sh
 log "tests"

@@ -86,6 +86,20 @@ await_ready() {
   done
 }
 
+# How to try the API at $1 by hand: a ready-made admin token (the `token`
+# command mints others) and a curl line.
+try_it() {
+  local admin
+  admin=$("$bin/token" --role admin --sub you --ttl-secs 86400 --secret-file "$run/jwt-secret")
+  cat <<TXT
+
+Try it by hand, with an admin token valid for 24 h:
+  export TOKEN=$admin
+  curl -s $1/v1/sessions/$sid -H "Authorization: Bearer \$TOKEN"
+  (other roles and sessions: cargo run -q -p synckairos-client --bin token -- --role viewer --sid <id>)
+TXT
+}
+
 # The demo against REST at $1 and WebSocket at $2, then the audit trail.
 demo() {
   "$bin/demo" --base-url "$1" --gateway "$2" | tee "$run/demo.out"
@@ -107,6 +121,7 @@ if [ "$shape" = self-hosted ]; then
   await_ready "http://127.0.0.1:$server_port/ready" "http://127.0.0.1:$audit_port/ready"
   log "demo: a chess clock over REST, watched over WebSocket, both on http://127.0.0.1:$server_port"
   demo "http://127.0.0.1:$server_port" "ws://127.0.0.1:$server_port"
+  try_it "http://127.0.0.1:$server_port"
   cat <<TXT
 
 The self-hosted stack is up:
@@ -140,6 +155,7 @@ await_ready "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/
 
 log "demo: a chess clock over REST through the edge worker, watched over WebSocket"
 demo "http://127.0.0.1:$edge_port" "ws://127.0.0.1:$gateway_port"
+try_it "http://127.0.0.1:$edge_port"
 
 cat <<TXT
 

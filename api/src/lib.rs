@@ -129,6 +129,10 @@ pub struct Incoming<'a> {
     /// The transport's clock (epoch ms), for token expiry only: session time
     /// is always Redis time.
     pub now_ms: i64,
+    /// The request arrived over loopback (see
+    /// `synckairos_auth::AuthConfig::authenticate`): only then does
+    /// `AUTH_MODE=disabled` let it through unauthenticated.
+    pub local: bool,
 }
 
 /// A response and, when something went wrong inside, the full cause for the
@@ -294,7 +298,7 @@ impl<S: SessionStore> Api<S> {
         let caller = backend
             .config
             .auth
-            .authenticate(req.authorization, now_s)
+            .authenticate(req.authorization, now_s, req.local)
             .map_err(Handled::refused)?;
         let bytes = match req.body {
             Body::Bytes(b) => b,

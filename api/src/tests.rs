@@ -114,6 +114,7 @@ fn request<'a>(method: &'a str, path: &'a str, ip: Option<&'a str>) -> Incoming<
         method,
         path,
         client_ip: ip,
+        local: true,
         ..Incoming::default()
     }
 }
@@ -135,6 +136,7 @@ fn post(api: &Api<Canned>, path: &str, body: &[u8], headers: &[(&str, &str)]) ->
             idempotency_key: h("idempotency-key"),
             body: Body::Bytes(body),
             now_ms: 1_795_455_546_000,
+            local: true,
             ..Incoming::default()
         },
         &Unlimited,
@@ -381,6 +383,7 @@ fn bad_requests_never_reach_the_store() {
                 method: "POST",
                 path: &format!("/v1/sessions/{SID}/switch"),
                 body,
+                local: true,
                 ..Incoming::default()
             },
             &Unlimited,
@@ -393,6 +396,28 @@ fn bad_requests_never_reach_the_store() {
             .contains(&("access-control-allow-origin", "*".into())));
     }
     assert_eq!(a.store().unwrap().calls.get(), 0);
+}
+
+#[test]
+fn disabled_auth_serves_only_loopback() {
+    let a = api(script_reply("", Some(&record())));
+    let path = format!("/v1/sessions/{SID}");
+    let remote = block_on(a.handle(
+        &Incoming {
+            method: "GET",
+            path: &path,
+            ..Incoming::default()
+        },
+        &Unlimited,
+    ));
+    assert_eq!(remote.response.status, 500);
+    assert!(remote.response.body.contains("AUTH_NOT_CONFIGURED"));
+    assert_eq!(a.store().unwrap().calls.get(), 0);
+    assert_eq!(
+        get(&a, &path).response.status,
+        200,
+        "over loopback it is open"
+    );
 }
 
 #[test]
@@ -578,6 +603,7 @@ fn cors_headers() {
                 method: "GET",
                 path: "/health",
                 origin: Some(origin),
+                local: true,
                 ..Incoming::default()
             },
             &Unlimited,

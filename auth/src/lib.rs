@@ -172,13 +172,24 @@ impl AuthConfig {
 
     /// Verifies the `Authorization` header at `now_s` (Unix seconds).
     /// `Ok(None)` only when auth is disabled.
+    ///
+    /// `local` says the request reached the server over loopback (a worker
+    /// called on `localhost`, a native server bound to `127.0.0.1`).
+    /// `AUTH_MODE=disabled` takes effect only then: anywhere else the
+    /// deployment fails closed, as if no key were configured, so a disabled
+    /// configuration that is deployed by mistake serves nobody.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
         now_s: u64,
+        local: bool,
     ) -> Result<Option<Caller>, ApiError> {
         if self.mode == AuthMode::Disabled {
-            return Ok(None);
+            return if local {
+                Ok(None)
+            } else {
+                Err(ApiError::AuthNotConfigured)
+            };
         }
         if self.keys.is_empty() {
             return Err(ApiError::AuthNotConfigured);

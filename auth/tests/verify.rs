@@ -49,7 +49,11 @@ fn key(name: &str) -> String {
 fn hs256_tokens_verify_and_carry_the_caller() {
     let c = config(&[("JWT_SECRET", "s3cret")]);
     let caller = c
-        .authenticate(Some(&bearer(&hs("s3cret", &claims("participant")))), NOW)
+        .authenticate(
+            Some(&bearer(&hs("s3cret", &claims("participant")))),
+            NOW,
+            false,
+        )
         .unwrap();
     assert_eq!(
         caller,
@@ -63,7 +67,8 @@ fn hs256_tokens_verify_and_carry_the_caller() {
     assert!(c
         .authenticate(
             Some(&format!("bearer {}", hs("s3cret", &claims("viewer")))),
-            NOW
+            NOW,
+            false
         )
         .is_ok());
 }
@@ -72,7 +77,7 @@ fn hs256_tokens_verify_and_carry_the_caller() {
 fn refusals() {
     let c = config(&[("JWT_SECRET", "s3cret")]);
     let refused = |header: Option<String>, now: u64| -> ApiError {
-        c.authenticate(header.as_deref(), now).unwrap_err()
+        c.authenticate(header.as_deref(), now, false).unwrap_err()
     };
     let good = hs("s3cret", &claims("host"));
     assert_eq!(
@@ -96,7 +101,9 @@ fn refusals() {
         ApiError::Unauthorized("Invalid token")
     );
     // exp with leeway (30 s by default).
-    assert!(c.authenticate(Some(&bearer(&good)), NOW + 60 + 30).is_ok());
+    assert!(c
+        .authenticate(Some(&bearer(&good)), NOW + 60 + 30, false)
+        .is_ok());
     assert_eq!(
         refused(Some(bearer(&good)), NOW + 60 + 31),
         ApiError::Unauthorized("Token expired")
@@ -114,7 +121,7 @@ fn refusals() {
         ApiError::Unauthorized("Token not yet valid")
     );
     assert!(c
-        .authenticate(Some(&bearer(&hs("s3cret", &later))), NOW + 71)
+        .authenticate(Some(&bearer(&hs("s3cret", &later))), NOW + 71, false)
         .is_ok());
     assert_eq!(
         refused(Some(bearer(&hs("s3cret", &claims("root")))), NOW),
@@ -131,13 +138,17 @@ fn refusals() {
 }
 
 #[test]
-fn fails_closed_without_keys_and_opens_only_when_disabled() {
+fn fails_closed_without_keys_and_opens_only_when_disabled_over_loopback() {
     let none = config(&[]);
     assert_eq!(none.mode(), AuthMode::Jwt);
-    let e = none.authenticate(None, NOW).unwrap_err();
+    let e = none.authenticate(None, NOW, false).unwrap_err();
     assert_eq!((e.status(), e.code()), (500, "AUTH_NOT_CONFIGURED"));
     let disabled = config(&[("AUTH_MODE", "disabled")]);
-    assert_eq!(disabled.authenticate(None, NOW), Ok(None));
+    assert_eq!(disabled.authenticate(None, NOW, true), Ok(None));
+    // Disabled but reached from outside (a deployed worker, a server bound to
+    // a public address): closed, as if no key were configured.
+    let e = disabled.authenticate(None, NOW, false).unwrap_err();
+    assert_eq!(e.code(), "AUTH_NOT_CONFIGURED");
     assert!(AuthConfig::from_vars(|k| (k == "AUTH_MODE").then(|| "off".to_string())).is_err());
 }
 
@@ -167,13 +178,16 @@ fn rs256_es256_and_eddsa_pem_keys() {
         });
         let c = config(&[("JWT_PUBLIC_KEY", &public), ("JWT_PUBLIC_KEY_ALG", name)]);
         let token = sign(alg, &private, None, &claims("admin"));
-        let caller = c.authenticate(Some(&bearer(&token)), NOW).unwrap().unwrap();
+        let caller = c
+            .authenticate(Some(&bearer(&token)), NOW, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(caller.role, Role::Admin, "{name}");
         // An HS256 token "signed" with the public key text is not accepted
         // (algorithm confusion).
         let forged = hs(&public, &claims("admin"));
         assert!(
-            c.authenticate(Some(&bearer(&forged)), NOW).is_err(),
+            c.authenticate(Some(&bearer(&forged)), NOW, false).is_err(),
             "{name}"
         );
     }
@@ -194,7 +208,7 @@ fn a_jwks_selects_the_key_by_kid() {
     let rsa = EncodingKey::from_rsa_pem(key("rsa.key").as_bytes()).unwrap();
     let t = sign(Algorithm::RS256, &rsa, Some("rsa-1"), &claims("viewer"));
     assert_eq!(
-        c.authenticate(Some(&bearer(&t)), NOW)
+        c.authenticate(Some(&bearer(&t)), NOW, false)
             .unwrap()
             .unwrap()
             .role,
@@ -207,7 +221,7 @@ fn a_jwks_selects_the_key_by_kid() {
         &claims("host"),
     );
     assert_eq!(
-        c.authenticate(Some(&bearer(&t)), NOW)
+        c.authenticate(Some(&bearer(&t)), NOW, false)
             .unwrap()
             .unwrap()
             .role,
@@ -215,7 +229,7 @@ fn a_jwks_selects_the_key_by_kid() {
     );
     // A kid the set does not have is refused.
     let t = sign(Algorithm::RS256, &rsa, Some("rsa-2"), &claims("viewer"));
-    assert!(c.authenticate(Some(&bearer(&t)), NOW).is_err());
+    assert!(c.authenticate(Some(&bearer(&t)), NOW, false).is_err());
 }
 
 fn b64url(bytes: &[u8]) -> String {

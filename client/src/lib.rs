@@ -240,3 +240,26 @@ pub struct SwitchReply {
     #[serde(default)]
     pub expired_participant_id: Option<String>,
 }
+
+/// Mints an HS256 token for a local stack: `role` (`admin`, `host`,
+/// `participant`, `viewer`), `sub` (a participant's id for a participant),
+/// optionally `sid` (the only session it is for), valid `ttl_s` seconds.
+/// Production tokens come from your identity provider, not from here.
+pub fn mint_token(
+    secret: &str,
+    role: &str,
+    sub: &str,
+    sid: Option<&str>,
+    ttl_s: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let exp = (local_now_ms() / 1000).max(0) as u64 + ttl_s;
+    let mut claims = serde_json::json!({"sub": sub, "role": role, "exp": exp});
+    if let Some(sid) = sid {
+        claims["sid"] = serde_json::Value::String(sid.to_string());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+}

@@ -62,6 +62,20 @@ fn respond(r: ApiResponse) -> worker::Result<Response> {
     })
 }
 
+/// `localhost`, `127.0.0.1` or `[::1]`: a worker called there runs under
+/// `wrangler dev` or workerd on this machine, never on Cloudflare.
+pub fn is_loopback_host(host: Option<&str>) -> bool {
+    match host {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 /// The Worker's `fetch` handler: route, answer, log what went wrong inside.
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -102,6 +116,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             Err(e) => *e,
         },
         now_ms: js_sys::Date::now() as i64,
+        local: req.url().is_ok_and(|u| is_loopback_host(u.host_str())),
     };
     let handled = match binding::RateLimitBinding::from_env(&env, binding::IP_RATE_LIMITER) {
         Some(limiter) => app.handle(&incoming, &limiter).await,
@@ -111,4 +126,22 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         worker::console_error!("{method} {path}: {error}");
     }
     respond(handled.response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_hosts_are_local() {
+        for (host, local) in [
+            (Some("localhost"), true),
+            (Some("127.0.0.1"), true),
+            (Some("[::1]"), true),
+            (Some("synckairos-edge.example.workers.dev"), false),
+            (Some("10.0.0.1"), false),
+            (Some("localhost.example"), false),
+            (None, false),
+        ] {
+            assert_eq!(super::is_loopback_host(host), local, "{host:?}");
+        }
+    }
 }

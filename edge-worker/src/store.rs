@@ -153,6 +153,7 @@ mod tests {
                 method,
                 path,
                 body: Body::Bytes(b""),
+                local: true,
                 ..Incoming::default()
             },
             &Unlimited,

@@ -53,6 +53,9 @@ pub struct Shared {
     pub api: synckairos_api::Api<rest::EngineStore>,
     /// The general per-client limit of the REST API, per instance.
     pub ip_limiter: rest::InstanceLimiter,
+    /// The listener is bound to a loopback address: only then does
+    /// `AUTH_MODE=disabled` take effect.
+    pub local: bool,
     /// Counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
     /// Turns true at shutdown.
@@ -118,6 +121,7 @@ pub async fn run(
         clock,
         api,
         ip_limiter,
+        local: listener.local_addr()?.ip().is_loopback(),
         metrics,
         stop,
         next_id: AtomicU64::new(1),
@@ -265,7 +269,7 @@ async fn ws(
             .config
             .api
             .auth
-            .authenticate(from_query.as_deref().or(bearer), now_s)
+            .authenticate(from_query.as_deref().or(bearer), now_s, shared.local)
             .map_err(|_| "Unauthorized")?;
         if let Some(c) = &caller {
             authorize(c, &Route::Get(sid.clone()), None).map_err(|_| "Forbidden")?;

@@ -197,6 +197,7 @@ pub(crate) async fn handle(
             Err(e) => *e,
         },
         now_ms: clock::local_ms(),
+        local: shared.local,
     };
     let handled = shared.api.handle(&incoming, &shared.ip_limiter).await;
     let r = handled.response;

@@ -76,16 +76,6 @@ async fn pushed(watcher: &mut Option<Watcher>, version: u64) -> anyhow::Result<(
     }
 }
 
-fn admin_token(secret: &str) -> anyhow::Result<String> {
-    let exp = synckairos_client::local_now_ms() / 1000 + 3600;
-    let claims = serde_json::json!({"sub": "demo", "role": "admin", "exp": exp});
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut base = "http://127.0.0.1:8787".to_string();
@@ -101,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let token = match std::env::var("JWT_SECRET") {
-        Ok(s) if !s.is_empty() => Some(admin_token(&s)?),
+        Ok(s) if !s.is_empty() => Some(synckairos_client::mint_token(
+            &s, "admin", "demo", None, 3600,
+        )?),
         _ => None,
     };
     let api = Client::new(&base, token.clone());
