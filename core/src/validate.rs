@@ -269,6 +269,16 @@ const MAX_TIME: Bounds = Bounds {
     too_big: "Max time cannot exceed 86400000ms (24 hours)",
 };
 
+/// Whether any key or string in `v` holds a NUL character.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// A JSON number seen as an integer.
 enum IntValue {
     /// An integer that fits (floats with no fraction within ±2^53 included).
@@ -510,6 +520,17 @@ impl Checker {
 
     /// A `metadata` object, kept as its compact JSON text.
     fn metadata(&mut self, v: &Value) -> Option<Metadata> {
+        // JSON allows "\u0000"; PostgreSQL's jsonb (the audit trail) does
+        // not, and would refuse every event of the session. Refused here,
+        // where the client can still be told.
+        if has_nul(v) {
+            self.push(
+                "metadata",
+                "Metadata cannot contain the NUL character (\\u0000)",
+                IssueCode::InvalidValue,
+            );
+            return None;
+        }
         let mut buf = CappedBuf(Vec::new());
         if serde_json::to_writer(&mut buf, v).is_err() {
             self.push(
@@ -1130,6 +1151,30 @@ mod tests {
         let v = json!({ "k": "x".repeat(len - r#"{"k":""}"#.len()) });
         assert_eq!(serde_json::to_string(&v).unwrap().len(), len);
         v
+    }
+
+    #[test]
+    fn metadata_with_nul_is_refused_wherever_it_hides() {
+        for body in [
+            r#"{"note": "a\u0000b"}"#,
+            r#"{"a\u0000": 1}"#,
+            r#"{"deep": [{"x": ["\u0000"]}]}"#,
+        ] {
+            let metadata: Value = serde_json::from_str(body).unwrap();
+            let issues = validate_create(&with("metadata", metadata)).unwrap_err();
+            assert_eq!(
+                issues,
+                vec![Issue {
+                    field: "metadata".into(),
+                    message: "Metadata cannot contain the NUL character (\\u0000)".into(),
+                    code: IssueCode::InvalidValue,
+                }],
+                "{body}"
+            );
+        }
+        // An escaped backslash followed by "u0000" is text, not NUL.
+        let text: Value = serde_json::from_str(r#"{"note": "\\u0000"}"#).unwrap();
+        assert!(validate_create(&with("metadata", text)).is_ok());
     }
 
     #[test]
