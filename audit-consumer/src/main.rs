@@ -44,9 +44,10 @@ enum Cmd {
         /// Recorded as the actor of the `session_restored` event.
         #[arg(long, env = "RESTORE_ACTOR", default_value = "operator")]
         actor: String,
-        /// The state TTL floor, s (the edge worker's BASE_TTL_SECONDS).
-        #[arg(long, env = "BASE_TTL_SECONDS", default_value_t = 3600)]
-        base_ttl_seconds: u64,
+        /// The state TTL floor, s: `STATE_TTL_SECONDS`, as the worker and
+        /// the gateway name it.
+        #[arg(long, env = "STATE_TTL_SECONDS", default_value_t = 3600)]
+        state_ttl_seconds: u64,
     },
     /// Prints a session's audit trail.
     Timeline {
@@ -134,12 +135,12 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             conns,
             session_id,
             actor,
-            base_ttl_seconds,
+            state_ttl_seconds,
         } => {
             let pool = connect_pg(&conns.database_url).await?;
             let settings = synckairos_core::script::Settings {
                 shards: conns.shards,
-                base_ttl_s: base_ttl_seconds,
+                base_ttl_s: state_ttl_seconds,
                 ..Default::default()
             };
             match cli::restore(&pool, &conns.redis_url, settings, &session_id, Some(&actor)).await {
@@ -172,4 +173,27 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_state_ttl_has_the_name_every_service_reads() {
+        let cli = Cli::command();
+        let restore = cli
+            .get_subcommands()
+            .find(|c| c.get_name() == "restore")
+            .expect("restore");
+        let ttl = restore
+            .get_arguments()
+            .find(|a| a.get_id() == "state_ttl_seconds")
+            .expect("the TTL argument");
+        assert_eq!(
+            ttl.get_env().and_then(|e| e.to_str()),
+            Some("STATE_TTL_SECONDS")
+        );
+    }
 }
