@@ -443,7 +443,7 @@ fn auth_fails_closed_and_checks_roles() {
         ),
         (500, true)
     );
-    let a = with(&[("JWT_SECRET", "s")]);
+    let a = with(&[("JWT_SECRET", "api-test-secret-of-at-least-32-bytes")]);
     assert_eq!(post(&a, &path, b"", &[]).response.status, 401);
     assert_eq!(
         post(&a, &path, b"", &[("authorization", "Bearer x.y.z")])
@@ -456,7 +456,7 @@ fn auth_fails_closed_and_checks_roles() {
     let viewer = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"s"),
+        &jsonwebtoken::EncodingKey::from_secret(b"api-test-secret-of-at-least-32-bytes"),
     )
     .unwrap();
     let h = post(

@@ -52,6 +52,13 @@ struct Key {
     key: DecodingKey,
 }
 
+/// Shortest accepted `JWT_SECRET`, in bytes (RFC 7518 §3.2: an HS256 key
+/// at least as long as the hash).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Largest accepted `JWT_LEEWAY_SECONDS`: clock skew, not a grace period.
+pub const MAX_LEEWAY_S: u64 = 60;
+
 /// Verification settings: mode, keys, leeway.
 #[derive(Clone)]
 pub struct AuthConfig {
@@ -112,6 +119,12 @@ impl AuthConfig {
         };
         let mut keys = Vec::new();
         if let Some(secret) = get("JWT_SECRET") {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(key_error(
+                    "JWT_SECRET",
+                    "shorter than 32 bytes: an HS256 key needs at least 256 bits",
+                ));
+            }
             keys.push(Key {
                 kid: None,
                 alg: Algorithm::HS256,
@@ -156,7 +169,9 @@ impl AuthConfig {
             Some(v) => v
                 .trim()
                 .parse()
-                .map_err(|_| key_error("JWT_LEEWAY_SECONDS", "not a number of seconds"))?,
+                .ok()
+                .filter(|s| *s <= MAX_LEEWAY_S)
+                .ok_or_else(|| key_error("JWT_LEEWAY_SECONDS", "not 0 to 60 seconds"))?,
         };
         Ok(AuthConfig {
             mode,

@@ -47,10 +47,13 @@ fn key(name: &str) -> String {
 
 #[test]
 fn hs256_tokens_verify_and_carry_the_caller() {
-    let c = config(&[("JWT_SECRET", "s3cret")]);
+    let c = config(&[("JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret")]);
     let caller = c
         .authenticate(
-            Some(&bearer(&hs("s3cret", &claims("participant")))),
+            Some(&bearer(&hs(
+                "s3cret-s3cret-s3cret-s3cret-s3cret",
+                &claims("participant"),
+            ))),
             NOW,
             false,
         )
@@ -66,7 +69,10 @@ fn hs256_tokens_verify_and_carry_the_caller() {
     // Scheme is case-insensitive.
     assert!(c
         .authenticate(
-            Some(&format!("bearer {}", hs("s3cret", &claims("viewer")))),
+            Some(&format!(
+                "bearer {}",
+                hs("s3cret-s3cret-s3cret-s3cret-s3cret", &claims("viewer"))
+            )),
             NOW,
             false
         )
@@ -75,11 +81,11 @@ fn hs256_tokens_verify_and_carry_the_caller() {
 
 #[test]
 fn refusals() {
-    let c = config(&[("JWT_SECRET", "s3cret")]);
+    let c = config(&[("JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret")]);
     let refused = |header: Option<String>, now: u64| -> ApiError {
         c.authenticate(header.as_deref(), now, false).unwrap_err()
     };
-    let good = hs("s3cret", &claims("host"));
+    let good = hs("s3cret-s3cret-s3cret-s3cret-s3cret", &claims("host"));
     assert_eq!(
         refused(None, NOW),
         ApiError::Unauthorized("Missing bearer token")
@@ -111,26 +117,45 @@ fn refusals() {
     let mut no_exp = claims("host");
     no_exp.as_object_mut().unwrap().remove("exp");
     assert_eq!(
-        refused(Some(bearer(&hs("s3cret", &no_exp))), NOW),
+        refused(
+            Some(bearer(&hs("s3cret-s3cret-s3cret-s3cret-s3cret", &no_exp))),
+            NOW
+        ),
         ApiError::Unauthorized("Token has no expiry")
     );
     let mut later = claims("host");
     later["nbf"] = json!(NOW + 100);
     assert_eq!(
-        refused(Some(bearer(&hs("s3cret", &later))), NOW),
+        refused(
+            Some(bearer(&hs("s3cret-s3cret-s3cret-s3cret-s3cret", &later))),
+            NOW
+        ),
         ApiError::Unauthorized("Token not yet valid")
     );
     assert!(c
-        .authenticate(Some(&bearer(&hs("s3cret", &later))), NOW + 71, false)
+        .authenticate(
+            Some(&bearer(&hs("s3cret-s3cret-s3cret-s3cret-s3cret", &later))),
+            NOW + 71,
+            false
+        )
         .is_ok());
     assert_eq!(
-        refused(Some(bearer(&hs("s3cret", &claims("root")))), NOW),
+        refused(
+            Some(bearer(&hs(
+                "s3cret-s3cret-s3cret-s3cret-s3cret",
+                &claims("root")
+            ))),
+            NOW
+        ),
         ApiError::Unauthorized("Token has no valid role")
     );
     let mut bad_sid = claims("host");
     bad_sid["sid"] = json!("x");
     assert_eq!(
-        refused(Some(bearer(&hs("s3cret", &bad_sid))), NOW),
+        refused(
+            Some(bearer(&hs("s3cret-s3cret-s3cret-s3cret-s3cret", &bad_sid))),
+            NOW
+        ),
         ApiError::Unauthorized("Token sid is not a UUID")
     );
     let e = ApiError::Unauthorized("Invalid token");
@@ -302,4 +327,28 @@ fn rsa_n_e(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
     i = s + l;
     let (_, s, l) = read(der, &mut i);
     (n, der[s..s + l].to_vec())
+}
+
+#[test]
+fn weak_secrets_and_long_leeways_are_refused_at_start() {
+    let refused = |vars: &[(&str, &str)], var: &str| match AuthConfig::from_vars(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }) {
+        Err(e) => assert!(e.to_string().contains(var), "{e}"),
+        Ok(_) => panic!("{vars:?} was accepted"),
+    };
+    let long = "0123456789abcdef0123456789abcdef"; // 32 bytes: the least accepted
+    refused(&[("JWT_SECRET", &long[1..])], "JWT_SECRET");
+    refused(
+        &[("JWT_SECRET", long), ("JWT_LEEWAY_SECONDS", "61")],
+        "JWT_LEEWAY_SECONDS",
+    );
+    refused(
+        &[("JWT_SECRET", long), ("JWT_LEEWAY_SECONDS", "-1")],
+        "JWT_LEEWAY_SECONDS",
+    );
+    let ok = config(&[("JWT_SECRET", long), ("JWT_LEEWAY_SECONDS", "60")]);
+    assert_eq!(ok.mode(), AuthMode::Jwt);
 }

@@ -524,7 +524,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
 }
 
 fn token(role: &str, sub: &str, sid: Option<&str>) -> String {
-    synckairos_testkit::jwt("gw-secret", role, sub, sid)
+    synckairos_testkit::jwt("gw-secret-gw-secret-gw-secret-gw-secret", role, sub, sid)
 }
 
 #[tokio::test]
@@ -535,7 +535,7 @@ async fn tokens_roles_origins_rates_and_frame_sizes() {
         &redis,
         &[
             ("AUTH_MODE", "jwt"),
-            ("JWT_SECRET", "gw-secret"),
+            ("JWT_SECRET", "gw-secret-gw-secret-gw-secret-gw-secret"),
             ("ALLOWED_ORIGINS", "https://app.example"),
         ],
     )

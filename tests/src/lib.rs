@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use synckairos_testkit::{free_port, RedisServer};
 
 /// The JWT secret of the test stack.
-pub const JWT_SECRET: &str = "e2e-secret";
+pub const JWT_SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e";
 /// The Upstash REST token of the test stack.
 pub const REST_TOKEN: &str = "e2e-token";
 /// Switches per session per second in the test stack.
