@@ -55,10 +55,14 @@ bin=$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 
 scripts/down.sh --quiet # a stack of an earlier run
-# HS256 secrets shorter than 32 bytes are weak; this one has 48 characters.
-[ -s "$run/jwt-secret" ] || head -c 36 /dev/urandom | base64 | tr -d '/+=' >"$run/jwt-secret"
+# The services refuse HS256 secrets shorter than 32 bytes; this one has about
+# 48 characters (an older, shorter one is replaced).
 export JWT_SECRET
-JWT_SECRET=$(cat "$run/jwt-secret")
+JWT_SECRET=$(cat "$run/jwt-secret" 2>/dev/null || true)
+if [ "${#JWT_SECRET}" -lt 32 ]; then
+  head -c 36 /dev/urandom | base64 | tr -d '/+=\n' >"$run/jwt-secret"
+  JWT_SECRET=$(cat "$run/jwt-secret")
+fi
 token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 
 # The audit consumer, in both shapes.
