@@ -65,6 +65,19 @@ pub struct AuthConfig {
     mode: AuthMode,
     keys: Vec<Key>,
     leeway_s: u64,
+    claims: ClaimRules,
+}
+
+/// What a token's claims must say beyond time and role.
+#[derive(Clone, Debug, Default)]
+struct ClaimRules {
+    /// `JWT_AUDIENCE`: `aud` must be (or contain) it.
+    audience: Option<String>,
+    /// `JWT_ISSUER`: `iss` must equal it.
+    issuer: Option<String>,
+    /// `JWT_MAX_LIFETIME_SECONDS`: `exp` at most this far after `iat` (or
+    /// after now, for a token without `iat`).
+    max_lifetime_s: Option<u64>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -73,6 +86,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("mode", &self.mode)
             .field("keys", &self.keys.len())
             .field("leeway_s", &self.leeway_s)
+            .field("claims", &self.claims)
             .finish()
     }
 }
@@ -109,7 +123,10 @@ impl AuthConfig {
     /// - `JWT_PUBLIC_KEY` + `JWT_PUBLIC_KEY_ALG` (`RS256`, `ES256`, `EdDSA`)
     ///   [+ `JWT_PUBLIC_KEY_KID`]: one PEM public key;
     /// - `JWT_JWKS`: a JWKS document (`{"keys": [...]}`), `kid` and `alg` per key;
-    /// - `JWT_LEEWAY_SECONDS` (default 30).
+    /// - `JWT_LEEWAY_SECONDS` (default 30, at most 60);
+    /// - `JWT_AUDIENCE`, `JWT_ISSUER`: checked against `aud` and `iss` when
+    ///   set (recommended: a token minted for another service is refused);
+    /// - `JWT_MAX_LIFETIME_SECONDS`: refuse tokens that live longer.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, ConfigError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mode = match get("AUTH_MODE").as_deref().map(str::trim) {
@@ -173,10 +190,28 @@ impl AuthConfig {
                 .filter(|s| *s <= MAX_LEEWAY_S)
                 .ok_or_else(|| key_error("JWT_LEEWAY_SECONDS", "not 0 to 60 seconds"))?,
         };
+        let max_lifetime_s =
+            match get("JWT_MAX_LIFETIME_SECONDS") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(
+                    || {
+                        key_error(
+                            "JWT_MAX_LIFETIME_SECONDS",
+                            "not a positive number of seconds",
+                        )
+                    },
+                )?),
+            };
+        let claims = ClaimRules {
+            audience: get("JWT_AUDIENCE").map(|v| v.trim().to_string()),
+            issuer: get("JWT_ISSUER").map(|v| v.trim().to_string()),
+            max_lifetime_s,
+        };
         Ok(AuthConfig {
             mode,
             keys,
             leeway_s,
+            claims,
         })
     }
 
@@ -238,7 +273,7 @@ impl AuthConfig {
             v.required_spec_claims.clear();
             v.validate_aud = false;
             if let Ok(data) = jsonwebtoken::decode::<Claims>(token, &k.key, &v) {
-                return data.claims.into_caller(now_s, self.leeway_s);
+                return data.claims.into_caller(now_s, self.leeway_s, &self.claims);
             }
         }
         Err(invalid)
@@ -252,13 +287,48 @@ struct Claims {
     sid: Option<String>,
     exp: Option<u64>,
     nbf: Option<u64>,
+    iat: Option<u64>,
+    iss: Option<String>,
+    /// A string or an array of strings.
+    aud: Option<serde_json::Value>,
 }
 
 impl Claims {
-    fn into_caller(self, now_s: u64, leeway_s: u64) -> Result<Caller, ApiError> {
+    fn into_caller(
+        self,
+        now_s: u64,
+        leeway_s: u64,
+        rules: &ClaimRules,
+    ) -> Result<Caller, ApiError> {
         let exp = self
             .exp
             .ok_or(ApiError::Unauthorized("Token has no expiry"))?;
+        if let Some(max) = rules.max_lifetime_s {
+            let from = self
+                .iat
+                .unwrap_or(now_s)
+                .min(now_s.saturating_add(leeway_s));
+            if exp.saturating_sub(from) > max {
+                return Err(ApiError::Unauthorized("Token lifetime exceeds the maximum"));
+            }
+        }
+        if let Some(want) = &rules.issuer {
+            if self.iss.as_deref() != Some(want.as_str()) {
+                return Err(ApiError::Unauthorized("Token issuer is not accepted"));
+            }
+        }
+        if let Some(want) = &rules.audience {
+            let ok = match &self.aud {
+                Some(serde_json::Value::String(a)) => a == want,
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().any(|a| a.as_str() == Some(want))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(ApiError::Unauthorized("Token audience is not accepted"));
+            }
+        }
         if now_s > exp.saturating_add(leeway_s) {
             return Err(ApiError::Unauthorized("Token expired"));
         }

@@ -352,3 +352,56 @@ fn weak_secrets_and_long_leeways_are_refused_at_start() {
     let ok = config(&[("JWT_SECRET", long), ("JWT_LEEWAY_SECONDS", "60")]);
     assert_eq!(ok.mode(), AuthMode::Jwt);
 }
+
+#[test]
+fn audience_issuer_and_lifetime_are_checked_when_configured() {
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    let c = config(&[
+        ("JWT_SECRET", KEY),
+        ("JWT_AUDIENCE", "synckairos"),
+        ("JWT_ISSUER", "https://id.example"),
+        ("JWT_MAX_LIFETIME_SECONDS", "3600"),
+    ]);
+    let with = |extra: Value| {
+        let mut cl = claims("viewer");
+        for (k, v) in extra.as_object().unwrap() {
+            cl[k] = v.clone();
+        }
+        c.verify(&hs(KEY, &cl), NOW)
+    };
+    let good = json!({"aud": "synckairos", "iss": "https://id.example", "iat": NOW});
+    assert!(with(good.clone()).is_ok());
+    assert!(with(json!({"aud": ["other", "synckairos"], "iss": "https://id.example"})).is_ok());
+    for (bad, why) in [
+        (
+            json!({"aud": "other", "iss": "https://id.example"}),
+            "audience",
+        ),
+        (json!({"iss": "https://id.example"}), "audience"),
+        (json!({"aud": "synckairos"}), "issuer"),
+        (
+            json!({"aud": "synckairos", "iss": "https://evil.example"}),
+            "issuer",
+        ),
+        (
+            json!({"aud": "synckairos", "iss": "https://id.example", "iat": NOW, "exp": NOW + 3601}),
+            "lifetime",
+        ),
+        // No iat: the lifetime counts from now; a future iat counts from now too.
+        (
+            json!({"aud": "synckairos", "iss": "https://id.example", "exp": NOW + 7200}),
+            "lifetime",
+        ),
+        (
+            json!({"aud": "synckairos", "iss": "https://id.example", "iat": NOW + 7000, "exp": NOW + 7200}),
+            "lifetime",
+        ),
+    ] {
+        let e = with(bad.clone()).unwrap_err();
+        assert_eq!(e.status(), 401, "{bad}");
+        assert!(e.body().contains(why), "{bad}: {}", e.body());
+    }
+    // Without the settings, aud and iss are not required.
+    let open = config(&[("JWT_SECRET", KEY)]);
+    assert!(open.verify(&hs(KEY, &claims("viewer")), NOW).is_ok());
+}
