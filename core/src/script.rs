@@ -109,7 +109,7 @@ impl Default for Settings {
             shards: crate::keys::DEFAULT_SHARDS,
             switch_limit: crate::rate::DEFAULT_SWITCH_LIMIT,
             base_ttl_s: 3600,
-            idempotency_ttl_s: 86_400,
+            idempotency_ttl_s: 3600,
         }
     }
 }
