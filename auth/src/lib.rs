@@ -254,6 +254,11 @@ impl AuthConfig {
         self.verify(token, now_s).map(Some)
     }
 
+    /// The leeway on `exp` and `nbf`, in seconds.
+    pub fn leeway_s(&self) -> u64 {
+        self.leeway_s
+    }
+
     /// Verifies a bare token (the gateway takes it from `?token=`).
     pub fn verify(&self, token: &str, now_s: u64) -> Result<Caller, ApiError> {
         let invalid = ApiError::Unauthorized("Invalid token");
@@ -352,6 +357,11 @@ impl Claims {
                 Some(parse_uuid(&s).ok_or(ApiError::Unauthorized("Token sid is not a UUID"))?)
             }
         };
-        Ok(Caller { sub, role, sid })
+        Ok(Caller {
+            sub,
+            role,
+            sid,
+            exp: Some(exp),
+        })
     }
 }

@@ -63,7 +63,8 @@ fn hs256_tokens_verify_and_carry_the_caller() {
         Some(Caller {
             sub: "user-1".into(),
             role: Role::Participant,
-            sid: Some(SID.into())
+            sid: Some(SID.into()),
+            exp: Some(NOW + 60),
         })
     );
     // Scheme is case-insensitive.

@@ -396,6 +396,9 @@ pub struct Caller {
     pub role: Role,
     /// JWT `sid`: the only session the token is for.
     pub sid: Option<String>,
+    /// JWT `exp` (epoch s): a WebSocket that outlives it is closed with 4001
+    /// unless the client sends a fresh token (`AUTH`).
+    pub exp: Option<u64>,
 }
 
 /// What a caller may do on a route; `created` is the `session_id` of a create
@@ -662,6 +665,7 @@ mod tests {
             sub: "u".into(),
             role,
             sid: sid.map(str::to_string),
+            exp: None,
         };
         let get = Route::Get(SID.into());
         let switch = Route::Action(SID.into(), SessionAction::Switch);

@@ -48,6 +48,14 @@ pub enum ClientIn {
         /// The session.
         session_id: String,
     },
+    /// **[ext]** A fresh token for this socket, before the one it connected
+    /// with expires: answered with `AUTH_OK`, or an `ERROR` (`UNAUTHORIZED`)
+    /// that leaves the socket as it was. A token not valid for a session the
+    /// socket watches closes it with 4003.
+    Auth {
+        /// The JWT.
+        token: String,
+    },
 }
 
 impl ClientIn {
@@ -120,6 +128,13 @@ pub enum ClientOut {
         t1: i64,
         /// Server send time.
         t2: i64,
+    },
+    /// **[ext]** Reply to `AUTH`: the socket now runs on the new token.
+    AuthOk {
+        /// Server time (epoch ms).
+        timestamp: i64,
+        /// The new token's `exp` (epoch s); `null` when auth is disabled.
+        exp: Option<u64>,
     },
     /// Something the client sent could not be served.
     Error {
@@ -212,17 +227,28 @@ pub enum CloseCode {
     TooSlow,
     /// 4000: the client missed a heartbeat. Reconnect.
     HeartbeatTimeout,
+    /// 4001: the socket's token expired. Reconnect with a fresh token (or
+    /// send `AUTH` before it expires).
+    TokenExpired,
+    /// 4003: the token does not allow what the socket watches. Don't
+    /// reconnect with it.
+    Forbidden,
+    /// 4029: too many messages from this socket. Reconnect after a backoff.
+    TooManyMessages,
 }
 
 impl CloseCode {
     /// Every close code, in numeric order.
-    pub const ALL: [CloseCode; 6] = [
+    pub const ALL: [CloseCode; 9] = [
         CloseCode::SessionDeleted,
         CloseCode::Policy,
         CloseCode::TooBig,
         CloseCode::Restart,
         CloseCode::TooSlow,
         CloseCode::HeartbeatTimeout,
+        CloseCode::TokenExpired,
+        CloseCode::Forbidden,
+        CloseCode::TooManyMessages,
     ];
 
     /// The numeric code.
@@ -234,6 +260,9 @@ impl CloseCode {
             CloseCode::Restart => 1012,
             CloseCode::TooSlow => 1013,
             CloseCode::HeartbeatTimeout => 4000,
+            CloseCode::TokenExpired => 4001,
+            CloseCode::Forbidden => 4003,
+            CloseCode::TooManyMessages => 4029,
         }
     }
 
@@ -241,7 +270,11 @@ impl CloseCode {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            CloseCode::Restart | CloseCode::TooSlow | CloseCode::HeartbeatTimeout
+            CloseCode::Restart
+                | CloseCode::TooSlow
+                | CloseCode::HeartbeatTimeout
+                | CloseCode::TokenExpired
+                | CloseCode::TooManyMessages
         )
     }
 }
@@ -294,7 +327,14 @@ mod tests {
         };
         assert_eq!(
             types("client_to_server"),
-            ["PING", "RECONNECT", "TIME_SYNC", "SUBSCRIBE", "UNSUBSCRIBE"]
+            [
+                "PING",
+                "RECONNECT",
+                "TIME_SYNC",
+                "SUBSCRIBE",
+                "UNSUBSCRIBE",
+                "AUTH"
+            ]
         );
         assert_eq!(
             types("server_to_client"),
@@ -305,6 +345,7 @@ mod tests {
                 "SESSION_DELETED",
                 "PONG",
                 "TIME_SYNC",
+                "AUTH_OK",
                 "ERROR"
             ]
         );

@@ -35,6 +35,9 @@ pub struct Config {
     /// `MAX_CONTROL_QUEUE` (default 64): replies waiting for one client
     /// beyond which it is closed with 1013.
     pub max_control_queue: usize,
+    /// `MESSAGES_PER_SECOND` (default 20; 0 = no limit): messages one
+    /// socket may send in a second; past it, it is closed with 4029.
+    pub messages_per_second: u64,
     /// `MAX_SESSIONS_PER_CONNECTION` (default 100).
     pub max_sessions_per_connection: usize,
     /// `EXPIRY=off` turns the expiry scheduler off (default on).
@@ -91,6 +94,7 @@ impl Config {
             ping_interval: Duration::from_millis(num("PING_INTERVAL_MS", 15_000, 50, 600_000)?),
             send_timeout: Duration::from_millis(num("SEND_TIMEOUT_MS", 5_000, 10, 600_000)?),
             max_control_queue: num("MAX_CONTROL_QUEUE", 64, 1, 100_000)? as usize,
+            messages_per_second: num("MESSAGES_PER_SECOND", 20, 0, 1_000_000)?,
             max_sessions_per_connection: num("MAX_SESSIONS_PER_CONNECTION", 100, 1, 10_000)?
                 as usize,
             expiry,

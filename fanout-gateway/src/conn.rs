@@ -8,16 +8,18 @@ use futures::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use synckairos_core::api::{authorize, Caller, Route};
+use std::time::Duration;
+use synckairos_core::api::{authorize, ApiError, Caller, Route};
 use synckairos_core::validate::parse_uuid;
 use synckairos_core::ws::{ClientIn, ClientOut, CloseCode};
+use tokio::time::Instant;
 
 /// Serves one upgraded socket for the URL's session `sid`.
 pub async fn serve(
     shared: Arc<Shared>,
     socket: WebSocket,
     sid: String,
-    caller: Option<Caller>,
+    mut caller: Option<Caller>,
     id: u64,
 ) {
     let m = &shared.metrics;
@@ -46,14 +48,32 @@ pub async fn serve(
     send_state(&shared, &outbox, &sid, false).await;
 
     let mut writer = writer;
+    let mut expires = expiry(&shared, &caller);
+    let mut rate = Rate::new(shared.config.messages_per_second);
+    // Set once a close is queued: the writer ends the connection, and
+    // nothing the client sends meanwhile is served.
+    let mut closing = false;
     loop {
         // The writer ends the connection too (heartbeat missed, too slow,
         // shutdown): then stop reading, whatever the client does.
         let frame = tokio::select! {
             f = stream.next() => f,
             _ = &mut writer => break,
+            _ = until(expires) => {
+                outbox.close(CloseCode::TokenExpired, "Token expired");
+                (expires, closing) = (None, true);
+                continue;
+            }
         };
         let Some(frame) = frame else { break };
+        if closing {
+            continue;
+        }
+        if !rate.count(Instant::now()) {
+            outbox.close(CloseCode::TooManyMessages, "Too many messages");
+            closing = true;
+            continue;
+        }
         let text = match frame {
             Ok(Message::Text(t)) => t,
             Ok(Message::Pong(_)) => {
@@ -107,6 +127,11 @@ pub async fn serve(
                     error(&outbox, "VALIDATION_ERROR", "Invalid sessionId format");
                     continue;
                 };
+                if expires.is_some_and(|e| e <= Instant::now()) {
+                    outbox.close(CloseCode::TokenExpired, "Token expired");
+                    closing = true;
+                    continue;
+                }
                 if let Some(c) = &caller {
                     if authorize(c, &Route::Get(other.clone()), None).is_err() {
                         error(&outbox, "FORBIDDEN", "Token is not valid for this session");
@@ -129,6 +154,45 @@ pub async fn serve(
                 watching.insert(other.clone());
                 send_state(&shared, &outbox, &other, true).await;
             }
+            Ok(ClientIn::Auth { token }) => {
+                let Some(_) = &caller else {
+                    // Auth is disabled: nothing to extend.
+                    let ok = ClientOut::AuthOk {
+                        timestamp: t1,
+                        exp: None,
+                    };
+                    outbox.push(Out::Text(ok.to_json()));
+                    continue;
+                };
+                let now_s = (crate::clock::local_ms() / 1000).max(0) as u64;
+                match shared.config.api.auth.verify(&token, now_s) {
+                    Err(e) => {
+                        let why = match e {
+                            ApiError::Unauthorized(m) => m,
+                            _ => "Invalid token",
+                        };
+                        error(&outbox, "UNAUTHORIZED", why);
+                    }
+                    Ok(fresh) => {
+                        let allowed = watching
+                            .iter()
+                            .all(|s| authorize(&fresh, &Route::Get(s.clone()), None).is_ok());
+                        if !allowed {
+                            outbox
+                                .close(CloseCode::Forbidden, "Token is not valid for this session");
+                            closing = true;
+                            continue;
+                        }
+                        let ok = ClientOut::AuthOk {
+                            timestamp: t1,
+                            exp: fresh.exp,
+                        };
+                        caller = Some(fresh);
+                        expires = expiry(&shared, &caller);
+                        outbox.push(Out::Text(ok.to_json()));
+                    }
+                }
+            }
             Ok(ClientIn::Unsubscribe { session_id }) => {
                 if let Some(other) = parse_uuid(&session_id) {
                     if watching.remove(&other) {
@@ -146,6 +210,53 @@ pub async fn serve(
         let _ = writer.await;
     }
     m.connections.fetch_sub(1, Relaxed);
+}
+
+/// When the caller's token stops being valid (`exp` + leeway), if it ever does.
+fn expiry(shared: &Shared, caller: &Option<Caller>) -> Option<Instant> {
+    let exp_s = caller.as_ref()?.exp?;
+    let leeway_s = shared.config.api.auth.leeway_s();
+    let at_ms =
+        i64::try_from(exp_s.saturating_add(leeway_s).saturating_mul(1000)).unwrap_or(i64::MAX);
+    let left_ms = at_ms.saturating_sub(crate::clock::local_ms()).max(0);
+    Some(Instant::now() + Duration::from_millis(left_ms as u64))
+}
+
+/// Sleeps until `at`, or forever.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A socket's inbound messages per one-second window.
+struct Rate {
+    limit: u64,
+    window: Instant,
+    seen: u64,
+}
+
+impl Rate {
+    fn new(limit: u64) -> Rate {
+        Rate {
+            limit,
+            window: Instant::now(),
+            seen: 0,
+        }
+    }
+
+    /// Counts a message at `now`; `false` when it is over the limit.
+    fn count(&mut self, now: Instant) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            (self.window, self.seen) = (now, 0);
+        }
+        self.seen += 1;
+        self.seen <= self.limit
+    }
 }
 
 fn invalid(outbox: &Outbox, why: &str) {

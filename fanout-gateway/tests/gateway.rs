@@ -758,3 +758,90 @@ async fn rediss_urls_reach_a_tls_redis() {
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_socket_lives_as_long_as_its_token_unless_auth_extends_it() {
+    const KEY: &str = "gw-secret-gw-secret-gw-secret-gw-secret";
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(
+        &redis,
+        &[
+            ("AUTH_MODE", "jwt"),
+            ("JWT_SECRET", KEY),
+            ("JWT_LEEWAY_SECONDS", "0"),
+        ],
+    )
+    .await;
+    let (sid, other) = (uuid(21), uuid(22));
+    create(&e, &sid, 60_000).await;
+    let mint = |ttl_s: u64, sid: &str| {
+        synckairos_client::mint_token(KEY, "viewer", "v", Some(sid), ttl_s).expect("token")
+    };
+
+    // Left alone, the socket closes with 4001 when its token expires.
+    let mut ws = gw
+        .connect(&format!("sessionId={sid}&token={}", mint(1, &sid)))
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(closed(&mut ws).await, (4001, "Token expired".into()));
+    assert!(started.elapsed() < Duration::from_millis(2500));
+
+    // A bad AUTH is refused and changes nothing; a fresh token extends it.
+    let mut ws = gw
+        .connect(&format!("sessionId={sid}&token={}", mint(2, &sid)))
+        .await;
+    assert_eq!(next(&mut ws).await["type"], "CONNECTED");
+    assert_eq!(next(&mut ws).await["type"], "STATE_SYNC");
+    send(&mut ws, json!({"type": "AUTH", "token": "not.a.jwt"})).await;
+    let refused = next(&mut ws).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("ERROR"), Some("UNAUTHORIZED"))
+    );
+    send(&mut ws, json!({"type": "AUTH", "token": mint(5, &sid)})).await;
+    let ok = next(&mut ws).await;
+    assert_eq!(ok["type"], "AUTH_OK", "{ok}");
+    assert!(ok["exp"].as_u64().is_some(), "{ok}");
+    // Past the first token's expiry it still answers...
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send(&mut ws, json!({"type": "PING"})).await;
+    assert_eq!(next(&mut ws).await["type"], "PONG");
+    // ...and closes when the second one runs out.
+    assert_eq!(closed(&mut ws).await, (4001, "Token expired".into()));
+
+    // A token that does not cover a watched session closes it with 4003.
+    let mut ws = gw
+        .connect(&format!("sessionId={sid}&token={}", mint(60, &sid)))
+        .await;
+    assert_eq!(next(&mut ws).await["type"], "CONNECTED");
+    send(&mut ws, json!({"type": "AUTH", "token": mint(60, &other)})).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (4003, "Token is not valid for this session".into())
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_that_floods_is_closed_with_4029() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, &[("MESSAGES_PER_SECOND", "5")]).await;
+    let q = format!("sessionId={}", uuid(31));
+    // Five a second are served.
+    let mut ws = gw.connect(&q).await;
+    assert_eq!(next(&mut ws).await["type"], "CONNECTED");
+    for _ in 0..5 {
+        send(&mut ws, json!({"type": "PING"})).await;
+        assert_eq!(next(&mut ws).await["type"], "PONG");
+    }
+    // A flood is cut off (the server may close before all of it is sent).
+    let mut ws = gw.connect(&q).await;
+    for _ in 0..50 {
+        let _ = ws
+            .send(Message::Text(json!({"type": "PING"}).to_string().into()))
+            .await;
+    }
+    assert_eq!(closed(&mut ws).await, (4029, "Too many messages".into()));
+    gw.stop().await;
+}
