@@ -15,7 +15,8 @@
 #   scripts/bench-stack.sh --shape edge --wrk switch
 #   scripts/bench-stack.sh --shape self-hosted --mode ws-fanout --clients-per-session 10 --rate 1000
 #
-# The servers run with AUTH_MODE=disabled and no per-IP limit (IP_RATE_LIMIT=0:
+# The servers run with AUTH_MODE=disabled and no per-address limits
+# (IP_RATE_LIMIT=0, CONNECTIONS_PER_IP_PER_SECOND=0, MAX_CONNECTIONS_PER_IP=0:
 # one client address sends everything). SWITCH_RATE_LIMIT defaults to the
 # service's 10/s per session for loadgen (1000 sessions stay under it) and to
 # 0 (off) for wrk, whose 200 sessions would pass it; set it to override.
@@ -60,7 +61,8 @@ started() { pids+=("$1"); names+=("$2"); }
 await() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail "$tmp"/*.log >&2; exit 1; }
 redis_port=$(free_port) audit_port=$(free_port) port=$(free_port)
 redis_url=redis://127.0.0.1:$redis_port/
-export AUTH_MODE=disabled IP_RATE_LIMIT=0 RUST_LOG=warn CONNECTIONS_PER_IP_PER_SECOND=0 MAX_CONNECTIONS=50000
+export AUTH_MODE=disabled IP_RATE_LIMIT=0 RUST_LOG=warn CONNECTIONS_PER_IP_PER_SECOND=0 MAX_CONNECTIONS=50000 \
+  MAX_CONNECTIONS_PER_IP=0 MESSAGES_PER_SECOND=0
 [ -n "$wrk_op" ] && export SWITCH_RATE_LIMIT=${SWITCH_RATE_LIMIT:-0}
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" \

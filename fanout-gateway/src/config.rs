@@ -52,6 +52,10 @@ pub struct Config {
     /// `CONNECTIONS_PER_IP_PER_SECOND` (default 20; 0 = no limit): new
     /// connections one client address may open per second; past it, 429.
     pub connections_per_ip_per_second: u64,
+    /// `MAX_CONNECTIONS_PER_IP` (default 1,000; 0 = no cap): open
+    /// WebSockets one client address may hold at once; past it, 429. Room
+    /// for a classroom behind one NAT address, not for a flood of sockets.
+    pub max_connections_per_ip: u64,
     /// `CLIENT_IP_HEADER`: a header the proxy in front sets to the client's
     /// address (`Fly-Client-IP` on Fly.io); unset, the peer address counts.
     pub client_ip_header: Option<String>,
@@ -110,6 +114,7 @@ impl Config {
                 ),
             },
             connections_per_ip_per_second: num("CONNECTIONS_PER_IP_PER_SECOND", 20, 0, 1_000_000)?,
+            max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", 1000, 0, 10_000_000)?,
             client_ip_header: get("CLIENT_IP_HEADER").map(|h| h.trim().to_ascii_lowercase()),
         })
     }

@@ -63,9 +63,45 @@ pub struct Shared {
     next_id: AtomicU64,
     /// New connections per client address in the current second.
     per_ip: std::sync::Mutex<(i64, std::collections::HashMap<std::net::IpAddr, u64>)>,
+    /// Open connections per client address (only addresses with one).
+    open_per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+}
+
+/// One open connection of an address, counted until it drops.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.shared.open_per_ip.lock().expect("open-per-ip lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Shared {
+    /// Holds one of `ip`'s open connections; `None` when it holds the most
+    /// it may.
+    fn hold(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let cap = self.config.max_connections_per_ip;
+        let mut open = self.open_per_ip.lock().expect("open-per-ip lock");
+        let n = open.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+
     /// Counts a new connection of `ip`; `false` when it is over the limit.
     fn admit(&self, ip: std::net::IpAddr) -> bool {
         let limit = self.config.connections_per_ip_per_second;
@@ -126,6 +162,7 @@ pub async fn run(
         stop,
         next_id: AtomicU64::new(1),
         per_ip: Default::default(),
+        open_per_ip: Default::default(),
     });
     let mut tasks = vec![
         tokio::spawn(subscriber),
@@ -283,8 +320,17 @@ async fn ws(
         .write_buffer_size(0);
     match refusal {
         Ok((sid, caller)) => {
+            let Some(slot) = shared.hold(ip) else {
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many open connections from this address",
+                );
+            };
             let id = shared.next_id.fetch_add(1, Relaxed);
-            upgrade.on_upgrade(move |socket| conn::serve(shared, socket, sid, caller, id))
+            upgrade.on_upgrade(move |socket| async move {
+                conn::serve(shared, socket, sid, caller, id).await;
+                drop(slot);
+            })
         }
         Err(reason) => {
             shared.metrics.refused.fetch_add(1, Relaxed);

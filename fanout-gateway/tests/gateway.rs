@@ -845,3 +845,36 @@ async fn a_socket_that_floods_is_closed_with_4029() {
     assert_eq!(closed(&mut ws).await, (4029, "Too many messages".into()));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_address_holds_at_most_max_connections_per_ip_at_once() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(
+        &redis,
+        &[
+            ("MAX_CONNECTIONS_PER_IP", "2"),
+            ("CONNECTIONS_PER_IP_PER_SECOND", "0"),
+        ],
+    )
+    .await;
+    let q = format!("sessionId={}", uuid(41));
+    let mut a = gw.connect(&q).await;
+    assert_eq!(next(&mut a).await["type"], "CONNECTED");
+    let mut b = gw.connect(&q).await;
+    assert_eq!(next(&mut b).await["type"], "CONNECTED");
+    assert_eq!(gw.upgrade_status(&q, None).await, 429);
+    // Once one goes, its place is free again.
+    a.close(None).await.unwrap();
+    let mut freed = false;
+    for _ in 0..50 {
+        if gw.upgrade_status(&q, None).await == 101 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "a closed connection frees its place");
+    send(&mut b, json!({"type": "PING"})).await;
+    assert_eq!(next(&mut b).await["type"], "PONG");
+    gw.stop().await;
+}
