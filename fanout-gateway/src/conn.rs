@@ -273,19 +273,21 @@ fn error(outbox: &Outbox, code: &str, message: &str) {
     ));
 }
 
-/// Reads `sid` and queues it as `STATE_SYNC`; a missing session is an
-/// `ERROR SESSION_NOT_FOUND` when `report_missing`.
+/// Queues `sid`'s state as `STATE_SYNC`: the hub's latest snapshot when it
+/// has one (a reconnect storm or a client looping RECONNECT costs no Redis
+/// read), else one read; a missing session is an `ERROR SESSION_NOT_FOUND`
+/// when `report_missing`.
 async fn send_state(shared: &Shared, outbox: &Outbox, sid: &str, report_missing: bool) {
+    if let Some(state) = shared.hub.latest(sid) {
+        shared.metrics.syncs_from_memory.fetch_add(1, Relaxed);
+        outbox.push_snapshot(sid, Snapshot::State { state, sync: true });
+        return;
+    }
     match shared.engine.get(sid).await {
         Ok(Some(state)) => {
-            shared.hub.seen(sid, state.version);
-            outbox.push_snapshot(
-                sid,
-                Snapshot::State {
-                    state: Rendered::new(&state),
-                    sync: true,
-                },
-            );
+            let state = Rendered::new(&state);
+            shared.hub.seen(sid, &state);
+            outbox.push_snapshot(sid, Snapshot::State { state, sync: true });
         }
         Ok(None) if report_missing => error(
             outbox,

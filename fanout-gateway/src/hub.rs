@@ -27,6 +27,9 @@ struct Watch {
     conns: HashMap<ConnId, Arc<Outbox>>,
     /// The newest version seen for the session (0: none yet).
     version: u64,
+    /// The newest state seen, while nothing newer may have been missed:
+    /// `RECONNECT` and `SUBSCRIBE` are served from it without a Redis read.
+    latest: Option<Arc<Rendered>>,
 }
 
 /// The session → watchers map and the subscriber's control channel.
@@ -68,6 +71,7 @@ impl Hub {
             let entry = w.entry(session_id.to_string()).or_insert_with(|| Watch {
                 conns: HashMap::new(),
                 version: 0,
+                latest: None,
             });
             entry.conns.insert(conn, outbox);
             entry.conns.len() == 1
@@ -137,6 +141,10 @@ impl Hub {
                 return;
             }
             entry.version = v;
+            entry.latest = match &snap {
+                Snapshot::State { state, .. } => Some(Arc::clone(state)),
+                Snapshot::Deleted { .. } => None,
+            };
             entry.conns.values().cloned().collect()
         };
         for o in outboxes {
@@ -146,11 +154,33 @@ impl Hub {
         }
     }
 
-    /// Records a version the watchers were sent directly (a connect-time
-    /// snapshot), so a resync does not repeat it.
-    pub fn seen(&self, session_id: &str, version: u64) {
+    /// Records a state read directly (a connect-time snapshot), so a resync
+    /// does not repeat it and later syncs can be served from it.
+    pub fn seen(&self, session_id: &str, state: &Arc<Rendered>) {
         if let Some(entry) = self.watches.lock().expect("hub lock").get_mut(session_id) {
-            entry.version = entry.version.max(version);
+            if state.version >= entry.version {
+                entry.version = state.version;
+                entry.latest = Some(Arc::clone(state));
+            }
+        }
+    }
+
+    /// The newest state of a watched session, when the hub can vouch for it:
+    /// subscribed, and linked since it was seen (a lost link forgets every
+    /// state until the resync reads them again).
+    pub fn latest(&self, session_id: &str) -> Option<Arc<Rendered>> {
+        if !self.linked.load(Relaxed) {
+            return None;
+        }
+        let w = self.watches.lock().expect("hub lock");
+        w.get(session_id)?.latest.clone()
+    }
+
+    /// Forgets every state (the link to Redis was lost: publishes may be
+    /// missed until the resync).
+    fn forget_states(&self) {
+        for entry in self.watches.lock().expect("hub lock").values_mut() {
+            entry.latest = None;
         }
     }
 
@@ -259,6 +289,7 @@ async fn subscriber(
             }
         }
         hub.linked.store(false, Relaxed);
+        hub.forget_states();
         tracing::warn!("redis subscriber lost its link; reconnecting");
     }
 }

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub redis_reconnects: AtomicU64,
     /// Expired transitions this gateway applied.
     pub expired: AtomicU64,
+    /// `STATE_SYNC`s served from the hub's latest snapshot, without a read.
+    pub syncs_from_memory: AtomicU64,
     /// Estimated Redis-minus-local clock offset, ms.
     pub clock_offset_ms: AtomicI64,
     /// The offset's error bound (half the best round trip), µs.
@@ -51,6 +53,7 @@ impl Default for Metrics {
             refused: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            syncs_from_memory: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(0),
             clock_error_us: AtomicI64::new(0),
             fanout_latency: Histogram::new(LATENCY_MS, 1000.0),
@@ -123,6 +126,12 @@ impl Metrics {
             "counter",
             "Expired transitions applied by this gateway.",
             self.expired.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_syncs_from_memory_total",
+            "counter",
+            "STATE_SYNCs served from the latest published snapshot, without a Redis read.",
+            self.syncs_from_memory.load(Relaxed).to_string(),
         );
         one(
             "synckairos_gateway_clock_offset_seconds",

@@ -878,3 +878,70 @@ async fn an_address_holds_at_most_max_connections_per_ip_at_once() {
     assert_eq!(next(&mut b).await["type"], "PONG");
     gw.stop().await;
 }
+
+/// `INFO commandstats` calls of `GET` so far.
+async fn gets(redis: &RedisServer) -> u64 {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
+    let redis = RedisServer::start();
+    let e = engine(&redis).await;
+    let gw = Gateway::start(&redis, &[]).await;
+    let (sid, other) = (uuid(51), uuid(52));
+    create(&e, &sid, 60_000).await;
+    create(&e, &other, 60_000).await;
+    let mut a = gw.connect(&format!("sessionId={sid}")).await;
+    assert_eq!(next(&mut a).await["type"], "CONNECTED");
+    assert_eq!(next(&mut a).await["state"]["version"], 1);
+    let before = gets(&redis).await;
+    // A client looping RECONNECT, and a second watcher connecting, cost no
+    // Redis read: the gateway has the session's latest state.
+    for _ in 0..10 {
+        send(&mut a, json!({"type": "RECONNECT"})).await;
+        let m = next(&mut a).await;
+        assert_eq!(
+            (m["type"].as_str(), m["state"]["version"].as_u64()),
+            (Some("STATE_SYNC"), Some(1))
+        );
+    }
+    let mut b = gw.connect(&format!("sessionId={sid}")).await;
+    assert_eq!(next(&mut b).await["type"], "CONNECTED");
+    assert_eq!(next(&mut b).await["state"]["version"], 1);
+    assert_eq!(
+        gets(&redis).await,
+        before,
+        "no GET for a sync the hub can serve"
+    );
+    // A change reaches it, and the next sync is the new state, still without
+    // a read (the script's own GET is counted too, so count from after it).
+    exec(&e, &sid, Command::Start).await;
+    assert_eq!(next(&mut a).await["type"], "STATE_UPDATE");
+    assert_eq!(next(&mut b).await["type"], "STATE_UPDATE");
+    let before = gets(&redis).await;
+    send(&mut a, json!({"type": "RECONNECT"})).await;
+    assert_eq!(next(&mut a).await["state"]["version"], 2);
+    assert_eq!(gets(&redis).await, before);
+    // A session nobody here watches yet is read once; then it is known.
+    send(&mut a, json!({"type": "SUBSCRIBE", "sessionId": other})).await;
+    assert_eq!(next(&mut a).await["state"]["session_id"], other);
+    assert_eq!(gets(&redis).await, before + 1);
+    send(&mut b, json!({"type": "SUBSCRIBE", "sessionId": other})).await;
+    assert_eq!(next(&mut b).await["state"]["session_id"], other);
+    assert_eq!(gets(&redis).await, before + 1);
+    gw.stop().await;
+}
