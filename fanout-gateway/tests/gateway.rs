@@ -879,24 +879,6 @@ async fn an_address_holds_at_most_max_connections_per_ip_at_once() {
     gw.stop().await;
 }
 
-/// `INFO commandstats` calls of `GET` so far.
-async fn gets(redis: &RedisServer) -> u64 {
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test]
 async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
     let redis = RedisServer::start();
@@ -908,7 +890,7 @@ async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
     let mut a = gw.connect(&format!("sessionId={sid}")).await;
     assert_eq!(next(&mut a).await["type"], "CONNECTED");
     assert_eq!(next(&mut a).await["state"]["version"], 1);
-    let before = gets(&redis).await;
+    let before = redis.command_calls("get");
     // A client looping RECONNECT, and a second watcher connecting, cost no
     // Redis read: the gateway has the session's latest state.
     for _ in 0..10 {
@@ -923,7 +905,7 @@ async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
     assert_eq!(next(&mut b).await["type"], "CONNECTED");
     assert_eq!(next(&mut b).await["state"]["version"], 1);
     assert_eq!(
-        gets(&redis).await,
+        redis.command_calls("get"),
         before,
         "no GET for a sync the hub can serve"
     );
@@ -932,16 +914,16 @@ async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
     exec(&e, &sid, Command::Start).await;
     assert_eq!(next(&mut a).await["type"], "STATE_UPDATE");
     assert_eq!(next(&mut b).await["type"], "STATE_UPDATE");
-    let before = gets(&redis).await;
+    let before = redis.command_calls("get");
     send(&mut a, json!({"type": "RECONNECT"})).await;
     assert_eq!(next(&mut a).await["state"]["version"], 2);
-    assert_eq!(gets(&redis).await, before);
+    assert_eq!(redis.command_calls("get"), before);
     // A session nobody here watches yet is read once; then it is known.
     send(&mut a, json!({"type": "SUBSCRIBE", "sessionId": other})).await;
     assert_eq!(next(&mut a).await["state"]["session_id"], other);
-    assert_eq!(gets(&redis).await, before + 1);
+    assert_eq!(redis.command_calls("get"), before + 1);
     send(&mut b, json!({"type": "SUBSCRIBE", "sessionId": other})).await;
     assert_eq!(next(&mut b).await["state"]["session_id"], other);
-    assert_eq!(gets(&redis).await, before + 1);
+    assert_eq!(redis.command_calls("get"), before + 1);
     gw.stop().await;
 }

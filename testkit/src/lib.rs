@@ -580,6 +580,24 @@ impl RedisServer {
             .query(&mut c)
             .expect("XRANGE")
     }
+
+    /// How many times `command` (lower case, e.g. `evalsha`) has run so far,
+    /// from `INFO commandstats` (0 when never). Commands that scripts run
+    /// count too.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let mut c = self
+            .client()
+            .get_connection()
+            .expect("a connection to the test redis-server");
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .expect("INFO commandstats");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a call count"))
+    }
 }
 
 /// An HS256 token signed with `secret` for `role` and `sub` (and `sid`),

@@ -633,26 +633,6 @@ async fn the_rest_of_the_routes_and_refusals(t: Transport) {
     );
 }
 
-/// `INFO commandstats` calls of `command` (0 when never called).
-async fn calls(api: &Api, command: &str) -> u64 {
-    let mut c = api
-        .stack
-        .redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 async fn every_rest_command_is_one_redis_call(t: Transport) {
     let api = Api::new(t);
     let t = admin();
@@ -687,17 +667,17 @@ async fn every_rest_command_is_one_redis_call(t: Transport) {
     // The first round loads the scripts (EVALSHA answers NOSCRIPT, then EVAL).
     run(uuid()).await;
     let before = (
-        calls(&api, "evalsha").await,
-        calls(&api, "eval").await,
-        calls(&api, "get").await,
-        calls(&api, "ping").await,
+        api.stack.redis.command_calls("evalsha"),
+        api.stack.redis.command_calls("eval"),
+        api.stack.redis.command_calls("get"),
+        api.stack.redis.command_calls("ping"),
     );
     run(uuid()).await;
     let after = (
-        calls(&api, "evalsha").await,
-        calls(&api, "eval").await,
-        calls(&api, "get").await,
-        calls(&api, "ping").await,
+        api.stack.redis.command_calls("evalsha"),
+        api.stack.redis.command_calls("eval"),
+        api.stack.redis.command_calls("get"),
+        api.stack.redis.command_calls("ping"),
     );
     // 7 commands, one EVALSHA each; the read is one GET (scripts' own GETs
     // are counted too, so only its lower bound is exact); nothing else.
