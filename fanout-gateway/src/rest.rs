@@ -154,7 +154,10 @@ pub(crate) fn client_ip(
 }
 
 /// Reads a body to its end, refusing it past [`MAX_BODY_BYTES`].
-async fn read_body(headers: &HeaderMap, body: AxumBody) -> Result<Vec<u8>, Body<'static>> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: AxumBody,
+) -> Result<axum::body::Bytes, Body<'static>> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -163,7 +166,7 @@ async fn read_body(headers: &HeaderMap, body: AxumBody) -> Result<Vec<u8>, Body<
         return Err(Body::TooLarge);
     }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Body::TooLarge),
         Err(e) => {
             tracing::warn!(error = %e, "reading a request body failed");
