@@ -120,18 +120,40 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     }
 
     /// The script settings every service must agree on: `SHARDS`,
-    /// `SWITCH_RATE_LIMIT`, `STATE_TTL_SECONDS`, `IDEMPOTENCY_TTL_SECONDS`.
+    /// `SWITCH_RATE_LIMIT`, `STATE_TTL_SECONDS`, `IDEMPOTENCY_TTL_SECONDS`,
+    /// `IDEMPOTENCY_KEYS_PER_SESSION`, `AUTO_ADVANCE_IDLE_CYCLES`,
+    /// `SESSION_IDLE_TTL_SECONDS`, `TOMBSTONE_TTL_SECONDS`.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let d = Settings::default();
+        const DAY: u64 = 86_400;
         Ok(Settings {
             shards: self.number("SHARDS", d.shards.into(), 1, 1024)? as u16,
             switch_limit: self.number("SWITCH_RATE_LIMIT", d.switch_limit, 0, 1_000_000)?,
-            base_ttl_s: self.number("STATE_TTL_SECONDS", d.base_ttl_s, 60, 30 * 86_400)?,
+            base_ttl_s: self.number("STATE_TTL_SECONDS", d.base_ttl_s, 60, 30 * DAY)?,
             idempotency_ttl_s: self.number(
                 "IDEMPOTENCY_TTL_SECONDS",
                 d.idempotency_ttl_s,
                 1,
-                30 * 86_400,
+                30 * DAY,
+            )?,
+            idempotency_keys: self.number(
+                "IDEMPOTENCY_KEYS_PER_SESSION",
+                d.idempotency_keys.into(),
+                1,
+                1024,
+            )? as u32,
+            max_idle_cycles: self.number(
+                "AUTO_ADVANCE_IDLE_CYCLES",
+                d.max_idle_cycles.into(),
+                0,
+                1_000_000,
+            )? as u32,
+            idle_ttl_s: self.number("SESSION_IDLE_TTL_SECONDS", d.idle_ttl_s, 60, 30 * DAY)?,
+            tombstone_ttl_s: self.number(
+                "TOMBSTONE_TTL_SECONDS",
+                d.tombstone_ttl_s,
+                1,
+                30 * DAY,
             )?,
         })
     }

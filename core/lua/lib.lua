@@ -6,15 +6,24 @@
 -- JSON, so the API JSON is rendered in Rust by the readers.
 --
 -- KEYS: 1 state  2 shard deadlines ZSET  3 shard audit stream
---       4 idempotency key  5 switch rate-limit key   (all in one hash slot)
+--       4 the session's idempotency HASH  5 switch rate-limit key
+--       6 tombstone of a deleted session   (all in one hash slot)
 -- ARGV: 1 now_ms ('' = Redis TIME; tests only)  2 session_id  3 channel
 --       4 expected_version ('' = any)  5 actor ('' = unknown)
---       6 idempotency ('1' = KEYS[4] is a real key)  7 idempotency TTL s
+--       6 Idempotency-Key ('' = none)  7 idempotency TTL s
 --       8 base state TTL s  9 switch limit per second (0 = off)
 --       10 payload (create: spec JSON; switch: next participant id)
 --       11 metadata JSON text (create only; '' = none)
 --       12 only if active ('1' = refuse unless the actor is the active participant)
+--       13 auto-advance idle cycles (0 = never stop)  14 idle TTL s
+--       15 tombstone TTL s  16 idempotency keys kept per session
+--       17 wake channel  18 shard
 -- Reply: { header JSON [, record] }.
+--
+-- The deadline ZSET holds each live session at its wake time: its clock's
+-- deadline, or its idle end. A write that puts a session before the shard's
+-- earliest entry publishes '<shard>:<ms>' on the wake channel, so the one
+-- scheduler that owns expiry can sleep until the earliest wake time.
 
 local floor, max, concat = math.floor, math.max, table.concat
 
@@ -31,7 +40,8 @@ local function str(x) if x == '-' then return nil end return x end
 local function dash(v) if v == nil then return '-' end return v end
 
 -- One match per line part: splitting with gmatch costs three times as much.
-local HEADER = '^R1|' .. string.rep('([^|]*)|', 17) .. '([^|\n]*)()'
+local HEADER = '^R2|' .. string.rep('([^|]*)|', 19) .. '([^|\n]*)()'
+local HEADER_R1 = '^R1|' .. string.rep('([^|]*)|', 17) .. '([^|\n]*)()'
 local PARTICIPANT = '^|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n]*)()'
 
 -- A state: the record's fields, `active` as a 1-based position, and each
@@ -39,14 +49,23 @@ local PARTICIPANT = '^|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n]*)
 -- model only carries stay text; encode_state writes them back unchanged.
 local function decode_state(raw)
   local sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-    created, _, _, _, expiry, count, pos = string.match(raw, HEADER)
+    created, updated, expiry, idle, reason, count, pos, _
+  if raw:sub(1, 3) == 'R1|' then
+    sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
+      created, updated, _, _, expiry, count, pos = string.match(raw, HEADER_R1)
+    idle, reason = '0', '-'
+  else
+    sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
+      created, updated, _, _, expiry, idle, reason, count, pos = string.match(raw, HEADER)
+  end
   active = num(active)
   local st = {
     session_id = sid, sync_mode = mode, status = status, version = tonumber(version),
     active = active and active + 1, total_time_ms = tonumber(total), time_per_cycle_ms = num(tpc),
     cycle_started_at = num(cs), session_started_at = str(started),
     session_completed_at = str(completed), increment_ms = tonumber(inc), max_time_ms = str(maxt),
-    created_at = created, cycle_expiry = str(expiry), participants = {},
+    created_at = created, updated_at = tonumber(updated), cycle_expiry = str(expiry),
+    idle_cycles = tonumber(idle), expiry_reason = str(reason), participants = {},
   }
   for k = 1, tonumber(count) do
     local id, index, bank, used, cycles, expired, group, next_pos = string.match(raw, PARTICIPANT, pos)
@@ -63,13 +82,13 @@ end
 
 local function encode_state(st)
   local t = {
-    'R1', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
+    'R2', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
     st.total_time_ms, dash(st.time_per_cycle_ms), dash(st.cycle_started_at),
     dash(st.session_started_at), dash(st.session_completed_at), st.increment_ms,
     dash(st.max_time_ms), st.created_at, st.updated_at, st.server_time_ms, dash(st.expires_at),
-    dash(st.cycle_expiry), #st.participants,
+    dash(st.cycle_expiry), st.idle_cycles, dash(st.expiry_reason), #st.participants,
   }
-  local n = 19
+  local n = 21
   for _, p in ipairs(st.participants) do
     t[n + 1], t[n + 2], t[n + 3], t[n + 4] = p.participant_id, p.participant_index, p.bank, p.time_used_ms
     t[n + 5], t[n + 6], t[n + 7] = p.cycle_count, p.has_expired and '1' or '0', p.group_id or '-'
@@ -113,6 +132,16 @@ end
 
 local function finish_as(st, status, at)
   st.active, st.status, st.cycle_started_at, st.session_completed_at = nil, status, nil, at
+  st.expiry_reason = nil
+end
+
+-- When the scheduler must look at the session next (mirrors view::wake_at).
+local function wake_at(st)
+  local d = deadline(st)
+  if d then return d end
+  local s = st.status
+  if s == 'expired' or s == 'completed' or s == 'cancelled' then return nil end
+  return st.updated_at + tonumber(ARGV[14]) * 1000
 end
 
 local function bump(st, now)
@@ -123,10 +152,9 @@ end
 
 local function cycle_ms(st) return st.time_per_cycle_ms or st.total_time_ms end
 
-local function auto_advance(st, i, d1, now)
+local function auto_advance(st, i, d1, k)
   local ps = st.participants
   local n, c = #ps, cycle_ms(st)
-  local k = 1 + floor((now - d1) / c)
   local first_turn = ps[i].bank
   for j = 1, n do
     local d = (j - i) % n
@@ -144,19 +172,48 @@ local function auto_advance(st, i, d1, now)
   st.cycle_started_at = d1 + (k - 1) * c
 end
 
--- Applies a passed deadline; returns the event type and who ran out.
+-- Applies a passed deadline or idle end; returns the event type and who ran
+-- out (nil for an idle end).
 local function settle(st, now)
   local d = deadline(st)
-  if d == nil or now < d then return nil end
-  local i = st.active
-  local pid = st.participants[i].participant_id
-  if st.sync_mode == 'per_cycle' and st.cycle_expiry == 'auto_advance' then
-    auto_advance(st, i, d, now)
-    return 'cycle_expired', pid
+  if d == nil then
+    local idle_end = wake_at(st)
+    if idle_end == nil or now < idle_end then return nil end
+    if st.status == 'running' and st.active and st.cycle_started_at then
+      charge(st, st.active, max(0, idle_end - st.cycle_started_at))
+    end
+    finish_as(st, 'expired', idle_end)
+    st.expiry_reason = 'idle_timeout'
+    return 'session_expired', nil
   end
+  if now < d then return nil end
+  local i = st.active
+  local ends_at, reason = d, 'time_ran_out'
+  if st.sync_mode == 'per_cycle' and st.cycle_expiry == 'auto_advance' then
+    local c = cycle_ms(st)
+    local k = 1 + floor((now - d) / c)
+    local limit = tonumber(ARGV[13])
+    local room = math.huge
+    if limit > 0 then room = max(1, limit - st.idle_cycles) end
+    if k < room then
+      local pid = st.participants[i].participant_id
+      auto_advance(st, i, d, k)
+      st.idle_cycles = st.idle_cycles + k
+      return 'cycle_expired', pid
+    end
+    if room > 1 then
+      auto_advance(st, i, d, room - 1)
+      i = st.active
+      ends_at = d + (room - 1) * c
+    end
+    st.idle_cycles = st.idle_cycles + room
+    reason = 'idle_cycles'
+  end
+  local pid = st.participants[i].participant_id
   charge(st, i, st.participants[i].bank)
   st.participants[i].has_expired = true
-  finish_as(st, 'expired', d)
+  finish_as(st, 'expired', ends_at)
+  st.expiry_reason = reason
   return 'session_expired', pid
 end
 
@@ -282,6 +339,7 @@ local function initial_state(now)
     increment_ms = spec.increment_ms or 0, max_time_ms = maxt,
     created_at = now, updated_at = now, server_time_ms = now,
     metadata = ARGV[11] ~= '' and ARGV[11] or nil, cycle_expiry = nn(spec.cycle_expiry),
+    idle_cycles = 0,
   }
 end
 
@@ -297,23 +355,47 @@ local function xadd(ev)
   end
 end
 
--- Writes the final state, its deadline and TTL, publishes it, appends events.
+-- The shard's earliest scheduled session, as a JSON value for the expire
+-- reply (the scheduler sleeps until it).
+local function next_due()
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #head == 0 then return 'null' end
+  return '{"session_id":"' .. head[1] .. '","at_ms":' .. head[2] .. '}'
+end
+
+-- Schedules the session at `at` (nil: unschedules it), waking the scheduler
+-- when that is earlier than anything else in the shard.
+local function schedule(at)
+  if at == nil then
+    redis.call('ZREM', KEYS[2], ARGV[2])
+    return
+  end
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  redis.call('ZADD', KEYS[2], at, ARGV[2])
+  if #head == 0 or at < tonumber(head[2]) then
+    redis.call('PUBLISH', ARGV[17], ARGV[18] .. ':' .. at)
+  end
+end
+
+-- Writes the final state, its wake time and TTL (the wake time plus the base
+-- TTL: a backstop, the scheduler ends the session first), publishes it,
+-- appends the events.
 local function persist(st, now, events)
   local record = events[#events][4]
   local base = tonumber(ARGV[8]) * 1000
-  local d = st.expires_at
-  if d then
-    redis.call('SET', KEYS[1], record, 'PX', max(base, d - now + base))
-    redis.call('ZADD', KEYS[2], d, ARGV[2])
+  local at = wake_at(st)
+  if at then
+    redis.call('SET', KEYS[1], record, 'PX', max(base, at - now + base))
   else
     redis.call('SET', KEYS[1], record, 'PX', base)
-    redis.call('ZREM', KEYS[2], ARGV[2])
   end
+  schedule(at)
   redis.call('PUBLISH', ARGV[3], record)
   for _, ev in ipairs(events) do xadd(ev) end
 end
 
-local function event(events, st, t, now)
+local function event(events, st, t, now, by_command)
+  if by_command then st.idle_cycles = 0 end
   bump(st, now)
   events[#events + 1] = { t, st.version, now, encode_state(st) }
 end
@@ -330,6 +412,9 @@ local function dispatch(cmd, now)
   local raw = redis.call('GET', KEYS[1])
   if cmd == 'create' then
     if raw then return '"kind":"error","code":"SESSION_EXISTS"', nil, false end
+    if redis.call('EXISTS', KEYS[6]) == 1 then
+      return '"kind":"error","code":"SESSION_DELETED"', nil, false
+    end
     local st = initial_state(now)
     local record = encode_state(st)
     persist(st, now, { { 'session_created', 1, now, record } })
@@ -338,7 +423,8 @@ local function dispatch(cmd, now)
   if cmd == 'delete' then
     if not raw then return '"kind":"deleted","existed":false', nil, true end
     local version = decode_state(raw).version + 1
-    redis.call('DEL', KEYS[1], KEYS[5])
+    redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+    redis.call('SET', KEYS[6], version, 'EX', ARGV[15])
     redis.call('ZREM', KEYS[2], sid)
     redis.call('PUBLISH', ARGV[3], '{"type":"SESSION_DELETED","session_id":"' .. sid
       .. '","version":' .. version .. ',"server_time_ms":' .. now .. '}')
@@ -378,45 +464,81 @@ local function dispatch(cmd, now)
 
   local events = {}
   local settled, expired = settle(st, now)
-  if settled then event(events, st, settled, now) end
+  if settled then event(events, st, settled, now, false) end
   local err
   if cmd == 'expire' or cmd == 'switch' and settled then
     if not settled then
-      local d = deadline(st)
-      if d then redis.call('ZADD', KEYS[2], d, sid) else redis.call('ZREM', KEYS[2], sid) end
-      return '"kind":"not_due","status":"' .. st.status .. '","deadline_ms":' .. (d or 'null'), nil, true
+      local at = wake_at(st)
+      schedule(at)
+      return '"kind":"not_due","status":"' .. st.status .. '","deadline_ms":' .. (at or 'null'), nil, true
     end
   else
     local t
     t, err = cmds[cmd](st, now)
-    if t then event(events, st, t, now) end
+    if t then event(events, st, t, now, true) end
   end
   if #events > 0 then persist(st, now, events) end
   if err then return err, nil, false, rate end
   return state_header(expired), events[#events][4], true, rate
 end
 
+-- Idempotency: the session's HASH KEYS[4] maps each Idempotency-Key to
+-- 'cmd|fingerprint|stored_at_ms|' .. first header .. ['\n' .. record]; the
+-- field ' order' (a space: no key has one) lists the keys oldest first, and
+-- past ARGV[16] keys the oldest goes. An entry older than the TTL counts as
+-- absent. The fingerprint covers everything that makes the request itself.
+local ORDER = ' order'
+
+local function fingerprint()
+  return redis.sha1hex(ARGV[4] .. '\0' .. ARGV[5] .. '\0' .. ARGV[10] .. '\0' .. ARGV[11]
+    .. '\0' .. ARGV[12])
+end
+
+local function remember(cmd, fp, now, reply)
+  local key, keep = ARGV[6], tonumber(ARGV[16])
+  local order = {}
+  for k in string.gmatch(redis.call('HGET', KEYS[4], ORDER) or '', '%S+') do
+    if k ~= key then order[#order + 1] = k end
+  end
+  order[#order + 1] = key
+  local drop = #order - keep
+  if drop > 0 then
+    local gone = {}
+    for j = 1, drop do gone[j] = order[j] end
+    redis.call('HDEL', KEYS[4], unpack(gone))
+    local rest = {}
+    for j = drop + 1, #order do rest[#rest + 1] = order[j] end
+    order = rest
+  end
+  redis.call('HSET', KEYS[4], key, cmd .. '|' .. fp .. '|' .. now .. '|' .. reply,
+    ORDER, concat(order, ' '))
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+
 local function run(cmd)
   local now = now_ms()
   local idem = ARGV[6] ~= ''
+  local fp
   if idem then
-    local prev = redis.call('GET', KEYS[4])
+    fp = fingerprint()
+    local prev = redis.call('HGET', KEYS[4], ARGV[6])
     if prev then
-      local sep = string.find(prev, '|', 1, true)
-      if prev:sub(1, sep - 1) ~= cmd then
-        return { '{"replayed":false,"kind":"error","code":"IDEMPOTENCY_KEY_REUSED"}' }
+      local c, f, at, sep = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|()')
+      if tonumber(at) + tonumber(ARGV[7]) * 1000 > now then
+        if c ~= cmd or f ~= fp then
+          return { '{"replayed":false,"kind":"error","code":"IDEMPOTENCY_KEY_REUSED"}' }
+        end
+        local nl = string.find(prev, '\n', sep, true)
+        local header = '{"replayed":true' .. prev:sub(sep + 17, (nl or 0) - 1)
+        if nl then return { header, prev:sub(nl + 1) } end
+        return { header }
       end
-      local nl = string.find(prev, '\n', sep, true)
-      local header = '{"replayed":true' .. prev:sub(sep + 18, (nl or 0) - 1)
-      if nl then return { header, prev:sub(nl + 1) } end
-      return { header }
     end
   end
   local body, record, ok, rate = dispatch(cmd, now)
+  if cmd == 'expire' then body = body .. ',"next":' .. next_due() end
   local header = '{"replayed":false' .. (rate and (',"rate":' .. rate) or '') .. ',' .. body .. '}'
-  if idem and ok then
-    redis.call('SET', KEYS[4], cmd .. '|' .. header .. (record and ('\n' .. record) or ''), 'EX', ARGV[7])
-  end
+  if idem and ok then remember(cmd, fp, now, header .. (record and ('\n' .. record) or '')) end
   if record then return { header, record } end
   return { header }
 end

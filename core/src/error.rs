@@ -107,6 +107,13 @@ pub enum DomainError {
         /// The id asked for.
         session_id: String,
     },
+    /// `create` with the id of a session deleted less than
+    /// `TOMBSTONE_TTL_SECONDS` ago.
+    #[error("Session {session_id} was deleted recently; its id cannot be reused yet")]
+    SessionDeleted {
+        /// The id asked for.
+        session_id: String,
+    },
     /// The command is not allowed in the current status.
     #[error("{}", transition_message(.session_id, *.action, *.status))]
     InvalidTransition {
@@ -143,8 +150,9 @@ pub enum DomainError {
         /// The caller.
         participant_id: String,
     },
-    /// An idempotency key was reused for a different command.
-    #[error("Idempotency key was already used for a different command")]
+    /// An idempotency key was reused for a different command, or for the
+    /// same command with a different body or caller.
+    #[error("Idempotency key was already used for a different request")]
     IdempotencyKeyReused,
 }
 
@@ -167,6 +175,7 @@ impl DomainError {
             }
             DomainError::SessionNotFound { .. } => "SESSION_NOT_FOUND",
             DomainError::SessionExists { .. } => "SESSION_EXISTS",
+            DomainError::SessionDeleted { .. } => "SESSION_DELETED",
             DomainError::InvalidTransition { .. } => "INVALID_STATE_TRANSITION",
             DomainError::VersionConflict { .. } => "CONFLICT",
             DomainError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
@@ -182,7 +191,9 @@ impl DomainError {
             | DomainError::ParticipantNotFound { .. }
             | DomainError::InvalidTransition { .. } => 400,
             DomainError::SessionNotFound { .. } => 404,
-            DomainError::SessionExists { .. } | DomainError::VersionConflict { .. } => 409,
+            DomainError::SessionExists { .. }
+            | DomainError::SessionDeleted { .. }
+            | DomainError::VersionConflict { .. } => 409,
             DomainError::NotYourTurn { .. } => 403,
             DomainError::IdempotencyKeyReused => 422,
             DomainError::RateLimited { .. } => 429,

@@ -39,6 +39,15 @@ pub fn dead_letter_stream(shard: u16) -> String {
     format!("sk:{{{shard}}}:audit:dead")
 }
 
+/// The Pub/Sub channel on which a script that schedules a session earlier
+/// than anything else in its shard announces `<shard>:<epoch ms>`, waking the
+/// expiry scheduler.
+pub const WAKE_CHANNEL: &str = "sk:wake";
+
+/// The lease of the one gateway that runs the expiry scheduler
+/// (value: the holder's instance id).
+pub const EXPIRY_LEASE: &str = "sk:expiry:lease";
+
 /// The Pub/Sub channel of a session: `sk:ch:<session_id>`.
 pub fn channel(session_id: &str) -> String {
     format!("sk:ch:{session_id}")
@@ -59,7 +68,11 @@ pub struct SessionKeys {
     pub rate: String,
     /// `sk:ch:<session_id>`.
     pub channel: String,
-    idem_prefix: String,
+    /// `sk:{<shard>}:idem:<session_id>`: the HASH of stored first replies,
+    /// by `Idempotency-Key`.
+    pub idempotency: String,
+    /// `sk:{<shard>}:deleted:<session_id>`: the tombstone a delete leaves.
+    pub tombstone: String,
 }
 
 impl SessionKeys {
@@ -73,13 +86,9 @@ impl SessionKeys {
             audit: audit_stream(shard),
             rate: format!("sk:{{{shard}}}:rl:{session_id}"),
             channel: channel(session_id),
-            idem_prefix: format!("sk:{{{shard}}}:idem:{session_id}:"),
+            idempotency: format!("sk:{{{shard}}}:idem:{session_id}"),
+            tombstone: format!("sk:{{{shard}}}:deleted:{session_id}"),
         }
-    }
-
-    /// `sk:{<shard>}:idem:<session_id>:<key>`: a stored first reply.
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}{key}", self.idem_prefix)
     }
 }
 
@@ -101,7 +110,8 @@ mod tests {
             &k.deadlines,
             &k.audit,
             &k.rate,
-            &k.idempotency("x"),
+            &k.idempotency,
+            &k.tombstone,
         ] {
             assert!(key.contains(&tag), "{key}");
         }

@@ -29,4 +29,4 @@ pub mod ws;
 pub use command::{Command, CreateSpec, ParticipantSpec, Request};
 pub use error::{Action, DomainError, Issue, IssueCode};
 pub use time::Timestamp;
-pub use types::{CycleExpiry, Metadata, Participant, Status, SyncMode, SyncState};
+pub use types::{CycleExpiry, ExpiryReason, Metadata, Participant, Status, SyncMode, SyncState};

@@ -5,11 +5,15 @@
 //! audit events and published messages. A behaviour change touches both.
 //!
 //! Order of checks in every command (the scripts follow it too):
-//! 1. existence (`create`: absence), 2. expected version, 3. whose turn it
+//! 1. existence (`create`: absence, and no tombstone of a deleted session
+//!    with this id), 2. expected version, 3. whose turn it
 //!    is (only with [`Request::only_if_active`]), 4. the switch rate limit,
 //!    5. **settle**: a running session whose deadline has passed is first
 //!    expired at its deadline (or, `per_cycle` with `auto_advance`, its
-//!    timed-out turns are passed on), 6. the command itself.
+//!    timed-out turns are passed on, until [`Ctx::max_idle_cycles`] turns in a
+//!    row have run out with no command: then it expires), and a live session
+//!    without a deadline that has seen no command for [`Ctx::idle_ttl_ms`]
+//!    expires at that idle end, 6. the command itself.
 //!
 //! A `switch` that arrives after the deadline does not switch: it returns the
 //! settled state with `expired_participant_id`. Any other command is applied
@@ -23,8 +27,8 @@ use crate::error::{Action, DomainError};
 use crate::rate::{self, RateInfo, RateWindow};
 use crate::record;
 use crate::time::Timestamp;
-use crate::types::{CycleExpiry, Participant, Status, SyncMode, SyncState};
-use crate::view::{bank_sharers, deadline_ms, group_key, has_bank};
+use crate::types::{CycleExpiry, ExpiryReason, Participant, Status, SyncMode, SyncState};
+use crate::view::{bank_sharers, deadline_ms, group_key, has_bank, wake_at};
 
 /// Inputs that are not part of the stored state.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +37,29 @@ pub struct Ctx {
     pub now_ms: i64,
     /// Switches allowed per session per second; 0 = unlimited.
     pub switch_limit: u64,
+    /// `per_cycle` + `auto_advance`: the session expires when this many turns
+    /// in a row have run out with no command; 0 = never.
+    pub max_idle_cycles: i64,
+    /// A live session without a deadline expires this long after its last
+    /// command (ms).
+    pub idle_ttl_ms: i64,
+    /// Whether a tombstone of a deleted session with this id lives.
+    pub tombstone: bool,
+}
+
+impl Ctx {
+    /// A context at `now_ms` with the deployment defaults
+    /// ([`crate::script::Settings::default`]).
+    pub fn at(now_ms: i64) -> Ctx {
+        let s = crate::script::Settings::default();
+        Ctx {
+            now_ms,
+            switch_limit: 0,
+            max_idle_cycles: s.max_idle_cycles as i64,
+            idle_ttl_ms: s.idle_ttl_s as i64 * 1000,
+            tombstone: false,
+        }
+    }
 }
 
 /// A successful reply.
@@ -74,6 +101,8 @@ pub struct Outcome {
     pub reply: Result<Reply, DomainError>,
     /// Rate-limit header values (switch only, when a limit is set).
     pub rate: Option<RateInfo>,
+    /// Whether a tombstone of the id lives after the call (`delete` leaves one).
+    pub tombstone: bool,
 }
 
 /// Applies `req` to the stored state at `ctx.now_ms`.
@@ -90,6 +119,7 @@ pub fn apply(
         published: None,
         reply: Ok(Reply::Deleted { existed: false }),
         rate: None,
+        tombstone: ctx.tombstone,
     };
     let now = ctx.now_ms;
     let event = |t: EventType, st: &SyncState, version: u64| AuditEvent {
@@ -105,6 +135,12 @@ pub fn apply(
         Command::Create(spec) => {
             if stored.is_some() {
                 out.reply = Err(DomainError::SessionExists {
+                    session_id: req.session_id.clone(),
+                });
+                return out;
+            }
+            if ctx.tombstone {
+                out.reply = Err(DomainError::SessionDeleted {
                     session_id: req.session_id.clone(),
                 });
                 return out;
@@ -130,6 +166,7 @@ pub fn apply(
                 });
                 out.state = None;
                 out.rate_window = None;
+                out.tombstone = true;
             }
             out.reply = Ok(Reply::Deleted {
                 existed: stored.is_some(),
@@ -179,7 +216,7 @@ pub fn apply(
 
     let mut st = stored.clone();
     let mut changed = false;
-    let settled = settle(&mut st, now);
+    let settled = settle(&mut st, now, ctx);
     if let Some((t, _)) = &settled {
         bump(&mut st, now);
         out.events.push(event(*t, &st, st.version));
@@ -191,7 +228,7 @@ pub fn apply(
         Command::Expire => {
             out.reply = Ok(Reply::NotDue {
                 status: st.status,
-                deadline_ms: deadline_ms(&st),
+                deadline_ms: wake_at(&st, ctx.idle_ttl_ms),
             });
             return out;
         }
@@ -208,13 +245,14 @@ pub fn apply(
     out.reply = match result {
         Ok(t) => {
             if let Some(t) = t {
+                st.idle_cycles = 0;
                 bump(&mut st, now);
                 out.events.push(event(t, &st, st.version));
                 changed = true;
             }
             Ok(Reply::State {
                 state: Box::new(st.clone()),
-                expired_participant_id: settled.map(|(_, p)| p),
+                expired_participant_id: settled.and_then(|(_, p)| p),
             })
         }
         Err(e) => Err(e),
@@ -284,6 +322,8 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
         server_time_ms: now,
         expires_at: None,
         cycle_expiry: spec.cycle_expiry,
+        idle_cycles: 0,
+        expiry_reason: None,
     }
 }
 
@@ -326,40 +366,79 @@ fn set_active(st: &mut SyncState, i: Option<usize>) {
 }
 
 fn end(st: &mut SyncState, status: Status, at: i64) {
+    st.expiry_reason = None;
     set_active(st, None);
     st.status = status;
     st.cycle_started_at = None;
     st.session_completed_at = Some(Timestamp(at));
 }
 
-/// Applies a passed deadline. Returns the event and the participant whose
-/// time ran out, or `None` if nothing was due.
-fn settle(st: &mut SyncState, now: i64) -> Option<(EventType, String)> {
-    let deadline = deadline_ms(st)?;
+/// Applies a passed deadline or idle end. Returns the event and the
+/// participant whose time ran out (none for an idle end), or `None` if
+/// nothing was due.
+fn settle(st: &mut SyncState, now: i64, ctx: &Ctx) -> Option<(EventType, Option<String>)> {
+    let Some(deadline) = deadline_ms(st) else {
+        let idle_end = wake_at(st, ctx.idle_ttl_ms)?;
+        if now < idle_end {
+            return None;
+        }
+        if let Some((i, _)) = running_turn(st, idle_end) {
+            let started = st.cycle_started_at.map_or(idle_end, Timestamp::ms);
+            charge(st, i, (idle_end - started).max(0));
+        }
+        end(st, Status::Expired, idle_end);
+        st.expiry_reason = Some(ExpiryReason::IdleTimeout);
+        return Some((EventType::SessionExpired, None));
+    };
     if now < deadline {
         return None;
     }
-    let i = st.active_index()?;
-    let expired = st.participants[i].participant_id.clone();
+    let mut i = st.active_index()?;
+    let mut ends_at = deadline;
+    let mut reason = ExpiryReason::TimeRanOut;
     if st.sync_mode == SyncMode::PerCycle && st.cycle_expiry == Some(CycleExpiry::AutoAdvance) {
-        auto_advance(st, i, deadline, now);
-        return Some((EventType::CycleExpired, expired));
+        let c = cycle_ms(st);
+        let k = 1 + (now - deadline) / c;
+        // Turns that may still run out before the idle limit ends the session.
+        let room = match ctx.max_idle_cycles {
+            0 => i64::MAX,
+            max => (max - st.idle_cycles).max(1),
+        };
+        if k < room {
+            let expired = st.participants[i].participant_id.clone();
+            auto_advance(st, i, deadline, k);
+            st.idle_cycles += k;
+            return Some((EventType::CycleExpired, Some(expired)));
+        }
+        // The `room`-th turn in a row to run out ends the session.
+        if room > 1 {
+            auto_advance(st, i, deadline, room - 1);
+            i = st.active_index()?;
+            ends_at = deadline + (room - 1) * c;
+        }
+        st.idle_cycles += room;
+        reason = ExpiryReason::IdleCycles;
     }
+    let expired = st.participants[i].participant_id.clone();
     let bank = st.participants[i].time_remaining_ms;
     charge(st, i, bank);
     st.participants[i].has_expired = true;
-    end(st, Status::Expired, deadline);
-    Some((EventType::SessionExpired, expired))
+    end(st, Status::Expired, ends_at);
+    st.expiry_reason = Some(reason);
+    Some((EventType::SessionExpired, Some(expired)))
 }
 
-/// `per_cycle` + `auto_advance`: every turn that ran out between the first
-/// deadline `d1` and `now` is charged a full cycle (the first one what was
-/// left of it) and counted, its participant flagged `has_expired`, and the turn
-/// continues with whoever is next, from the last deadline on.
-fn auto_advance(st: &mut SyncState, i: usize, d1: i64, now: i64) {
+fn cycle_ms(st: &SyncState) -> i64 {
+    st.time_per_cycle_ms.unwrap_or(st.total_time_ms)
+}
+
+/// `per_cycle` + `auto_advance`: the `k` turns that ran out from the first
+/// deadline `d1` on are each charged a full cycle (the first one what was
+/// left of it) and counted, their participants flagged `has_expired`, and the
+/// turn continues with whoever is next, from the last of those deadlines on.
+fn auto_advance(st: &mut SyncState, i: usize, d1: i64, k: i64) {
     let n = st.participants.len() as i64;
-    let c = st.time_per_cycle_ms.unwrap_or(st.total_time_ms);
-    let k = 1 + (now - d1) / c;
+    let c = cycle_ms(st);
     let first_turn = st.participants[i].time_remaining_ms;
     for j in 0..n {
         let d = (j - i as i64).rem_euclid(n);
@@ -450,7 +529,7 @@ fn switch(st: &mut SyncState, next: Option<&str>, now: i64) -> Result<EventType,
     st.participants[i].cycle_count += 1;
     let target = named.unwrap_or_else(|| rotation(st, i));
     if st.sync_mode == SyncMode::PerCycle {
-        let c = st.time_per_cycle_ms.unwrap_or(st.total_time_ms);
+        let c = cycle_ms(st);
         set_bank(st, i, c);
         set_bank(st, target, c);
     }

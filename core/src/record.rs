@@ -9,9 +9,10 @@
 //! verbatim:
 //!
 //! ```text
-//! R1|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
+//! R2|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
 //!   |cycle_started_at|session_started_at|session_completed_at|increment_ms|max_time_ms
-//!   |created_at|updated_at|server_time_ms|expires_at|cycle_expiry|participant_count
+//!   |created_at|updated_at|server_time_ms|expires_at|cycle_expiry|idle_cycles
+//!   |expiry_reason|participant_count
 //!   (|participant_id|participant_index|bank_ms|time_used_ms|cycle_count|has_expired|group_id)*
 //! [\n metadata]
 //! ```
@@ -19,14 +20,20 @@
 //! Times are epoch ms, `-` is null, `has_expired` is `0`/`1`, the active
 //! participant is given by its position, and a participant's
 //! `total_time_ms` and `time_remaining_ms` are both its bank.
+//!
+//! `R1` records (written before `idle_cycles` and `expiry_reason` existed:
+//! no such two fields) are still read, as `idle_cycles` 0 and no reason.
 
 use crate::time::Timestamp;
-use crate::types::{CycleExpiry, Metadata, Participant, Status, SyncMode, SyncState};
+use crate::types::{CycleExpiry, ExpiryReason, Metadata, Participant, Status, SyncMode, SyncState};
 use std::fmt::Write;
 
 /// The first field of every record (format version).
-pub const TAG: &str = "R1";
-const HEADER_FIELDS: usize = 19;
+pub const TAG: &str = "R2";
+/// The earlier format, still read.
+const TAG_R1: &str = "R1";
+const HEADER_FIELDS: usize = 21;
+const HEADER_FIELDS_R1: usize = 19;
 const PARTICIPANT_FIELDS: usize = 7;
 
 /// Why a text is not a valid record.
@@ -72,6 +79,8 @@ pub fn encode(st: &SyncState) -> String {
     .expect("write to String");
     opt(&mut out, st.expires_at.map(Timestamp::ms));
     opt(&mut out, st.cycle_expiry.map(CycleExpiry::as_str));
+    write!(out, "|{}", st.idle_cycles).expect("write to String");
+    opt(&mut out, st.expiry_reason.map(ExpiryReason::as_str));
     write!(out, "|{}", st.participants.len()).expect("write to String");
     for p in &st.participants {
         write!(
@@ -102,7 +111,12 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
         None => (text, None),
     };
     let f: Vec<&str> = line.split('|').collect();
-    if f.len() < HEADER_FIELDS || f[0] != TAG {
+    let header = match f.first() {
+        Some(&TAG) => HEADER_FIELDS,
+        Some(&TAG_R1) => HEADER_FIELDS_R1,
+        _ => return Err(bad("not a record")),
+    };
+    if f.len() < header {
         return Err(bad("not a record"));
     }
     let int = |i: usize| -> Result<i64, BadRecord> {
@@ -117,14 +131,14 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
         }
     };
     let opt_ts = |i: usize| opt_int(i).map(|v| v.map(Timestamp));
-    let n = usize::try_from(int(18)?).map_err(|_| bad("participant count"))?;
-    if f.len() != HEADER_FIELDS + n * PARTICIPANT_FIELDS {
+    let n = usize::try_from(int(header - 1)?).map_err(|_| bad("participant count"))?;
+    if f.len() != header + n * PARTICIPANT_FIELDS {
         return Err(bad("field count"));
     }
     let active = opt_int(5)?;
     let mut participants = Vec::with_capacity(n);
     for k in 0..n {
-        let b = HEADER_FIELDS + k * PARTICIPANT_FIELDS;
+        let b = header + k * PARTICIPANT_FIELDS;
         let bank = int(b + 2)?;
         participants.push(Participant {
             participant_id: f[b].to_string(),
@@ -183,6 +197,11 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
             "auto_advance" => Some(CycleExpiry::AutoAdvance),
             _ => return Err(bad("cycle_expiry")),
         },
+        idle_cycles: if header == HEADER_FIELDS { int(18)? } else { 0 },
+        expiry_reason: match (header == HEADER_FIELDS).then(|| f[19]) {
+            None | Some("-") => None,
+            Some(r) => Some(ExpiryReason::parse(r).ok_or_else(|| bad("expiry_reason"))?),
+        },
     })
 }
 
@@ -226,19 +245,36 @@ mod tests {
             server_time_ms: 1_795_455_546_123,
             expires_at: Some(Timestamp(1_795_455_548_124)),
             cycle_expiry: Some(CycleExpiry::AutoAdvance),
+            idle_cycles: 3,
+            expiry_reason: None,
         }
     }
 
     #[test]
     fn round_trips() {
         for m in [None, Some(r#"{"a":"x|y\nz","b":[1,2]}"#)] {
-            let st = sample(m);
+            let mut st = sample(m);
             let text = encode(&st);
             assert!(
-                text.starts_with("R1|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
+                text.starts_with("R2|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
             );
-            assert_eq!(decode(&text), Ok(st));
+            assert_eq!(decode(&text), Ok(st.clone()));
+            st.status = Status::Expired;
+            st.expiry_reason = Some(ExpiryReason::IdleCycles);
+            assert_eq!(decode(&encode(&st)), Ok(st));
         }
+    }
+
+    #[test]
+    fn r1_records_are_still_read() {
+        let mut st = sample(None);
+        let r2 = encode(&st);
+        let r1 = format!(
+            "R1{}",
+            r2[2..].replacen("|auto_advance|3|-|", "|auto_advance|", 1)
+        );
+        st.idle_cycles = 0;
+        assert_eq!(decode(&r1), Ok(st));
     }
 
     #[test]
@@ -248,6 +284,8 @@ mod tests {
             "",
             "R1",
             "R2|x",
+            "R3|x",
+            &good.replace("|auto_advance|3|-|", "|auto_advance|3|bored|"),
             "{\"session_id\":1}",
             &good.replace("|12|", "|x|"),
             &good[..good.rfind('|').unwrap()],

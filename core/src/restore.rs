@@ -22,7 +22,7 @@ use crate::types::{Status, SyncState};
 ///     {"participant_id": "00000000-0000-4000-8000-00000000000b", "participant_index": 1, "total_time_ms": 60000}]});
 /// let spec = validate::validate_create(&body).unwrap();
 /// let id = spec.session_id.clone();
-/// let ctx = |now_ms| model::Ctx { now_ms, switch_limit: 0 };
+/// let ctx = model::Ctx::at;
 /// let st = model::initial_state(&spec, 1_000);
 /// let out = model::apply(Some(&st), None, &Request::new(&id, Command::Start), &ctx(2_000));
 /// let running = out.state.unwrap();
@@ -38,15 +38,7 @@ pub fn restored_state(last: &SyncState, last_version: u64, now_ms: i64) -> SyncS
         // already had running (an auto-advanced turn), never the outage.
         let at = last.updated_at.ms();
         let req = Request::new(&last.session_id, Command::Pause);
-        let out = model::apply(
-            Some(last),
-            None,
-            &req,
-            &Ctx {
-                now_ms: at,
-                switch_limit: 0,
-            },
-        );
+        let out = model::apply(Some(last), None, &req, &Ctx::at(at));
         if let Ok(Reply::State { state, .. }) = out.reply {
             st = *state;
         }

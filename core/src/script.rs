@@ -101,6 +101,16 @@ pub struct Settings {
     pub base_ttl_s: u64,
     /// How long a first reply is kept for idempotent retries, in seconds.
     pub idempotency_ttl_s: u64,
+    /// Stored first replies kept per session; past it the oldest goes.
+    pub idempotency_keys: u32,
+    /// `per_cycle` + `auto_advance`: turns in a row that may run out with no
+    /// command before the session expires; 0 = never.
+    pub max_idle_cycles: u32,
+    /// A live session without a deadline expires this long after its last
+    /// command, in seconds.
+    pub idle_ttl_s: u64,
+    /// How long a deleted session's id stays refused for `create`, in seconds.
+    pub tombstone_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -110,6 +120,10 @@ impl Default for Settings {
             switch_limit: crate::rate::DEFAULT_SWITCH_LIMIT,
             base_ttl_s: 3600,
             idempotency_ttl_s: 3600,
+            idempotency_keys: 32,
+            max_idle_cycles: 10,
+            idle_ttl_s: 86_400,
+            tombstone_ttl_s: 86_400,
         }
     }
 }
@@ -137,13 +151,13 @@ pub struct Call {
 /// Builds the invocation of `req`.
 pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
     let k = SessionKeys::new(&req.session_id, settings.shards);
-    let idem = opts.idempotency_key.as_deref();
     let keys = vec![
         k.state.clone(),
         k.deadlines.clone(),
         k.audit.clone(),
-        k.idempotency(idem.unwrap_or("")),
+        k.idempotency.clone(),
         k.rate.clone(),
+        k.tombstone.clone(),
     ];
     let (payload, metadata) = match &req.command {
         Command::Create(spec) => (
@@ -169,13 +183,19 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
             .map(|v| v.to_string())
             .unwrap_or_default(),
         req.actor.clone().unwrap_or_default(),
-        if idem.is_some() { "1" } else { "" }.to_string(),
+        opts.idempotency_key.clone().unwrap_or_default(),
         settings.idempotency_ttl_s.max(1).to_string(),
         settings.base_ttl_s.max(1).to_string(),
         settings.switch_limit.to_string(),
         payload,
         metadata,
         if req.only_if_active { "1" } else { "" }.to_string(),
+        settings.max_idle_cycles.to_string(),
+        settings.idle_ttl_s.max(1).to_string(),
+        settings.tombstone_ttl_s.max(1).to_string(),
+        settings.idempotency_keys.max(1).to_string(),
+        crate::keys::WAKE_CHANNEL.to_string(),
+        k.shard.to_string(),
     ];
     Call {
         script: for_command(&req.command),
@@ -193,6 +213,17 @@ pub struct ScriptReply {
     pub rate: Option<RateInfo>,
     /// The outcome.
     pub result: Result<Reply, DomainError>,
+    /// `expire` only: the shard's earliest scheduled session after the call.
+    pub next_due: Option<Due>,
+}
+
+/// A scheduled session: the head of a shard's deadline ZSET.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Due {
+    /// The session.
+    pub session_id: String,
+    /// Its wake time (epoch ms).
+    pub at_ms: i64,
 }
 
 /// A reply the scripts never give (a bug or a foreign script).
@@ -215,6 +246,7 @@ struct Header {
     expected_version: Option<u64>,
     actual_version: Option<u64>,
     retry_after_seconds: Option<u64>,
+    next: Option<Due>,
 }
 
 /// Parses a script reply for a request on `session_id`: a JSON header and,
@@ -244,6 +276,7 @@ pub fn parse_reply<S: AsRef<str>>(parts: &[S], session_id: &str) -> Result<Scrip
         "error" => Err(match w.code.as_deref().ok_or_else(bad)? {
             "SESSION_NOT_FOUND" => DomainError::SessionNotFound { session_id: sid() },
             "SESSION_EXISTS" => DomainError::SessionExists { session_id: sid() },
+            "SESSION_DELETED" => DomainError::SessionDeleted { session_id: sid() },
             "INVALID_STATE_TRANSITION" => DomainError::InvalidTransition {
                 session_id: sid(),
                 action: w.action.ok_or_else(bad)?,
@@ -271,6 +304,7 @@ pub fn parse_reply<S: AsRef<str>>(parts: &[S], session_id: &str) -> Result<Scrip
         replayed: w.replayed,
         rate: w.rate,
         result,
+        next_due: w.next,
     })
 }
 

@@ -134,6 +134,43 @@ impl CycleExpiry {
     }
 }
 
+/// **[ext]** Why an `expired` session ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryReason {
+    /// A participant's (or the session's) time ran out.
+    TimeRanOut,
+    /// `per_cycle` with `auto_advance`: the configured number of turns in a row
+    /// ran out with no command (`AUTO_ADVANCE_IDLE_CYCLES`).
+    IdleCycles,
+    /// No deadline and no command for `SESSION_IDLE_TTL_SECONDS`
+    /// (a pending or paused session, or an uncapped `count_up`).
+    IdleTimeout,
+}
+
+impl ExpiryReason {
+    /// Every reason.
+    pub const ALL: [ExpiryReason; 3] = [
+        ExpiryReason::TimeRanOut,
+        ExpiryReason::IdleCycles,
+        ExpiryReason::IdleTimeout,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiryReason::TimeRanOut => "time_ran_out",
+            ExpiryReason::IdleCycles => "idle_cycles",
+            ExpiryReason::IdleTimeout => "idle_timeout",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<ExpiryReason> {
+        ExpiryReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// One participant of a session.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Participant {
@@ -246,6 +283,17 @@ pub struct SyncState {
     /// **[ext]** `per_cycle` only: what a timed-out turn does (omitted when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycle_expiry: Option<CycleExpiry>,
+    /// **[ext]** `per_cycle` with `auto_advance`: turns in a row that ran out
+    /// with no command (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub idle_cycles: i64,
+    /// **[ext]** Why an `expired` session ended (omitted otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_reason: Option<ExpiryReason>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl SyncState {

@@ -41,6 +41,18 @@ pub fn deadline_ms(st: &SyncState) -> Option<i64> {
     Some(st.cycle_started_at?.ms() + st.participants[i].time_remaining_ms)
 }
 
+/// When the scheduler must next look at a session: its clock's deadline, or,
+/// for a live session without one (pending, paused, an uncapped `count_up`),
+/// its idle end `updated_at + idle_ttl_ms`. `None` once it has ended. This is
+/// the score of its entry in the shard's deadline ZSET.
+pub fn wake_at(st: &SyncState, idle_ttl_ms: i64) -> Option<i64> {
+    match deadline_ms(st) {
+        Some(d) => Some(d),
+        None if st.status.is_terminal() => None,
+        None => Some(st.updated_at.ms() + idle_ttl_ms),
+    }
+}
+
 /// A participant's clock at `now_ms`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Clock {
@@ -68,7 +80,7 @@ pub struct Clock {
 ///   {"participant_id": "00000000-0000-4000-8000-0000000000a2", "participant_index": 1, "total_time_ms": 60000}]});
 /// let spec = validate_create(&body).unwrap();
 /// let id = spec.session_id.clone();
-/// let ctx = |now_ms| Ctx { now_ms, switch_limit: 0 };
+/// let ctx = Ctx::at;
 /// let created = apply(None, None, &Request::new(&id, Command::Create(Box::new(spec))), &ctx(1_000)).state;
 /// let started = apply(created.as_ref(), None, &Request::new(&id, Command::Start), &ctx(2_000)).state.unwrap();
 /// let c = clocks(&started, 12_000);

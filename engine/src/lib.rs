@@ -150,7 +150,13 @@ impl Engine {
             .arg(st.version)
             .arg(now)
             .arg(self.settings.base_ttl_s.max(1))
-            .arg(actor.unwrap_or(""));
+            .arg(actor.unwrap_or(""))
+            .arg(
+                synckairos_core::view::wake_at(&st, self.settings.idle_ttl_s as i64 * 1000)
+                    .unwrap_or(now),
+            )
+            .arg(synckairos_core::keys::WAKE_CHANNEL)
+            .arg(k.shard);
         let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
         match reply.first().map(String::as_str) {
             Some("restored") => Ok(Some(st)),

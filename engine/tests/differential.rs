@@ -2,7 +2,8 @@
 //! through the Rust reference model and through the Lua scripts on a real
 //! redis-server; after every command the replies, the stored state (byte for
 //! byte), the audit events, the published message, the deadline ZSET entry
-//! and the rate-limit window must be identical.
+//! the rate-limit window and the tombstone must be identical. Idle limits are
+//! small here (3 idle cycles, 40 s idle TTL) so that random cases reach them.
 //!
 //! `DIFF_CASES` raises the case count (default 256 per mode, the CI minimum).
 
@@ -21,8 +22,8 @@ use synckairos_core::model::{self, Ctx, Reply};
 use synckairos_core::rate::{self, RateWindow};
 use synckairos_core::record;
 use synckairos_core::script::{CallOptions, Settings};
-use synckairos_core::view::deadline_ms;
-use synckairos_core::{Command, DomainError, Request, SyncMode, SyncState};
+use synckairos_core::view::{deadline_ms, wake_at};
+use synckairos_core::{Command, DomainError, ExpiryReason, Request, SyncMode, SyncState};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
 
@@ -227,6 +228,24 @@ struct Tally {
     conflicts: u64,
     at_deadline: u64,
     not_your_turn: u64,
+    idle_cycles_ended: u64,
+    idle_timeouts: u64,
+    recreate_refused: u64,
+    /// `per_cycle` (with `auto_advance` cases) must reach the idle-cycle end.
+    needs_idle_cycles: bool,
+}
+
+/// The harness's lifetimes: small, so that random cases reach them.
+const MAX_IDLE_CYCLES: u32 = 3;
+const IDLE_TTL_S: u64 = 40;
+
+fn settings(switch_limit: u64) -> Settings {
+    Settings {
+        switch_limit,
+        max_idle_cycles: MAX_IDLE_CYCLES,
+        idle_ttl_s: IDLE_TTL_S,
+        ..Settings::default()
+    }
 }
 
 struct Harness {
@@ -255,10 +274,7 @@ impl Harness {
     async fn new(server: &RedisServer) -> Harness {
         let mut engines = HashMap::new();
         for limit in [0, 2, 5] {
-            let settings = Settings {
-                switch_limit: limit,
-                ..Settings::default()
-            };
+            let settings = settings(limit);
             engines.insert(
                 limit,
                 Engine::connect(&server.url(), settings)
@@ -328,6 +344,7 @@ impl Harness {
 
         let mut state: Option<SyncState> = None;
         let mut window: Option<RateWindow> = None;
+        let mut tombstone = false;
         let mut now = c.start_ms;
         for (n, s) in c.steps.iter().enumerate() {
             now += s.delay_ms;
@@ -395,6 +412,9 @@ impl Harness {
             let ctx = Ctx {
                 now_ms: now,
                 switch_limit: c.switch_limit,
+                max_idle_cycles: MAX_IDLE_CYCLES.into(),
+                idle_ttl_ms: IDLE_TTL_S as i64 * 1000,
+                tombstone,
             };
             let at = format!("step {n} ({:?} at +{} ms)", s.op, now - c.start_ms);
 
@@ -413,6 +433,7 @@ impl Harness {
                 Err(DomainError::RateLimited { .. }) => tally.rate_limited += 1,
                 Err(DomainError::VersionConflict { .. }) => tally.conflicts += 1,
                 Err(DomainError::NotYourTurn { .. }) => tally.not_your_turn += 1,
+                Err(DomainError::SessionDeleted { .. }) => tally.recreate_refused += 1,
                 _ => {}
             }
             if expect.reply.is_err() {
@@ -423,7 +444,15 @@ impl Harness {
             }
             for e in &expect.events {
                 match e.event_type.as_str() {
-                    "session_expired" => tally.expired += 1,
+                    "session_expired" => {
+                        tally.expired += 1;
+                        let st = record::decode(&e.snapshot).expect("model record");
+                        match st.expiry_reason {
+                            Some(ExpiryReason::IdleCycles) => tally.idle_cycles_ended += 1,
+                            Some(ExpiryReason::IdleTimeout) => tally.idle_timeouts += 1,
+                            _ => {}
+                        }
+                    }
                     "cycle_expired" => tally.auto_advanced += 1,
                     _ => {}
                 }
@@ -475,9 +504,18 @@ impl Harness {
             same!(
                 "deadline entry",
                 score,
-                expect.state.as_ref().and_then(deadline_ms),
+                expect
+                    .state
+                    .as_ref()
+                    .and_then(|st| wake_at(st, ctx.idle_ttl_ms)),
                 at
             );
+            let tomb: bool = redis::cmd("EXISTS")
+                .arg(&keys.tombstone)
+                .query_async(&mut conn)
+                .await
+                .expect("EXISTS");
+            same!("tombstone", tomb, expect.tombstone, at);
 
             let rl: Option<String> = redis::cmd("GET")
                 .arg(&keys.rate)
@@ -502,6 +540,7 @@ impl Harness {
             }
             state = expect.state;
             window = expect.rate_window;
+            tombstone = expect.tombstone;
         }
         Ok(())
     }
@@ -516,6 +555,9 @@ impl Tally {
             && self.not_your_turn > 0
             && self.at_deadline > 0
             && self.settled_then_refused > 0
+            && self.idle_timeouts > 0
+            && self.recreate_refused > 0
+            && (self.idle_cycles_ended > 0 || !self.needs_idle_cycles)
     }
 }
 
@@ -534,7 +576,10 @@ fn run_mode(mode: SyncMode) {
         .expect("runtime");
     let server = RedisServer::start();
     let harness = std::cell::RefCell::new(rt.block_on(Harness::new(&server)));
-    let tally = std::cell::RefCell::new(Tally::default());
+    let tally = std::cell::RefCell::new(Tally {
+        needs_idle_cycles: mode == SyncMode::PerCycle,
+        ..Tally::default()
+    });
     // Batches of random cases until every interesting path below has been
     // hit (rare ones, like a rate limit in `global`, can miss one batch),
     // at most four: the paths must be reached, but by chance, not by a
@@ -577,6 +622,17 @@ fn run_mode(mode: SyncMode) {
         tally.settled_then_refused > 0,
         "no settle-then-refuse exercised: {tally:?}"
     );
+    assert!(tally.idle_timeouts > 0, "no idle end exercised: {tally:?}");
+    assert!(
+        tally.recreate_refused > 0,
+        "no create of a deleted id exercised: {tally:?}"
+    );
+    if tally.needs_idle_cycles {
+        assert!(
+            tally.idle_cycles_ended > 0,
+            "no end after idle cycles exercised: {tally:?}"
+        );
+    }
 }
 
 #[test]

@@ -73,10 +73,7 @@ fn wall_ms() -> i64 {
 fn session_events(n: u128, switches: usize, now: i64) -> Vec<AuditEvent> {
     let id = uuid(0xb000_0000 + n);
     let req = create(&body(&id, "per_participant", 2, 86_400_000)).expect("valid body");
-    let ctx = |t| Ctx {
-        now_ms: t,
-        switch_limit: 0,
-    };
+    let ctx = Ctx::at;
     let mut out = model::apply(None, None, &req, &ctx(now));
     let mut events = std::mem::take(&mut out.events);
     let mut st = out.state;
