@@ -22,7 +22,7 @@
 --
 -- The deadline ZSET holds each live session at its wake time: its clock's
 -- deadline, or its idle end. A write that puts a session before the shard's
--- earliest entry publishes '<shard>:<ms>' on the wake channel, so the one
+-- earliest entry publishes '<shard>:<ms>:<session_id>' on the wake channel, so the one
 -- scheduler that owns expiry can sleep until the earliest wake time.
 
 local floor, max, concat = math.floor, math.max, table.concat
@@ -373,7 +373,7 @@ local function schedule(at)
   local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   redis.call('ZADD', KEYS[2], at, ARGV[2])
   if #head == 0 or at < tonumber(head[2]) then
-    redis.call('PUBLISH', ARGV[17], ARGV[18] .. ':' .. at)
+    redis.call('PUBLISH', ARGV[17], ARGV[18] .. ':' .. at .. ':' .. ARGV[2])
   end
 end
 

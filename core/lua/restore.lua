@@ -18,7 +18,7 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', wake - tonumber(ARGV[5]) + tonumber(AR
 local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 redis.call('ZADD', KEYS[2], wake, ARGV[1])
 if #head == 0 or wake < tonumber(head[2]) then
-  redis.call('PUBLISH', ARGV[9], ARGV[10] .. ':' .. wake)
+  redis.call('PUBLISH', ARGV[9], ARGV[10] .. ':' .. wake .. ':' .. ARGV[1])
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 if ARGV[7] ~= '' then

@@ -40,8 +40,8 @@ pub fn dead_letter_stream(shard: u16) -> String {
 }
 
 /// The Pub/Sub channel on which a script that schedules a session earlier
-/// than anything else in its shard announces `<shard>:<epoch ms>`, waking the
-/// expiry scheduler.
+/// than anything else in its shard announces `<shard>:<epoch ms>:<session_id>`,
+/// waking the expiry scheduler.
 pub const WAKE_CHANNEL: &str = "sk:wake";
 
 /// The lease of the one gateway that runs the expiry scheduler

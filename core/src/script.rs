@@ -68,6 +68,10 @@ static DELETE: Script = script!("delete");
 /// KEYS and ARGV (see `lua/restore.lua`).
 pub static RESTORE: Script = Script::new("restore", include_str!("../lua/restore.lua"));
 
+/// The expiry scheduler's lease, which also reads Redis `TIME`: standalone,
+/// with its own KEYS and ARGV (see `lua/lease.lua`).
+pub static LEASE: Script = Script::new("lease", include_str!("../lua/lease.lua"));
+
 /// Every command script, for preloading with `SCRIPT LOAD`.
 pub fn all() -> [&'static Script; 9] {
     [

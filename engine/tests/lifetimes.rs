@@ -455,13 +455,13 @@ async fn an_earlier_wake_time_wakes_the_scheduler_and_expire_names_the_next() {
     .await;
     assert_eq!(
         next_wake(&mut wakes).await,
-        Some(format!("0:{}", T0 + idle))
+        Some(format!("0:{}:{a}", T0 + idle))
     );
     // Starting it moves it earlier: a wake.
     at(&e, &cmd(&a, Command::Start), T0, None).await;
     assert_eq!(
         next_wake(&mut wakes).await,
-        Some(format!("0:{}", T0 + 10_000))
+        Some(format!("0:{}:{a}", T0 + 10_000))
     );
     // A later entry does not wake anyone.
     at(

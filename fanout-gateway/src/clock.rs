@@ -2,8 +2,11 @@
 //!
 //! NTP-style: a sample is `TIME` with the local clock read before and after;
 //! the offset assumes Redis answered in the middle of the round trip, so its
-//! error is at most half the round trip. Of the recent samples the one with
-//! the smallest round trip wins (the minimum-RTT filter).
+//! error is at most half the round trip. Samples are taken rarely (each
+//! renewal of the expiry lease carries one, see [`crate::expiry`]), so a
+//! sample's bound also grows with its age at the worst drift two quartz
+//! clocks are allowed ([`MAX_DRIFT_PPM`]); of the recent samples the one with
+//! the smallest bound now wins.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,6 +14,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// How many recent samples the filter chooses from.
 const WINDOW: usize = 16;
+
+/// The worst relative drift assumed between the local clock and Redis's
+/// (two clocks of ±100 ppm each), parts per million.
+pub const MAX_DRIFT_PPM: i64 = 200;
 
 /// One `TIME` exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +37,18 @@ impl Sample {
             rtt_us,
         }
     }
+
+    /// The error bound of this sample `age` after it was taken, µs: half
+    /// its round trip plus the drift since.
+    pub fn bound_us(&self, age: std::time::Duration) -> i64 {
+        self.rtt_us / 2 + age.as_micros() as i64 * MAX_DRIFT_PPM / 1_000_000
+    }
 }
 
 /// The estimate the gateway serves.
 #[derive(Default)]
 pub struct RedisClock {
-    samples: Mutex<VecDeque<Sample>>,
+    samples: Mutex<VecDeque<(Sample, Instant)>>,
 }
 
 /// The local wall clock (epoch ms).
@@ -47,19 +60,39 @@ pub fn local_ms() -> i64 {
 }
 
 impl RedisClock {
-    /// Records a sample.
-    pub fn add(&self, s: Sample) {
+    /// Records a sample taken at `taken`.
+    pub fn add_at(&self, s: Sample, taken: Instant) {
         let mut q = self.samples.lock().expect("clock lock");
         if q.len() == WINDOW {
             q.pop_front();
         }
-        q.push_back(s);
+        q.push_back((s, taken));
     }
 
-    /// The best recent sample, if any.
-    pub fn best(&self) -> Option<Sample> {
+    /// Records a sample taken now.
+    pub fn add(&self, s: Sample) {
+        self.add_at(s, Instant::now());
+    }
+
+    /// The recent sample with the smallest error bound now, and that bound
+    /// in µs.
+    pub fn best_with_bound(&self) -> Option<(Sample, i64)> {
         let q = self.samples.lock().expect("clock lock");
-        q.iter().min_by_key(|s| s.rtt_us).copied()
+        let now = Instant::now();
+        q.iter()
+            .map(|(s, at)| (*s, s.bound_us(now.saturating_duration_since(*at))))
+            .min_by_key(|(_, bound)| *bound)
+    }
+
+    /// How long ago the newest sample was taken.
+    pub fn last_sample_age(&self) -> Option<std::time::Duration> {
+        let q = self.samples.lock().expect("clock lock");
+        q.back().map(|(_, at)| at.elapsed())
+    }
+
+    /// The recent sample with the smallest error bound now, if any.
+    pub fn best(&self) -> Option<Sample> {
+        self.best_with_bound().map(|(s, _)| s)
     }
 
     /// Redis time now, by the estimate (the local clock until the first
@@ -68,7 +101,16 @@ impl RedisClock {
         local_ms() + self.best().map_or(0, |s| s.offset_ms)
     }
 
-    /// Takes one sample over `conn`.
+    /// Records the sample of an exchange that started at local time `t0_ms`
+    /// (`started` on the monotonic clock) and read Redis time `server_ms`.
+    pub fn record(&self, t0_ms: i64, started: Instant, server_ms: i64) -> Sample {
+        let rtt_us = started.elapsed().as_micros() as i64;
+        let sample = Sample::new(t0_ms, server_ms, rtt_us);
+        self.add(sample);
+        sample
+    }
+
+    /// Takes one sample over `conn` with `TIME`.
     pub async fn sample(
         &self,
         conn: &mut redis::aio::ConnectionManager,
@@ -76,10 +118,7 @@ impl RedisClock {
         let t0 = local_ms();
         let started = Instant::now();
         let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
-        let rtt_us = started.elapsed().as_micros() as i64;
-        let sample = Sample::new(t0, s * 1000 + us / 1000, rtt_us);
-        self.add(sample);
-        Ok(sample)
+        Ok(self.record(t0, started, s * 1000 + us / 1000))
     }
 }
 
@@ -108,6 +147,24 @@ mod tests {
             c.best().unwrap().offset_ms,
             5,
             "offset 7 minus half of 5 ms"
+        );
+    }
+
+    #[test]
+    fn an_old_sample_loses_to_a_fresh_one_once_its_drift_outweighs_its_round_trip() {
+        let c = RedisClock::default();
+        let now = Instant::now();
+        let long_ago = now - std::time::Duration::from_secs(60);
+        // 1 ms round trip a minute ago: 500 µs + 60 s × 200 ppm = 12.5 ms.
+        c.add_at(Sample::new(0, 10, 1_000), long_ago);
+        // 4 ms round trip now: 2 ms.
+        c.add_at(Sample::new(0, 20, 4_000), now);
+        let (best, bound) = c.best_with_bound().unwrap();
+        assert_eq!(best.rtt_us, 4_000);
+        assert!((2_000..2_100).contains(&bound), "{bound}");
+        assert_eq!(
+            Sample::new(0, 0, 1_000).bound_us(std::time::Duration::from_secs(60)),
+            12_500
         );
     }
 }

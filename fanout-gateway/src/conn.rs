@@ -26,6 +26,9 @@ pub async fn serve(
     m.connections.fetch_add(1, Relaxed);
     let outbox = Arc::new(Outbox::new(shared.config.max_control_queue));
     let alive = Arc::new(AtomicBool::new(true));
+    // Sessions the writer dropped because they were deleted: the reader
+    // forgets them before serving the next message.
+    let deleted: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write(
         Arc::clone(&shared),
@@ -33,6 +36,7 @@ pub async fn serve(
         Arc::clone(&outbox),
         Arc::clone(&alive),
         sid.clone(),
+        (id, Arc::clone(&deleted)),
     ));
 
     let mut watching: HashSet<String> = HashSet::new();
@@ -97,6 +101,9 @@ pub async fn serve(
             }
         };
         alive.store(true, Relaxed);
+        for gone in std::mem::take(&mut *deleted.lock().expect("deleted lock")) {
+            watching.remove(&gone);
+        }
         let t1 = shared.clock.now_ms();
         match ClientIn::parse(text.as_str()) {
             Err(why) => {
@@ -314,6 +321,7 @@ async fn write(
     outbox: Arc<Outbox>,
     alive: Arc<AtomicBool>,
     url_sid: String,
+    (conn_id, deleted): (u64, Arc<std::sync::Mutex<Vec<String>>>),
 ) {
     let m = &shared.metrics;
     let mut ping = tokio::time::interval(shared.config.ping_interval);
@@ -381,6 +389,13 @@ async fn write(
                                 }
                                 return;
                             }
+                            // A session watched by SUBSCRIBE: told, and
+                            // unsubscribed, so that a re-created session of
+                            // that id needs a fresh SUBSCRIBE and starts
+                            // its versions afresh on this socket.
+                            shared.hub.unwatch(&sid, conn_id);
+                            sent.remove(&sid);
+                            deleted.lock().expect("deleted lock").push(sid.clone());
                             text
                         }
                     }

@@ -1,100 +1,356 @@
-//! The expiry scheduler: applies the engine's `expire` command at each
-//! running session's deadline, so a clock that runs out is flagged even if
-//! nobody acts.
+//! The expiry scheduler: applies the engine's `expire` command at each live
+//! session's wake time (its clock's deadline, or its idle end), so a clock
+//! that runs out is flagged, and an abandoned session ends, even if nobody
+//! acts.
 //!
-//! Every gateway watches every shard's deadline ZSET. That is what makes it
-//! safe with any number of instances: the `expire` script is idempotent and
-//! guarded by the stored deadline, so when two gateways race, one applies
-//! the transition and the other gets a refusal; and when one gateway dies,
-//! the others still see its sessions' deadlines. Each round is one pipeline
-//! (the earliest due entries of every shard); between rounds it sleeps until
-//! the earliest known deadline, at most `POLL`, so a deadline set less than
-//! `POLL` ahead is the only one that can be flagged late by up to `POLL`.
+//! **One scheduler per deployment, sleeping until the next deadline.** Every
+//! gateway runs this task, but only the holder of a lease in Redis
+//! ([`EXPIRY_LEASE`], [`LEASE_TTL`]) schedules; the others only renew their
+//! bid. Each renewal also returns Redis `TIME`, which is the gateway's clock
+//! sample, so an idle gateway sends one command per [`RENEW_EVERY`] and
+//! nothing else. The holder knows each shard's earliest entry and sleeps
+//! until the earliest of them:
+//! - a script that schedules a session before its shard's earliest entry
+//!   publishes a wake-up on [`synckairos_core::keys::WAKE_CHANNEL`], to
+//!   which only the holder
+//!   subscribes;
+//! - the `expire` reply names the shard's next due session, so applying a
+//!   deadline costs that one command;
+//! - after taking the lease, and after the subscriber's link was lost (when
+//!   wake-ups may have been missed), it reads every shard's earliest entry
+//!   again (one pipeline).
+//!
+//! The `expire` script is idempotent and guarded by the stored state, so two
+//! holders for a moment (a renewal that came too late) only cost a refused
+//! call. When the holder dies, its lease runs out within [`LEASE_TTL`] and
+//! the next renewal of another gateway takes it: a takeover within
+//! `LEASE_TTL + RENEW_EVERY` ([`TAKEOVER_BOUND`]). A gateway that stops
+//! (SIGTERM) releases the lease, so another takes it within `RENEW_EVERY`.
 
 use crate::Shared;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
-use synckairos_core::keys::deadlines;
+use std::time::{Duration, Instant};
+use synckairos_core::keys::{deadlines, EXPIRY_LEASE};
 use synckairos_core::model::Reply;
-use synckairos_core::script::CallOptions;
+use synckairos_core::script::{CallOptions, Due, LEASE};
 use synckairos_core::{Command, Request};
 
-/// The longest sleep between rounds.
-pub const POLL: Duration = Duration::from_millis(20);
-/// Due entries taken per shard and round.
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_millis(3_000);
+/// How often every gateway renews (the holder) or bids for (the others) the
+/// lease; each is also a clock sample.
+pub const RENEW_EVERY: Duration = Duration::from_millis(1_500);
+/// The longest a dead holder's deadlines wait for another gateway.
+pub const TAKEOVER_BOUND: Duration = Duration::from_millis(4_500);
+/// Due entries taken at once from a shard when several are due.
 const BATCH: usize = 200;
+
+/// What the holder knows: each shard's earliest scheduled session.
+type Heads = HashMap<u16, Due>;
 
 /// Runs until `shared.stop` turns true.
 pub async fn run(shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
-    let shards = shared.config.api.settings.shards;
-    let keys: Vec<String> = (0..shards).map(deadlines).collect();
+    let instance = instance_id();
+    let mut holder = false;
+    let mut held_until = Instant::now();
+    let mut heads: Heads = HashMap::new();
+    let mut epoch = shared.hub.link_epoch();
+    let mut next_renew = Instant::now();
+    // A handful of quick clock samples first, for a good estimate at start.
+    warm_up_clock(&shared).await;
     loop {
-        let now = shared.clock.now_ms();
-        let mut conn = shared.engine.connection();
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(k)
-                .arg("-inf")
-                .arg(now)
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(BATCH);
-        }
-        for k in &keys {
-            pipe.cmd("ZRANGE").arg(k).arg(0).arg(0).arg("WITHSCORES");
-        }
-        let rounds: Result<Vec<Vec<(String, f64)>>, _> = pipe.query_async(&mut conn).await;
-        let mut sleep = POLL;
-        match rounds {
-            Ok(r) => {
-                let (due, next) = r.split_at(keys.len());
-                let jobs = due
-                    .iter()
-                    .flatten()
-                    .map(|(sid, deadline)| expire(&shared, sid, *deadline as i64));
-                futures::future::join_all(jobs).await;
-                if let Some(earliest) = next.iter().flatten().map(|(_, d)| *d as i64).min() {
-                    let wait = (earliest - shared.clock.now_ms()).max(0) as u64;
-                    sleep = sleep.min(Duration::from_millis(wait));
+        if Instant::now() >= next_renew {
+            let sent = Instant::now();
+            match lease(&shared, &instance, true).await {
+                Ok(held) => {
+                    if held {
+                        held_until = sent + LEASE_TTL;
+                    }
+                    if held && !holder {
+                        tracing::info!(instance, "expiry lease taken: this gateway schedules");
+                        shared.hub.want_wakes(true);
+                        heads = rescan(&shared).await.unwrap_or_default();
+                        epoch = shared.hub.link_epoch();
+                    }
+                    if !held && holder {
+                        tracing::info!(instance, "expiry lease lost");
+                        shared.hub.want_wakes(false);
+                        heads.clear();
+                    }
+                    holder = held;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry lease renewal failed");
+                    if holder && Instant::now() >= held_until {
+                        shared.hub.want_wakes(false);
+                        heads.clear();
+                        holder = false;
+                    }
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "expiry scan failed");
-                sleep = Duration::from_millis(500);
+            shared.metrics.expiry_leader.store(holder.into(), Relaxed);
+            next_renew = sent + RENEW_EVERY;
+        }
+        if holder {
+            let link = shared.hub.link_epoch();
+            if link != epoch {
+                // Wake-ups may have been missed while the link was down.
+                epoch = link;
+                if let Some(h) = rescan(&shared).await {
+                    heads = h;
+                }
+            }
+            for (shard, at_ms, session_id) in shared.hub.take_wakes() {
+                if heads.get(&shard).is_none_or(|d| at_ms < d.at_ms) {
+                    heads.insert(shard, Due { session_id, at_ms });
+                }
+            }
+            apply_due(&shared, &mut heads).await;
+        }
+        let mut sleep = next_renew.saturating_duration_since(Instant::now());
+        if holder {
+            if let Some(earliest) = heads.values().map(|d| d.at_ms).min() {
+                // At least 1 ms: when the estimate runs a little ahead of
+                // Redis, a head can be due here and not yet there.
+                let wait = (earliest - shared.clock.now_ms()).max(1) as u64;
+                sleep = sleep.min(Duration::from_millis(wait));
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
+            _ = shared.hub.wake.notified(), if holder => {}
+            _ = stop.changed() => {
+                if holder {
+                    let _ = lease(&shared, &instance, false).await;
+                    tracing::info!(instance, "expiry lease released");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Without the scheduler (`EXPIRY=off`) the clock is still sampled, at the
+/// same pace.
+pub async fn clock_only(shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    warm_up_clock(&shared).await;
+    let mut conn = shared.engine.connection();
+    loop {
+        match shared.clock.sample(&mut conn).await {
+            Ok(_) => publish_clock(&shared),
+            Err(e) => tracing::warn!(error = %e, "clock sample failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_EVERY) => {}
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn expire(shared: &Shared, sid: &str, deadline: i64) {
-    let req = Request::new(sid, Command::Expire);
+async fn warm_up_clock(shared: &Shared) {
+    let mut conn = shared.engine.connection();
+    for _ in 0..5 {
+        if shared.clock.sample(&mut conn).await.is_ok() {
+            publish_clock(shared);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn publish_clock(shared: &Shared) {
+    if let Some((best, bound_us)) = shared.clock.best_with_bound() {
+        let m = &shared.metrics;
+        m.clock_offset_ms.store(best.offset_ms, Relaxed);
+        m.clock_error_us.store(bound_us, Relaxed);
+    }
+}
+
+/// This process's id in the lease (host, pid and a random part).
+fn instance_id() -> String {
+    let host = std::env::var("FLY_MACHINE_ID")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "gateway".into());
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{host}:{}:{:08x}", std::process::id(), random as u32)
+}
+
+/// Takes or renews (`take`) or releases the lease; returns whether this
+/// gateway holds it, and records the clock sample the reply carries.
+async fn lease(shared: &Shared, instance: &str, take: bool) -> redis::RedisResult<bool> {
+    let mut conn = shared.engine.connection();
+    let t0 = crate::clock::local_ms();
+    let started = Instant::now();
+    let script = redis::Script::new(LEASE.source);
+    let (held, s, us): (i64, i64, i64) = script
+        .key(EXPIRY_LEASE)
+        .arg(instance)
+        .arg(LEASE_TTL.as_millis() as u64)
+        .arg(if take { "1" } else { "0" })
+        .invoke_async(&mut conn)
+        .await?;
+    shared.clock.record(t0, started, s * 1000 + us / 1000);
+    publish_clock(shared);
+    Ok(held == 1)
+}
+
+/// Every shard's earliest entry, in one pipeline.
+async fn rescan(shared: &Shared) -> Option<Heads> {
+    let shards = shared.config.api.settings.shards;
+    let mut pipe = redis::pipe();
+    for s in 0..shards {
+        pipe.cmd("ZRANGE")
+            .arg(deadlines(s))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+    }
+    let mut conn = shared.engine.connection();
+    match pipe.query_async::<Vec<Vec<(String, f64)>>>(&mut conn).await {
+        Ok(heads) => Some(
+            heads
+                .into_iter()
+                .enumerate()
+                .filter_map(|(s, h)| {
+                    let (session_id, at) = h.into_iter().next()?;
+                    Some((
+                        s as u16,
+                        Due {
+                            session_id,
+                            at_ms: at as i64,
+                        },
+                    ))
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "expiry rescan failed");
+            None
+        }
+    }
+}
+
+/// Applies every due head, shards in parallel; each shard's chain follows
+/// the `expire` replies' next due session.
+async fn apply_due(shared: &Shared, heads: &mut Heads) {
+    let now = shared.clock.now_ms();
+    let due: Vec<(u16, Due)> = heads
+        .iter()
+        .filter(|(_, d)| d.at_ms <= now)
+        .map(|(s, d)| (*s, d.clone()))
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let chains = due.into_iter().map(|(shard, head)| async move {
+        let next = drain_shard(shared, shard, head).await;
+        (shard, next)
+    });
+    for (shard, next) in futures::future::join_all(chains).await {
+        match next {
+            Ok(Some(d)) => {
+                heads.insert(shard, d);
+            }
+            Ok(None) => {
+                heads.remove(&shard);
+            }
+            // Keep the head: it is retried at the next round.
+            Err(()) => {}
+        }
+    }
+}
+
+/// Expires `head` and whatever else of `shard` is due; returns the shard's
+/// next head (`Err` when Redis failed: the caller retries). Stops when a
+/// round applied nothing (the estimate ran ahead of Redis: the caller waits).
+async fn drain_shard(shared: &Shared, shard: u16, head: Due) -> Result<Option<Due>, ()> {
+    let (applied, mut next) = expire(shared, &head).await?;
+    if !applied {
+        return Ok(next);
+    }
+    loop {
+        let now = shared.clock.now_ms();
+        match next {
+            Some(d) if d.at_ms <= now => {}
+            other => return Ok(other),
+        }
+        // Several due at once (a burst): take them together, in parallel,
+        // then ask for the head.
+        let mut conn = shared.engine.connection();
+        let batch: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(deadlines(shard))
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(BATCH)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "expiry scan failed"))?;
+        let jobs = batch.into_iter().map(|(session_id, at)| {
+            let d = Due {
+                session_id,
+                at_ms: at as i64,
+            };
+            async move { expire(shared, &d).await }
+        });
+        let mut applied = false;
+        for r in futures::future::join_all(jobs).await {
+            applied |= r?.0;
+        }
+        let h: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(deadlines(shard))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "expiry scan failed"))?;
+        next = h.into_iter().next().map(|(session_id, at)| Due {
+            session_id,
+            at_ms: at as i64,
+        });
+        if !applied {
+            return Ok(next);
+        }
+    }
+}
+
+/// One `expire`; returns whether it changed the session, and the shard's
+/// next due session from its reply.
+async fn expire(shared: &Shared, due: &Due) -> Result<(bool, Option<Due>), ()> {
+    let req = Request::new(&due.session_id, Command::Expire);
     match shared.engine.execute(&req, &CallOptions::default()).await {
         Ok(reply) => {
             // A state reply is a transition (expired, or the turn passed on
-            // for an auto-advancing per_cycle); the racing gateway gets a
+            // for an auto-advancing per_cycle); a racing holder gets a
             // refusal or NotDue instead.
+            let applied = matches!(&reply.result, Ok(Reply::State { .. }));
             if let Ok(Reply::State { state, .. }) = &reply.result {
                 shared.metrics.expired.fetch_add(1, Relaxed);
                 shared
                     .metrics
                     .expiry_lag
-                    .observe((shared.clock.now_ms() - deadline) as f64);
+                    .observe((shared.clock.now_ms() - due.at_ms).max(0) as f64);
                 tracing::info!(
-                    session_id = sid,
-                    deadline,
+                    session_id = due.session_id,
+                    deadline = due.at_ms,
                     status = state.status.as_str(),
                     "deadline applied"
                 );
             }
+            Ok((applied, reply.next_due))
         }
-        Err(e) => tracing::warn!(error = %e, session_id = sid, "expire failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, session_id = due.session_id, "expire failed");
+            Err(())
+        }
     }
 }

@@ -8,15 +8,18 @@
 //! watchers' outboxes, and after a lost link reconnects with backoff,
 //! resubscribes, and sends `STATE_SYNC` to the watchers of every session that
 //! moved on meanwhile (snapshots read in one pipeline).
+//!
+//! The same connection carries the expiry scheduler's wake-ups
+//! ([`WAKE_CHANNEL`]) while this gateway holds the expiry lease.
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed, Rendered, Snapshot};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synckairos_core::keys::{channel, SessionKeys};
+use synckairos_core::keys::{channel, SessionKeys, WAKE_CHANNEL};
 use synckairos_core::{record, SyncState};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -39,6 +42,14 @@ pub struct Hub {
     /// Subscribed and caught up (for `/ready`).
     pub linked: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Whether the wake channel is wanted (this gateway holds the lease).
+    wakes_wanted: AtomicBool,
+    /// Wake-ups received and not yet taken: (shard, epoch ms, session).
+    wakes: Mutex<Vec<(u16, i64, String)>>,
+    /// Signalled on a wake-up and on every (re)link.
+    pub wake: tokio::sync::Notify,
+    /// +1 on every (re)link: wake-ups may have been missed before it.
+    link_epoch: AtomicU64,
 }
 
 const CHANNEL_PREFIX: &str = "sk:ch:";
@@ -58,6 +69,10 @@ impl Hub {
             control: tx,
             linked: AtomicBool::new(false),
             metrics,
+            wakes_wanted: AtomicBool::new(false),
+            wakes: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            link_epoch: AtomicU64::new(0),
         });
         let task = subscriber(Arc::clone(&hub), client, shards, rx, stop);
         (hub, task)
@@ -112,7 +127,46 @@ impl Hub {
         }
     }
 
+    /// Subscribes to the wake channel (`true`) or unsubscribes.
+    pub fn want_wakes(&self, on: bool) {
+        self.wakes_wanted.store(on, Relaxed);
+        if !on {
+            self.wakes.lock().expect("wakes lock").clear();
+        }
+        let _ = self.control.send((WAKE_CHANNEL.to_string(), None));
+    }
+
+    /// The wake-ups received since the last call.
+    pub fn take_wakes(&self) -> Vec<(u16, i64, String)> {
+        std::mem::take(&mut *self.wakes.lock().expect("wakes lock"))
+    }
+
+    /// Counts the subscriber's links: a change means wake-ups may have been
+    /// missed while the link was down.
+    pub fn link_epoch(&self) -> u64 {
+        self.link_epoch.load(Relaxed)
+    }
+
+    fn woken(&self, payload: &str) {
+        let mut parts = payload.splitn(3, ':');
+        let parsed = (|| {
+            let shard = parts.next()?.parse().ok()?;
+            let at = parts.next()?.parse().ok()?;
+            Some((shard, at, parts.next()?.to_string()))
+        })();
+        match parsed {
+            Some(w) => {
+                self.wakes.lock().expect("wakes lock").push(w);
+                self.wake.notify_one();
+            }
+            None => tracing::warn!(payload, "unparseable wake-up skipped"),
+        }
+    }
+
     fn wanted(&self, session_id: &str) -> bool {
+        if session_id == WAKE_CHANNEL {
+            return self.wakes_wanted.load(Relaxed);
+        }
         self.watches
             .lock()
             .expect("hub lock")
@@ -241,7 +295,13 @@ async fn subscriber(
         let mut subscribed: HashSet<String> = HashSet::new();
         let watched = hub.watched();
         let mut ok = true;
-        for sid in &watched {
+        if hub.wakes_wanted.load(Relaxed) {
+            ok = sink.subscribe(WAKE_CHANNEL).await.is_ok();
+            if ok {
+                subscribed.insert(WAKE_CHANNEL.to_string());
+            }
+        }
+        for sid in watched.iter().filter(|_| ok) {
             if sink.subscribe(channel(sid)).await.is_err() {
                 ok = false;
                 break;
@@ -258,11 +318,19 @@ async fn subscriber(
         first = false;
         backoff = Duration::from_millis(50);
         hub.linked.store(true, Relaxed);
+        hub.link_epoch.fetch_add(1, Relaxed);
+        hub.wake.notify_one();
         tracing::info!(sessions = watched.len(), "redis subscriber linked");
         loop {
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
+                    if msg.get_channel_name() == WAKE_CHANNEL {
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            hub.woken(&payload);
+                        }
+                        continue;
+                    }
                     let Some(sid) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     match parse_message(&payload) {
@@ -273,9 +341,10 @@ async fn subscriber(
                 cmd = control.recv() => {
                     let Some((sid, ack)) = cmd else { return };
                     let want = hub.wanted(&sid);
+                    let name = if sid == WAKE_CHANNEL { sid.clone() } else { channel(&sid) };
                     let result = match (want, subscribed.contains(&sid)) {
-                        (true, false) => sink.subscribe(channel(&sid)).await.map(|()| { subscribed.insert(sid.clone()); }),
-                        (false, true) => sink.unsubscribe(channel(&sid)).await.map(|()| { subscribed.remove(&sid); }),
+                        (true, false) => sink.subscribe(name).await.map(|()| { subscribed.insert(sid.clone()); }),
+                        (false, true) => sink.unsubscribe(name).await.map(|()| { subscribed.remove(&sid); }),
                         _ => Ok(()),
                     };
                     if let Some(ack) = ack {

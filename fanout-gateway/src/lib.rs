@@ -164,13 +164,13 @@ pub async fn run(
         per_ip: Default::default(),
         open_per_ip: Default::default(),
     });
-    let mut tasks = vec![
-        tokio::spawn(subscriber),
-        tokio::spawn(clock_task(Arc::clone(&shared))),
-    ];
-    if shared.config.expiry {
-        tasks.push(tokio::spawn(expiry::run(Arc::clone(&shared))));
-    }
+    let tasks = vec![tokio::spawn(subscriber)];
+    // The scheduler's lease renewals are also the clock's samples.
+    let mut expiry_task = if shared.config.expiry {
+        tokio::spawn(expiry::run(Arc::clone(&shared)))
+    } else {
+        tokio::spawn(expiry::clock_only(Arc::clone(&shared)))
+    };
     let app = Router::new()
         .route("/ws", get(ws))
         .route("/ready", get(ready))
@@ -213,37 +213,19 @@ pub async fn run(
     while shared.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The scheduler releases its lease when it sees the stop.
+    if tokio::time::timeout(Duration::from_secs(2), &mut expiry_task)
+        .await
+        .is_err()
+    {
+        expiry_task.abort();
+    }
     for t in tasks {
         t.abort();
     }
     drop(stop_tx);
     tracing::info!("fanout-gateway stopped");
     Ok(())
-}
-
-/// Samples Redis `TIME` every second (five quick ones first).
-async fn clock_task(shared: Arc<Shared>) {
-    let mut conn = shared.engine.connection();
-    let mut n = 0u32;
-    loop {
-        match shared.clock.sample(&mut conn).await {
-            Ok(_) => {
-                if let Some(best) = shared.clock.best() {
-                    shared
-                        .metrics
-                        .clock_offset_ms
-                        .store(best.offset_ms, Relaxed);
-                    shared
-                        .metrics
-                        .clock_error_us
-                        .store(best.rtt_us / 2, Relaxed);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "clock sample failed"),
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(if n < 5 { 20 } else { 1000 })).await;
-    }
 }
 
 #[derive(Deserialize)]
@@ -348,6 +330,13 @@ async fn ws(
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let linked = shared.hub.linked.load(Relaxed);
+    // A clock sample (every lease renewal is one) that recent proves Redis
+    // answers: a probe then costs Redis nothing.
+    let fresh = expiry::RENEW_EVERY * 2;
+    if linked && shared.clock.last_sample_age().is_some_and(|a| a < fresh) {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+    }
     let mut conn = shared.engine.connection();
     let ping: Result<String, _> = tokio::time::timeout(
         Duration::from_secs(2),
@@ -355,7 +344,6 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     )
     .await
     .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
-    let linked = shared.hub.linked.load(Relaxed);
     match (ping, linked) {
         (Ok(_), true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         (Err(_), _) => not_ready("redis unreachable"),

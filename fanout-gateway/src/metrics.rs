@@ -27,11 +27,14 @@ pub struct Metrics {
     pub redis_reconnects: AtomicU64,
     /// Expired transitions this gateway applied.
     pub expired: AtomicU64,
+    /// 1 while this gateway holds the expiry lease (runs the scheduler).
+    pub expiry_leader: AtomicI64,
     /// `STATE_SYNC`s served from the hub's latest snapshot, without a read.
     pub syncs_from_memory: AtomicU64,
     /// Estimated Redis-minus-local clock offset, ms.
     pub clock_offset_ms: AtomicI64,
-    /// The offset's error bound (half the best round trip), µs.
+    /// The offset's error bound (half the round trip plus the drift since
+    /// the sample), µs.
     pub clock_error_us: AtomicI64,
     /// Snapshot `server_time_ms` to send.
     pub fanout_latency: Histogram,
@@ -53,6 +56,7 @@ impl Default for Metrics {
             refused: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            expiry_leader: AtomicI64::new(0),
             syncs_from_memory: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(0),
             clock_error_us: AtomicI64::new(0),
@@ -128,6 +132,12 @@ impl Metrics {
             self.expired.load(Relaxed).to_string(),
         );
         one(
+            "synckairos_gateway_expiry_leader",
+            "gauge",
+            "1 while this gateway holds the expiry lease and runs the scheduler.",
+            self.expiry_leader.load(Relaxed).to_string(),
+        );
+        one(
             "synckairos_gateway_syncs_from_memory_total",
             "counter",
             "STATE_SYNCs served from the latest published snapshot, without a Redis read.",
@@ -142,7 +152,7 @@ impl Metrics {
         one(
             "synckairos_gateway_clock_error_bound_seconds",
             "gauge",
-            "Error bound of the offset (half the best round trip).",
+            "Error bound of the offset: half the round trip plus the drift since the sample.",
             (self.clock_error_us.load(Relaxed) as f64 / 1e6).to_string(),
         );
         self.fanout_latency.render(
