@@ -927,3 +927,81 @@ async fn reconnect_and_subscribe_are_served_from_the_latest_snapshot() {
     assert_eq!(redis.command_calls("get"), before + 1);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_ends_with_its_sessions_delete_and_a_new_incarnation_needs_a_new_one() {
+    let redis = RedisServer::start();
+    let e = Engine::connect(
+        &redis.url(),
+        Settings {
+            switch_limit: 0,
+            tombstone_ttl_s: 1,
+            ..Settings::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let gw = Gateway::start(&redis, &[]).await;
+    let (a, b) = (uuid(0x70), uuid(0x71));
+    for s in [&a, &b] {
+        create(&e, s, 60_000).await;
+        exec(&e, s, Command::Start).await;
+    }
+    let mut ws = gw.connect(&format!("sessionId={a}")).await;
+    next(&mut ws).await; // CONNECTED
+    next(&mut ws).await; // STATE_SYNC a
+    send(&mut ws, json!({"type": "SUBSCRIBE", "sessionId": b})).await;
+    assert_eq!(next(&mut ws).await["type"], "STATE_SYNC");
+    for _ in 0..3 {
+        exec(&e, &b, switch()).await;
+        assert_eq!(next(&mut ws).await["sessionId"], b.as_str());
+    }
+    exec(&e, &b, Command::Delete).await;
+    let gone = next(&mut ws).await;
+    assert_eq!(
+        (gone["type"].as_str(), gone["sessionId"].as_str()),
+        (Some("SESSION_DELETED"), Some(b.as_str()))
+    );
+    // While the tombstone lives, the id cannot be created again.
+    let body = json!({"session_id": b, "sync_mode": "per_participant", "total_time_ms": 60_000,
+        "participants": [
+            {"participant_id": uuid(0xa), "participant_index": 0, "total_time_ms": 60_000},
+            {"participant_id": uuid(0xb), "participant_index": 1, "total_time_ms": 60_000}]});
+    let again = e
+        .execute(
+            &Request::new(
+                &b,
+                Command::Create(Box::new(validate_create(&body).unwrap())),
+            ),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.result.unwrap_err().code(),
+        "SESSION_DELETED",
+        "refused during the tombstone"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // A new incarnation (versions from 1 again) is not pushed to the socket
+    // that watched the old one: the next message is a's update.
+    create(&e, &b, 60_000).await;
+    exec(&e, &b, Command::Start).await;
+    exec(&e, &a, switch()).await;
+    let up = next(&mut ws).await;
+    assert_eq!(up["sessionId"], a.as_str(), "b was unsubscribed: {up}");
+    // Subscribed afresh, the new incarnation flows from its version 2 on.
+    send(&mut ws, json!({"type": "SUBSCRIBE", "sessionId": b})).await;
+    let sync = next(&mut ws).await;
+    assert_eq!(
+        (sync["type"].as_str(), sync["state"]["version"].as_u64()),
+        (Some("STATE_SYNC"), Some(2))
+    );
+    exec(&e, &b, switch()).await;
+    let up = next(&mut ws).await;
+    assert_eq!(
+        (up["sessionId"].as_str(), up["state"]["version"].as_u64()),
+        (Some(b.as_str()), Some(3))
+    );
+    gw.stop().await;
+}
