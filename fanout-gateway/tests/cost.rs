@@ -17,21 +17,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Gateway {
     child: Child,
     port: u16,
+    metrics_port: u16,
 }
 
 impl Gateway {
     async fn start(redis: &RedisServer) -> Gateway {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let child = Process::new(env!("CARGO_BIN_EXE_fanout-gateway"))
             .env("REDIS_URL", redis.url())
             .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("AUTH_MODE", "disabled")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the gateway binary starts");
-        let gw = Gateway { child, port };
+        let gw = Gateway {
+            child,
+            port,
+            metrics_port,
+        };
         for _ in 0..400 {
             if gw
                 .get("/ready")
@@ -46,7 +52,12 @@ impl Gateway {
     }
 
     async fn get(&self, path: &str) -> std::io::Result<String> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let port = if path == "/metrics" {
+            self.metrics_port
+        } else {
+            self.port
+        };
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(
             format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         )

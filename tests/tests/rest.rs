@@ -574,6 +574,36 @@ async fn the_rest_of_the_routes_and_refusals(t: Transport) {
         body(r).await["error"]["code"],
         json!("IDEMPOTENCY_KEY_REUSED")
     );
+    // ...and for the same command with another body; the same body replays.
+    api.send(Method::POST, &path("resume"), &t).await;
+    let switch_to = |p: &str, key: &'static str| {
+        let p = p.to_string();
+        let api = &api;
+        let t = t.clone();
+        let path = path("switch");
+        async move {
+            api.call(
+                Method::POST,
+                &path,
+                Some(&t),
+                &[("Idempotency-Key", key)],
+                Some(json!({ "next_participant_id": p })),
+            )
+            .await
+        }
+    };
+    let first = switch_to(&p1, "k-2").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = body(first).await;
+    let other = switch_to(&p2, "k-2").await;
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body(other).await["error"]["code"],
+        json!("IDEMPOTENCY_KEY_REUSED")
+    );
+    let replay = switch_to(&p1, "k-2").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(body(replay).await, first, "the first response, exactly");
     // Cancel, then nothing more; DELETE is idempotent, also for unknown ids.
     let r = api.send(Method::POST, &path("cancel"), &t).await;
     assert_eq!(body(r).await["data"]["status"], json!("cancelled"));
@@ -594,6 +624,18 @@ async fn the_rest_of_the_routes_and_refusals(t: Transport) {
         .send(Method::DELETE, &format!("/v1/sessions/{}", uuid()), &t)
         .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The deleted id cannot be created again while its tombstone lives.
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&t),
+            &[],
+            Some(create_body(&sid, &p1, &p2)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(body(r).await["error"]["code"], json!("SESSION_DELETED"));
     // One audit event per accepted command, refusals leave none.
     assert_eq!(
         audit_types(&api, &sid).await,
@@ -602,6 +644,8 @@ async fn the_rest_of_the_routes_and_refusals(t: Transport) {
             "session_started",
             "participant_switched",
             "session_paused",
+            "session_resumed",
+            "participant_switched",
             "session_cancelled",
             "session_deleted"
         ]
