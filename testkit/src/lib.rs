@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod monitor;
 mod pg;
 pub use pg::{admin_url as pg_admin_url, query as pg_query, PgDatabase, PostgresServer};
 
