@@ -38,8 +38,10 @@ pub struct ConsumerConfig {
     /// Most entries in one PostgreSQL transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
-    /// How long one read waits for new entries, ms.
-    #[arg(long, env = "BLOCK_MS", default_value_t = 1000)]
+    /// How long one read waits for new entries, ms. A new entry ends the
+    /// wait at once, and so does shutdown; what this sets is how often an
+    /// idle consumer asks Redis again (each worker one command per wait).
+    #[arg(long, env = "BLOCK_MS", default_value_t = 10_000)]
     pub block_ms: u64,
     /// Entries pending this long on another consumer are claimed (its work
     /// is presumed lost), ms.
@@ -81,6 +83,10 @@ impl ConsumerConfig {
         if self.workers == 0 || self.workers > 64 {
             return Err(format!("WORKERS must be 1..=64, got {}", self.workers));
         }
+        if self.block_ms == 0 {
+            // BLOCK 0 is "forever" to Redis: claims would never run.
+            return Err("BLOCK_MS must be at least 1".into());
+        }
         if self.max_deliveries == 0 {
             return Err("MAX_DELIVERIES must be at least 1".into());
         }
@@ -101,7 +107,7 @@ impl Default for ConsumerConfig {
             consumer_name: None,
             workers: 2,
             batch_size: 500,
-            block_ms: 1000,
+            block_ms: 10_000,
             claim_idle_ms: 30_000,
             max_deliveries: 5,
             backoff_min_ms: 100,

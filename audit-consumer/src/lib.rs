@@ -48,7 +48,9 @@ pub async fn consumer(
 ) -> anyhow::Result<Consumer> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let conn = redis(&conns.redis_url).await?;
-    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name());
+    let blocking = redis(&conns.redis_url).await?;
+    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name())
+        .with_blocking_connection(blocking);
     let pool = db::pool(&conns.database_url, 4).context("DATABASE_URL")?;
     Ok(Consumer::new(streams, pool, cfg, metrics))
 }
@@ -97,11 +99,6 @@ pub async fn run(
             pool: first.pool().clone(),
             metrics: metrics.clone(),
         },
-        stop_rx.clone(),
-    ));
-    let sampler = tokio::spawn(ops::sample(
-        first.streams().clone(),
-        metrics.clone(),
         stop_rx,
     ));
     tracing::info!(
@@ -127,21 +124,22 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = http.await;
-    let _ = sampler.await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// One consumer's loop: steps with backoff until the signal, then the batch
-/// in hand is finished. A step is never cut short by the signal: it finishes
-/// (at most the read block time, or the batch in hand within `grace`), so the
-/// batch read is the batch stored and acknowledged.
+/// in hand is finished. A step is never cut short by the signal while it
+/// holds a batch: it finishes within `grace`, so the batch read is the batch
+/// stored and acknowledged. A blocking read with nothing in hand ends at once
+/// ([`Consumer::stop_on`]).
 async fn drive(
     mut consumer: Consumer,
     metrics: Arc<Metrics>,
     grace: Duration,
     mut signal: tokio::sync::watch::Receiver<bool>,
 ) {
+    consumer.stop_on(signal.clone());
     let cfg = consumer.config().clone();
     let name = consumer.streams().consumer().to_string();
     let mut backoff = Duration::from_millis(cfg.backoff_min_ms);

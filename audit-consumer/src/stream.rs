@@ -3,7 +3,9 @@
 
 use crate::event::Entry;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply,
+};
 use redis::{RedisError, RedisResult, Value};
 use std::collections::HashMap;
 use synckairos_core::keys;
@@ -12,6 +14,8 @@ use synckairos_core::keys;
 #[derive(Clone)]
 pub struct Streams {
     conn: ConnectionManager,
+    /// The blocking read's own connection, so nothing else waits behind it.
+    blocking: ConnectionManager,
     group: String,
     consumer: String,
     keys: Vec<String>,
@@ -36,11 +40,27 @@ impl Streams {
     /// The streams of `shards` shards, read as `consumer` of `group`.
     pub fn new(conn: ConnectionManager, shards: u16, group: &str, consumer: &str) -> Streams {
         Streams {
+            blocking: conn.clone(),
             conn,
             group: group.into(),
             consumer: consumer.into(),
             keys: (0..shards).map(keys::audit_stream).collect(),
         }
+    }
+
+    /// The same streams with blocking reads on their own connection `conn`
+    /// (otherwise they share the one every other command uses, which then
+    /// waits behind a blocked read).
+    pub fn with_blocking_connection(self, conn: ConnectionManager) -> Streams {
+        Streams {
+            blocking: conn,
+            ..self
+        }
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// This consumer's name.
@@ -108,7 +128,10 @@ impl Streams {
         if from.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = match block_ms {
+            Some(_) => self.blocking.clone(),
+            None => self.conn.clone(),
+        };
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
@@ -143,17 +166,19 @@ impl Streams {
         Ok(out)
     }
 
-    /// `XAUTOCLAIM` on every shard: entries idle on any consumer for at
+    /// `XAUTOCLAIM` on `shards`: entries idle on any consumer for at
     /// least `idle_ms` become this consumer's. Also returns the ids that are
     /// pending but gone from the stream, to be acknowledged.
     pub async fn claim(
         &self,
         idle_ms: u64,
         count: usize,
+        shards: &[u16],
     ) -> RedisResult<(Vec<Entry>, Vec<(u16, String)>)> {
         let mut conn = self.conn.clone();
         let (mut out, mut gone) = (Vec::new(), Vec::new());
-        for (shard, key) in self.keys.iter().enumerate() {
+        for &shard in shards {
+            let key = &self.keys[shard as usize];
             let r: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(key)
                 .arg(&self.group)
@@ -166,13 +191,13 @@ impl Streams {
                 .await?;
             for id in &r.claimed {
                 out.push(Entry {
-                    shard: shard as u16,
+                    shard,
                     id: id.id.clone(),
                     fields: fields(id),
                     deliveries: 1,
                 });
             }
-            gone.extend(r.deleted_ids.into_iter().map(|id| (shard as u16, id)));
+            gone.extend(r.deleted_ids.into_iter().map(|id| (shard, id)));
         }
         self.attach_deliveries(&mut out).await?;
         Ok((out, gone))
@@ -263,44 +288,47 @@ impl Streams {
         pipe.query_async::<()>(&mut conn).await
     }
 
-    /// Per shard: entries not yet acknowledged (the stream length: acked
-    /// entries are deleted), entries delivered but not acknowledged, and the
-    /// oldest unacknowledged entry's time (epoch ms).
-    pub async fn backlog(&self) -> RedisResult<Vec<(u64, u64, Option<i64>)>> {
+    /// Every shard stream's groups and positions: one `XINFO STREAM <key>
+    /// FULL COUNT 1` per shard, in one round trip. For a shard whose group
+    /// has nothing pending but entries left to read while an older entry
+    /// is still kept for another group, one `XRANGE` finds the oldest
+    /// unread entry.
+    pub async fn info(&self) -> RedisResult<Vec<ShardInfo>> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for key in &self.keys {
-            pipe.cmd("XLEN").arg(key);
-            pipe.cmd("XPENDING").arg(key).arg(&self.group);
-            pipe.cmd("XRANGE")
+            pipe.cmd("XINFO")
+                .arg("STREAM")
                 .arg(key)
-                .arg("-")
-                .arg("+")
+                .arg("FULL")
                 .arg("COUNT")
                 .arg(1);
         }
         let vals: Vec<Value> = pipe.query_async(&mut conn).await?;
-        let mut out = Vec::new();
-        for chunk in vals.chunks(3) {
-            let len: u64 = redis::from_redis_value_ref(&chunk[0]).unwrap_or(0);
-            let pending = match &chunk[1] {
-                Value::Array(v) => v
-                    .first()
-                    .and_then(|x| redis::from_redis_value_ref::<u64>(x).ok())
-                    .unwrap_or(0),
-                _ => 0,
+        let mut out: Vec<ShardInfo> = vals.iter().map(parse_info).collect();
+        for (shard, info) in out.iter_mut().enumerate() {
+            let Some(g) = info.group(&self.group) else {
+                continue;
             };
-            let oldest = match &chunk[2] {
-                Value::Array(v) => v.first().and_then(|e| match e {
-                    Value::Array(p) => p
-                        .first()
-                        .and_then(|id| redis::from_redis_value_ref::<String>(id).ok())
-                        .and_then(|id| id.split('-').next()?.parse().ok()),
-                    _ => None,
-                }),
-                _ => None,
-            };
-            out.push((len, pending, oldest));
+            let behind = g.pel_count == 0 && g.lag != Some(0) && info.length > 0;
+            let first_is_unread = info
+                .first_entry
+                .as_deref()
+                .is_some_and(|f| id_cmp(f, &g.last_delivered).is_gt());
+            if behind && !first_is_unread {
+                let after = format!("({}", g.last_delivered);
+                let r: StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&self.keys[shard])
+                    .arg(after)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                info.oldest_unread = r.ids.first().map(|e| e.id.clone());
+            } else if behind {
+                info.oldest_unread = info.first_entry.clone();
+            }
         }
         Ok(out)
     }
@@ -316,6 +344,11 @@ impl Streams {
 /// One shard's part of a settle: ids to acknowledge, entries to dead-letter.
 type ShardSettle<'a> = (Vec<&'a str>, Vec<(&'a Entry, &'a str)>);
 
+/// The Redis time (epoch ms) in a stream id `<ms>-<seq>`.
+pub fn id_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}
+
 /// Orders stream ids numerically (`<ms>-<seq>`).
 pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let parse = |s: &str| {
@@ -326,4 +359,96 @@ pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
         )
     };
     parse(a).cmp(&parse(b))
+}
+
+/// One consumer group's place on a shard stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// The last entry delivered to any of its consumers.
+    pub last_delivered: String,
+    /// Entries not yet delivered to the group (`None`: Redis cannot tell).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acknowledged.
+    pub pel_count: u64,
+    /// The oldest of those.
+    pub oldest_pending: Option<String>,
+}
+
+/// A shard stream, from one `XINFO STREAM <key> FULL COUNT 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Entries in the stream.
+    pub length: u64,
+    /// Its first entry's id.
+    pub first_entry: Option<String>,
+    /// Every consumer group.
+    pub groups: Vec<GroupInfo>,
+    /// The oldest entry this consumer's group has not read yet, when it
+    /// has nothing pending (see [`Streams::info`]).
+    pub oldest_unread: Option<String>,
+}
+
+impl ShardInfo {
+    /// The group named `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupInfo> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// The value of `name` in a RESP2 flat key/value array (or a RESP3 map).
+fn lookup<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
+            [k, v] if redis::from_redis_value_ref::<String>(k).ok()? == name => Some(v),
+            _ => None,
+        }),
+        Value::Map(pairs) => pairs.iter().find_map(|(k, v)| {
+            (redis::from_redis_value_ref::<String>(k).ok()? == name).then_some(v)
+        }),
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+}
+
+fn number(v: Option<&Value>) -> Option<u64> {
+    v.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+}
+
+/// The first element's first element: the id of `[[id, ...], ...]`.
+fn first_id(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Array(items) => match items.first()? {
+            Value::Array(inner) => text(inner.first()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn parse_info(v: &Value) -> ShardInfo {
+    let groups = match lookup(v, "groups") {
+        Some(Value::Array(gs)) => gs
+            .iter()
+            .map(|g| GroupInfo {
+                name: text(lookup(g, "name")).unwrap_or_default(),
+                last_delivered: text(lookup(g, "last-delivered-id"))
+                    .unwrap_or_else(|| "0-0".into()),
+                lag: number(lookup(g, "lag")),
+                pel_count: number(lookup(g, "pel-count")).unwrap_or(0),
+                oldest_pending: first_id(lookup(g, "pending")),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ShardInfo {
+        length: number(lookup(v, "length")).unwrap_or(0),
+        first_entry: first_id(lookup(v, "entries")),
+        groups,
+        oldest_unread: None,
+    }
 }
