@@ -4,6 +4,11 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// `LISTEN`'s default: `/health` and `/ready`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8789";
+/// `METRICS_LISTEN`'s default: `/metrics`, on an internal port of its own.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9092";
+
 /// Where the data lives (every subcommand).
 #[derive(Args, Clone, Debug)]
 pub struct Connections {
@@ -56,9 +61,12 @@ pub struct ConsumerConfig {
     /// Longest retry delay, ms.
     #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 5_000)]
     pub backoff_max_ms: u64,
-    /// `/health`, `/ready` and `/metrics`.
-    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8789")]
+    /// `/health` and `/ready` (the public ops port; `/metrics` is 404 here).
+    #[arg(long, env = "LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// `/metrics`, on an internal port that is not exposed with `LISTEN`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
 }
 
 impl ConsumerConfig {
@@ -112,7 +120,8 @@ impl Default for ConsumerConfig {
             max_deliveries: 5,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
-            listen: "0.0.0.0:8789".parse().expect("a socket address"),
+            listen: DEFAULT_LISTEN.parse().expect("a socket address"),
+            metrics_listen: DEFAULT_METRICS_LISTEN.parse().expect("a socket address"),
         }
     }
 }

@@ -80,12 +80,14 @@ pub async fn consumers(
 }
 
 /// Runs `consumers` side by side until `shutdown` resolves, serving
-/// `/health`, `/ready` and `/metrics` on `listener`. On shutdown each
+/// `/health` and `/ready` on `listener` and `/metrics` on `metrics_listener`
+/// (an internal port). On shutdown each
 /// finishes the batch in hand (commit, acknowledge) within `grace`, then
 /// this returns.
 pub async fn run(
     consumers: Vec<Consumer>,
     listener: tokio::net::TcpListener,
+    metrics_listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -94,6 +96,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(ops::serve(
         listener,
+        metrics_listener,
         ops::State {
             streams: first.streams().clone(),
             pool: first.pool().clone(),

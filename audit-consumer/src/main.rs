@@ -110,12 +110,16 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             }
             let listener = tokio::net::TcpListener::bind(consumer.listen)
                 .await
-                .with_context(|| format!("binding {}", consumer.listen))?;
+                .with_context(|| format!("binding LISTEN {}", consumer.listen))?;
+            let metrics_listener = tokio::net::TcpListener::bind(consumer.metrics_listen)
+                .await
+                .with_context(|| format!("binding METRICS_LISTEN {}", consumer.metrics_listen))?;
             let metrics = Arc::new(Metrics::new());
             let c = synckairos_audit_consumer::consumers(&conns, consumer, metrics.clone()).await?;
             synckairos_audit_consumer::run(
                 c,
                 listener,
+                metrics_listener,
                 metrics,
                 Duration::from_millis(shutdown_grace_ms),
                 async {

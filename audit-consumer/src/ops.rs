@@ -30,25 +30,51 @@ pub struct State {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves the endpoints until `stop` turns true.
+/// Serves `/health` and `/ready` on `public`, `/metrics` on `internal`
+/// (anything else is 404 on either), until `stop` turns true.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    public: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
     state: State,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let app = Router::new()
+    let public_app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state.clone());
+    let internal_app = Router::new()
         .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(state);
+    tokio::join!(
+        serve_one(public, public_app, stop.clone(), "ops"),
+        serve_one(internal, internal_app, stop, "metrics"),
+    );
+}
+
+async fn serve_one(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) {
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
     if let Err(e) = r {
-        tracing::error!(error = %e, "ops endpoint failed");
+        tracing::error!(error = %e, endpoint = what, "endpoint failed");
     }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "NOT_FOUND", "message": "no such endpoint"}})),
+    )
+        .into_response()
 }
 
 async fn ready(AxState(s): AxState<State>) -> Response {

@@ -26,6 +26,11 @@ async fn an_idle_consumer_costs_at_most_two_commands_a_second_and_still_drains_a
     for i in 1..=(WINDOW.as_secs() / SCRAPE_EVERY.as_secs()) as u32 {
         let body = http_get(p.metrics_port, "/metrics").await;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        let public = http_get(p.port, "/metrics").await;
+        assert!(
+            public.starts_with("HTTP/1.1 404"),
+            "no /metrics on the public port: {public}"
+        );
         assert!(
             body.contains("synckairos_audit_pending{shard=\"15\"} 0"),
             "the per-shard gauges are there: {body}"

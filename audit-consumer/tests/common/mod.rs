@@ -74,7 +74,7 @@ impl Stack {
 
     /// The consumer binary, with extra environment.
     pub fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Proc {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-consumer"));
         cmd.arg("run")
             .env("DATABASE_URL", self.db.url())
@@ -82,6 +82,7 @@ impl Stack {
             .env("SHARDS", SHARDS.to_string())
             .env("CONSUMER_NAME", name)
             .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -92,7 +93,7 @@ impl Stack {
         Proc {
             child: cmd.spawn().expect("audit-consumer binary"),
             port,
-            metrics_port: port,
+            metrics_port,
         }
     }
 
