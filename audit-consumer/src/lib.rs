@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod event;
 pub mod metrics;
 pub mod ops;

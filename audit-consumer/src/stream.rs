@@ -21,7 +21,8 @@ pub struct Streams {
     keys: Vec<String>,
 }
 
-fn fields(id: &StreamId) -> Vec<(String, Vec<u8>)> {
+/// The fields of a stream entry, as raw bytes.
+pub fn fields(id: &StreamId) -> Vec<(String, Vec<u8>)> {
     id.map
         .iter()
         .map(|(k, v)| {
