@@ -330,9 +330,14 @@ impl Consumer {
             .iter()
             .map(|(i, why)| (&batch.entries[*i], why.as_str()))
             .collect();
-        if let Err(e) = self.streams.settle(&done, &dead).await {
-            self.inflight = Some(batch);
-            return Err(e.into());
+        match self.streams.settle(&done, &dead).await {
+            Ok(trimmed) => {
+                self.metrics.trimmed.fetch_add(trimmed, Relaxed);
+            }
+            Err(e) => {
+                self.inflight = Some(batch);
+                return Err(e.into());
+            }
         }
         for (e, why) in &dead {
             tracing::error!(shard = e.shard, entry = %e.id, deliveries = e.deliveries, reason = %why,

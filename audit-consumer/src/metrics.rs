@@ -75,6 +75,8 @@ pub struct Metrics {
     pub claimed: AtomicU64,
     /// Committed batches.
     pub batches: AtomicU64,
+    /// Stream entries trimmed once every group had acknowledged them.
+    pub trimmed: AtomicU64,
     /// Failed PostgreSQL steps (each retried).
     pub postgres_errors: AtomicU64,
     /// Failed Redis steps (each retried).
@@ -103,6 +105,7 @@ impl Metrics {
             dead_letters: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
             postgres_errors: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
             batch_size: Histogram::new(SIZES, 1.0),
@@ -180,6 +183,11 @@ impl Metrics {
                 &self.claimed,
             ),
             ("batches_total", "Committed batches.", &self.batches),
+            (
+                "trimmed_total",
+                "Stream entries trimmed once every consumer group had acknowledged them.",
+                &self.trimmed,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(

@@ -75,8 +75,10 @@ impl Streams {
     }
 
     /// Creates the group on every shard stream (and the stream, `MKSTREAM`),
-    /// starting from the stream's beginning; an existing group is kept.
+    /// starting from the stream's beginning; an existing group is kept. Also
+    /// loads the consumer's scripts.
     pub async fn ensure_groups(&self) -> RedisResult<()> {
+        self.load_scripts().await?;
         let mut conn = self.conn.clone();
         for key in &self.keys {
             let r: RedisResult<()> = redis::cmd("XGROUP")
@@ -89,10 +91,30 @@ impl Streams {
                 .await;
             match r {
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
+                // Out of memory, Redis refuses XGROUP CREATE before looking:
+                // a group that exists is all a (re)starting consumer needs,
+                // and draining is what frees the memory.
+                Err(e) if e.code() == Some("OOM") && self.has_group(key).await? => {}
                 other => other?,
             }
         }
         Ok(())
+    }
+
+    /// Whether the stream `key` has this consumer's group.
+    async fn has_group(&self, key: &str) -> RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match &groups {
+            Value::Array(gs) => gs
+                .iter()
+                .any(|g| text(lookup(g, "name")).as_deref() == Some(self.group.as_str())),
+            _ => false,
+        })
     }
 
     fn shard_of_key(&self, key: &str) -> Option<u16> {
@@ -243,50 +265,79 @@ impl Streams {
         Ok(())
     }
 
-    /// After the batch committed: moves `dead` entries (with their reasons)
-    /// to the shard's dead-letter stream, then acknowledges and deletes every
-    /// entry of the batch. One `MULTI` per shard: a dead letter is written
-    /// exactly when its entry is acknowledged.
+    /// After the batch committed: acknowledges every entry of the batch,
+    /// moves `dead` entries (with their reasons) to the shard's dead-letter
+    /// stream, then trims each shard touched ([`TRIM`]). All of it in one
+    /// round trip, and all of it safe to repeat: a retried settle
+    /// acknowledges nothing twice and writes no second dead letter
+    /// ([`DEAD_LETTER`]). Returns the entries trimmed.
     pub async fn settle(
         &self,
         done: &[(u16, String)],
         dead: &[(&Entry, &str)],
-    ) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        let mut by_shard: HashMap<u16, ShardSettle> = HashMap::new();
+    ) -> Result<u64, RedisError> {
+        let mut by_shard: HashMap<u16, Vec<&str>> = HashMap::new();
         for (s, id) in done {
-            by_shard.entry(*s).or_default().0.push(id);
-        }
-        for (e, why) in dead {
-            let b = by_shard.entry(e.shard).or_default();
-            b.0.push(&e.id);
-            b.1.push((e, why));
+            by_shard.entry(*s).or_default().push(id);
         }
         let mut pipe = redis::pipe();
-        for (shard, (ids, dead)) in &by_shard {
-            let key = &self.keys[*shard as usize];
-            pipe.cmd("MULTI").ignore();
-            for (e, why) in dead {
-                let mut x = redis::cmd("XADD");
-                x.arg(keys::dead_letter_stream(*shard)).arg("*");
-                for (k, v) in &e.fields {
-                    x.arg(k).arg(v);
-                }
-                x.arg("dl_reason")
-                    .arg(why)
-                    .arg("dl_source_id")
-                    .arg(&e.id)
-                    .arg("dl_deliveries")
-                    .arg(e.deliveries)
-                    .arg("dl_consumer")
-                    .arg(&self.consumer);
-                pipe.add_command(x).ignore();
-            }
-            pipe.cmd("XACK").arg(key).arg(&self.group).arg(ids).ignore();
-            pipe.cmd("XDEL").arg(key).arg(ids).ignore();
-            pipe.cmd("EXEC").ignore();
+        for (shard, ids) in &by_shard {
+            pipe.cmd("XACK")
+                .arg(&self.keys[*shard as usize])
+                .arg(&self.group)
+                .arg(ids)
+                .ignore();
         }
-        pipe.query_async::<()>(&mut conn).await
+        for (e, why) in dead {
+            by_shard.entry(e.shard).or_default();
+            let mut x = redis::cmd("EVALSHA");
+            x.arg(DEAD_LETTER.get_hash())
+                .arg(2)
+                .arg(&self.keys[e.shard as usize])
+                .arg(keys::dead_letter_stream(e.shard))
+                .arg(&self.group)
+                .arg(&e.id);
+            for (k, v) in &e.fields {
+                x.arg(k).arg(v);
+            }
+            x.arg("dl_reason")
+                .arg(why)
+                .arg("dl_source_id")
+                .arg(&e.id)
+                .arg("dl_deliveries")
+                .arg(e.deliveries)
+                .arg("dl_consumer")
+                .arg(&self.consumer);
+            pipe.add_command(x).ignore();
+        }
+        let mut shards: Vec<u16> = by_shard.into_keys().collect();
+        shards.sort_unstable();
+        for shard in &shards {
+            pipe.cmd("EVALSHA")
+                .arg(TRIM.get_hash())
+                .arg(1)
+                .arg(&self.keys[*shard as usize]);
+        }
+        let mut conn = self.conn.clone();
+        let trimmed: Vec<u64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its scripts (a restart): load them, then repeat
+                // the whole settle, which is safe to repeat.
+                self.load_scripts().await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        Ok(trimmed.iter().sum())
+    }
+
+    /// Loads the consumer's scripts into Redis's script cache.
+    pub async fn load_scripts(&self) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        for script in [&*TRIM, &*DEAD_LETTER] {
+            script.load_async(&mut conn).await?;
+        }
+        Ok(())
     }
 
     /// Every shard stream's groups and positions: one `XINFO STREAM <key>
@@ -342,8 +393,15 @@ impl Streams {
     }
 }
 
-/// One shard's part of a settle: ids to acknowledge, entries to dead-letter.
-type ShardSettle<'a> = (Vec<&'a str>, Vec<(&'a Entry, &'a str)>);
+/// Trims a shard's audit stream up to what every consumer group has
+/// acknowledged (`src/lua/trim.lua`): the streams' only bound.
+pub static TRIM: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/trim.lua")));
+
+/// Acknowledges one entry and writes its dead letter, together and once
+/// (`src/lua/dead_letter.lua`).
+pub static DEAD_LETTER: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/dead_letter.lua")));
 
 /// The Redis time (epoch ms) in a stream id `<ms>-<seq>`.
 pub fn id_ms(id: &str) -> Option<i64> {
