@@ -59,7 +59,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 started() { pids+=("$1"); names+=("$2"); }
 await() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail "$tmp"/*.log >&2; exit 1; }
-redis_port=$(free_port) audit_port=$(free_port) port=$(free_port)
+redis_port=$(free_port) audit_port=$(free_port) audit_metrics_port=$(free_port) port=$(free_port)
 redis_url=redis://127.0.0.1:$redis_port/
 export AUTH_MODE=disabled IP_RATE_LIMIT=0 RUST_LOG=warn CONNECTIONS_PER_IP_PER_SECOND=0 MAX_CONNECTIONS=50000 \
   MAX_CONNECTIONS_PER_IP=0 MESSAGES_PER_SECOND=0
@@ -71,7 +71,7 @@ started $! redis-server
 psql "$pg_admin" -qc "CREATE DATABASE $db"
 DATABASE_URL=$database_url "$bin/audit-consumer" migrate 2>"$tmp/migrate.log"
 DATABASE_URL=$database_url REDIS_URL=$redis_url LISTEN=127.0.0.1:$audit_port \
-  "$bin/audit-consumer" run >"$tmp/audit.log" 2>&1 &
+  METRICS_LISTEN=127.0.0.1:$audit_metrics_port "$bin/audit-consumer" run >"$tmp/audit.log" 2>&1 &
 started $! audit-consumer
 if [ "$shape" = self-hosted ]; then
   REDIS_URL=$redis_url LISTEN=127.0.0.1:$port SERVER_BIN=$bin/fanout-gateway \

@@ -20,7 +20,7 @@
 # services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
-#   SERVER_PORT (8080, self-hosted), REDIS_PORT (6379)
+#   AUDIT_METRICS_PORT (9092), SERVER_PORT (8080, self-hosted), REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -33,6 +33,7 @@ case "${1:-}" in
 esac
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
 gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${SERVER_PORT:-8080}
+audit_metrics_port=${AUDIT_METRICS_PORT:-9092}
 run=.run
 mkdir -p "$run"
 
@@ -71,7 +72,7 @@ start_audit_consumer() {
   export DATABASE_URL=$database_url
   "$bin/audit-consumer" migrate 2>>"$run/audit-consumer.log"
   REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$audit_port \
-    nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
+    METRICS_LISTEN=127.0.0.1:$audit_metrics_port nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
   echo $! >"$run/audit-consumer.pid"
 }
 
@@ -131,7 +132,7 @@ if [ "$shape" = self-hosted ]; then
 The self-hosted stack is up:
   SyncKairos     http://127.0.0.1:$server_port   (REST /v1/..., WebSocket /ws?sessionId=<id>&token=<JWT>, /v1/openapi.json, /metrics)
                  JWT HS256 secret in $run/jwt-secret
-  audit consumer http://127.0.0.1:$audit_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
+  audit consumer http://127.0.0.1:$audit_metrics_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
 Stop it with scripts/down.sh.
 TXT
@@ -166,7 +167,7 @@ cat <<TXT
 The stack is up:
   edge worker    http://127.0.0.1:$edge_port   (GET /v1/openapi.json; JWT HS256 secret in $run/jwt-secret)
   gateway        ws://127.0.0.1:$gateway_port/ws?sessionId=<id>&token=<JWT>   (also /metrics, /v1/time)
-  audit consumer http://127.0.0.1:$audit_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
+  audit consumer http://127.0.0.1:$audit_metrics_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
   upstash-local  http://127.0.0.1:$rest_port   (token: $token)
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
 Stop it with scripts/down.sh.

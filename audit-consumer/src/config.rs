@@ -4,6 +4,11 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// `LISTEN`'s default: `/health` and `/ready`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8789";
+/// `METRICS_LISTEN`'s default: `/metrics`, on an internal port of its own.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9092";
+
 /// Where the data lives (every subcommand).
 #[derive(Args, Clone, Debug)]
 pub struct Connections {
@@ -38,8 +43,10 @@ pub struct ConsumerConfig {
     /// Most entries in one PostgreSQL transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
-    /// How long one read waits for new entries, ms.
-    #[arg(long, env = "BLOCK_MS", default_value_t = 1000)]
+    /// How long one read waits for new entries, ms. A new entry ends the
+    /// wait at once, and so does shutdown; what this sets is how often an
+    /// idle consumer asks Redis again (each worker one command per wait).
+    #[arg(long, env = "BLOCK_MS", default_value_t = 10_000)]
     pub block_ms: u64,
     /// Entries pending this long on another consumer are claimed (its work
     /// is presumed lost), ms.
@@ -54,9 +61,12 @@ pub struct ConsumerConfig {
     /// Longest retry delay, ms.
     #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 5_000)]
     pub backoff_max_ms: u64,
-    /// `/health`, `/ready` and `/metrics`.
-    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8789")]
+    /// `/health` and `/ready` (the public ops port; `/metrics` is 404 here).
+    #[arg(long, env = "LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// `/metrics`, on an internal port that is not exposed with `LISTEN`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
 }
 
 impl ConsumerConfig {
@@ -81,6 +91,10 @@ impl ConsumerConfig {
         if self.workers == 0 || self.workers > 64 {
             return Err(format!("WORKERS must be 1..=64, got {}", self.workers));
         }
+        if self.block_ms == 0 {
+            // BLOCK 0 is "forever" to Redis: claims would never run.
+            return Err("BLOCK_MS must be at least 1".into());
+        }
         if self.max_deliveries == 0 {
             return Err("MAX_DELIVERIES must be at least 1".into());
         }
@@ -101,12 +115,13 @@ impl Default for ConsumerConfig {
             consumer_name: None,
             workers: 2,
             batch_size: 500,
-            block_ms: 1000,
+            block_ms: 10_000,
             claim_idle_ms: 30_000,
             max_deliveries: 5,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
-            listen: "0.0.0.0:8789".parse().expect("a socket address"),
+            listen: DEFAULT_LISTEN.parse().expect("a socket address"),
+            metrics_listen: DEFAULT_METRICS_LISTEN.parse().expect("a socket address"),
         }
     }
 }

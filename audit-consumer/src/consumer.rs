@@ -66,6 +66,8 @@ pub struct Consumer {
     recovering: Vec<(u16, String)>,
     groups_ready: bool,
     last_claim: Option<Instant>,
+    /// Ends a blocking read early (shutdown).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn wall_ms() -> i64 {
@@ -94,7 +96,17 @@ impl Consumer {
             recovering: Vec::new(),
             groups_ready: false,
             last_claim: None,
+            stop: None,
         }
+    }
+
+    /// A blocking read ends as soon as `stop` turns true (the step then
+    /// returns with nothing), so a long `BLOCK_MS` never delays shutdown.
+    /// Whatever Redis delivered to that abandoned read stays pending under
+    /// this consumer's name, and is taken up again by its next run (or
+    /// claimed by another consumer after `CLAIM_IDLE_MS`).
+    pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.stop = Some(stop);
     }
 
     /// The streams this consumer reads.
@@ -161,10 +173,29 @@ impl Consumer {
                 return Ok(());
             }
         }
+        // Claims are looked for every half claim threshold, and only on the
+        // shards where the group has entries pending at all: a reading of the
+        // streams at most that old (the last scrape's, usually) tells, since an
+        // entry idle for the threshold was already pending then.
         let every = Duration::from_millis((self.cfg.claim_idle_ms / 2).max(1000));
         if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
             self.last_claim = Some(Instant::now());
-            let (claimed, gone) = self.streams.claim(self.cfg.claim_idle_ms, want).await?;
+            let info = self.metrics.shard_info(&self.streams, every).await?;
+            let group = self.streams.group();
+            let shards: Vec<u16> = info
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.group(group).is_some_and(|g| g.pel_count > 0))
+                .map(|(i, _)| i as u16)
+                .collect();
+            let (claimed, gone) = match shards.is_empty() {
+                true => (Vec::new(), Vec::new()),
+                false => {
+                    self.streams
+                        .claim(self.cfg.claim_idle_ms, want, &shards)
+                        .await?
+                }
+            };
             if !gone.is_empty() {
                 self.streams.settle(&gone, &[]).await?;
             }
@@ -176,7 +207,16 @@ impl Consumer {
         }
         if self.queue.len() < want {
             let block = (block && self.queue.is_empty()).then_some(self.cfg.block_ms);
-            let fresh = self.streams.read(want - self.queue.len(), block).await;
+            let count = want - self.queue.len();
+            let fresh = match (block, self.stop.as_mut()) {
+                (Some(_), Some(stop)) => {
+                    tokio::select! {
+                        r = self.streams.read(count, block) => r,
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+                _ => self.streams.read(count, block).await,
+            };
             let fresh = self.no_group(fresh).await?;
             self.hold(fresh);
         }
@@ -290,9 +330,14 @@ impl Consumer {
             .iter()
             .map(|(i, why)| (&batch.entries[*i], why.as_str()))
             .collect();
-        if let Err(e) = self.streams.settle(&done, &dead).await {
-            self.inflight = Some(batch);
-            return Err(e.into());
+        match self.streams.settle(&done, &dead).await {
+            Ok(trimmed) => {
+                self.metrics.trimmed.fetch_add(trimmed, Relaxed);
+            }
+            Err(e) => {
+                self.inflight = Some(batch);
+                return Err(e.into());
+            }
         }
         for (e, why) in &dead {
             tracing::error!(shard = e.shard, entry = %e.id, deliveries = e.deliveries, reason = %why,
@@ -388,26 +433,6 @@ impl Consumer {
             committed_at_ms: wall_ms(),
             occurred_at_ms: batch.rows.iter().map(|r| r.event.at_ms).collect(),
         })
-    }
-
-    /// Samples every shard's backlog into the metrics.
-    pub async fn sample_backlog(
-        streams: &Streams,
-        metrics: &Metrics,
-    ) -> Result<(), redis::RedisError> {
-        let now = wall_ms();
-        let b = streams.backlog().await?;
-        *metrics.shards.lock().expect("metrics lock") = b
-            .into_iter()
-            .map(|(unacked, pending, oldest)| crate::metrics::ShardBacklog {
-                unacked,
-                pending,
-                lag_seconds: oldest
-                    .map(|t| (now - t).max(0) as f64 / 1000.0)
-                    .unwrap_or(0.0),
-            })
-            .collect();
-        Ok(())
     }
 
     /// The consumer's pool (for readiness).

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod event;
 pub mod metrics;
 pub mod ops;
@@ -48,7 +49,9 @@ pub async fn consumer(
 ) -> anyhow::Result<Consumer> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let conn = redis(&conns.redis_url).await?;
-    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name());
+    let blocking = redis(&conns.redis_url).await?;
+    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name())
+        .with_blocking_connection(blocking);
     let pool = db::pool(&conns.database_url, 4).context("DATABASE_URL")?;
     Ok(Consumer::new(streams, pool, cfg, metrics))
 }
@@ -78,12 +81,14 @@ pub async fn consumers(
 }
 
 /// Runs `consumers` side by side until `shutdown` resolves, serving
-/// `/health`, `/ready` and `/metrics` on `listener`. On shutdown each
+/// `/health` and `/ready` on `listener` and `/metrics` on `metrics_listener`
+/// (an internal port). On shutdown each
 /// finishes the batch in hand (commit, acknowledge) within `grace`, then
 /// this returns.
 pub async fn run(
     consumers: Vec<Consumer>,
     listener: tokio::net::TcpListener,
+    metrics_listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -92,16 +97,12 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(ops::serve(
         listener,
+        metrics_listener,
         ops::State {
             streams: first.streams().clone(),
             pool: first.pool().clone(),
             metrics: metrics.clone(),
         },
-        stop_rx.clone(),
-    ));
-    let sampler = tokio::spawn(ops::sample(
-        first.streams().clone(),
-        metrics.clone(),
         stop_rx,
     ));
     tracing::info!(
@@ -127,21 +128,22 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = http.await;
-    let _ = sampler.await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// One consumer's loop: steps with backoff until the signal, then the batch
-/// in hand is finished. A step is never cut short by the signal: it finishes
-/// (at most the read block time, or the batch in hand within `grace`), so the
-/// batch read is the batch stored and acknowledged.
+/// in hand is finished. A step is never cut short by the signal while it
+/// holds a batch: it finishes within `grace`, so the batch read is the batch
+/// stored and acknowledged. A blocking read with nothing in hand ends at once
+/// ([`Consumer::stop_on`]).
 async fn drive(
     mut consumer: Consumer,
     metrics: Arc<Metrics>,
     grace: Duration,
     mut signal: tokio::sync::watch::Receiver<bool>,
 ) {
+    consumer.stop_on(signal.clone());
     let cfg = consumer.config().clone();
     let name = consumer.streams().consumer().to_string();
     let mut backoff = Duration::from_millis(cfg.backoff_min_ms);

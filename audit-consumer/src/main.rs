@@ -49,6 +49,11 @@ enum Cmd {
         #[arg(long, env = "STATE_TTL_SECONDS", default_value_t = 3600)]
         state_ttl_seconds: u64,
     },
+    /// The dead letters: entries the consumer could not store.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+    },
     /// Prints a session's audit trail.
     Timeline {
         /// PostgreSQL.
@@ -57,6 +62,140 @@ enum Cmd {
         /// The session.
         session_id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Prints dead letters, one JSON object per line: id (what `replay`
+    /// takes), shard, reason, deliveries, consumer, and the original event's
+    /// source_id, type, sid and version.
+    List {
+        #[command(flatten)]
+        conns: Connections,
+        /// Only this shard's.
+        #[arg(long)]
+        shard: Option<u16>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Stores dead letters' original events in PostgreSQL under their
+    /// original event ids (a replay is idempotent) and removes each one
+    /// stored; one that still fails stays. Prints one JSON object per dead
+    /// letter (id, result: stored, already_stored, still_failing or
+    /// not_found, reason); exits 2 unless every one was stored.
+    Replay {
+        #[command(flatten)]
+        conns: Connections,
+        /// Dead letters by name, `<shard>-<ms>-<seq>`, as `dlq list` prints them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead letter (of `--shard`, if given).
+        #[arg(long)]
+        all: bool,
+        /// With `--all`: only this shard's.
+        #[arg(long, requires = "all")]
+        shard: Option<u16>,
+    },
+}
+
+/// Refuses a shard the deployment does not have (exit 2, `BAD_SHARD`).
+fn check_shard(shard: Option<u16>, shards: u16) -> Result<(), std::process::ExitCode> {
+    match shard {
+        Some(s) if s >= shards => {
+            eprintln!("BAD_SHARD: shard {s} does not exist (SHARDS={shards})");
+            Err(std::process::ExitCode::from(2))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn dlq(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
+    use synckairos_audit_consumer::dlq::{self, Replayed};
+    match command {
+        DlqCmd::List {
+            conns,
+            shard,
+            limit,
+        } => {
+            if let Err(code) = check_shard(shard, conns.shards) {
+                return Ok(code);
+            }
+            let conn = synckairos_audit_consumer::redis(&conns.redis_url).await?;
+            for d in dlq::list(&conn, conns.shards, shard, limit)
+                .await
+                .context("reading the dead letters")?
+            {
+                println!("{}", d.to_json());
+            }
+        }
+        DlqCmd::Replay {
+            conns,
+            ids,
+            all,
+            shard,
+        } => {
+            if let Err(code) = check_shard(shard, conns.shards) {
+                return Ok(code);
+            }
+            let mut targets = Vec::new();
+            for name in &ids {
+                match dlq::parse_name(name, conns.shards) {
+                    Ok(t) => targets.push(t),
+                    Err(e) => {
+                        eprintln!("BAD_DEAD_LETTER_ID: {e}");
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                }
+            }
+            let conn = synckairos_audit_consumer::redis(&conns.redis_url).await?;
+            let pool = connect_pg(&conns.database_url).await?;
+            if all {
+                targets = dlq::list(&conn, conns.shards, shard, i64::MAX as usize)
+                    .await
+                    .context("reading the dead letters")?
+                    .into_iter()
+                    .map(|d| (d.shard, d.id))
+                    .collect();
+            }
+            let mut failed = 0;
+            for (s, id) in &targets {
+                let outcome = match dlq::get(&conn, *s, id)
+                    .await
+                    .context("reading a dead letter")?
+                {
+                    Some(d) => dlq::replay(&conn, &pool, &d)
+                        .await
+                        .with_context(|| format!("replaying {s}-{id}"))?,
+                    None => Replayed::NotFound,
+                };
+                let reason = match &outcome {
+                    Replayed::StillFailing(why) => Some(why.as_str()),
+                    _ => None,
+                };
+                if matches!(outcome, Replayed::StillFailing(_) | Replayed::NotFound) {
+                    failed += 1;
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({"id": format!("{s}-{id}"), "result": outcome.code(), "reason": reason})
+                );
+            }
+            tracing::info!(
+                dead_letters = targets.len(),
+                not_stored = failed,
+                "dead letters replayed"
+            );
+            if failed > 0 {
+                eprintln!(
+                    "DLQ_NOT_REPLAYED: {failed} of {} dead letters not stored",
+                    targets.len()
+                );
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn logs() {
@@ -110,12 +249,16 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             }
             let listener = tokio::net::TcpListener::bind(consumer.listen)
                 .await
-                .with_context(|| format!("binding {}", consumer.listen))?;
+                .with_context(|| format!("binding LISTEN {}", consumer.listen))?;
+            let metrics_listener = tokio::net::TcpListener::bind(consumer.metrics_listen)
+                .await
+                .with_context(|| format!("binding METRICS_LISTEN {}", consumer.metrics_listen))?;
             let metrics = Arc::new(Metrics::new());
             let c = synckairos_audit_consumer::consumers(&conns, consumer, metrics.clone()).await?;
             synckairos_audit_consumer::run(
                 c,
                 listener,
+                metrics_listener,
                 metrics,
                 Duration::from_millis(shutdown_grace_ms),
                 async {
@@ -156,6 +299,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Cmd::Dlq { command } => return dlq(command).await,
         Cmd::Timeline {
             database_url,
             session_id,

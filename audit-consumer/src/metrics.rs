@@ -1,8 +1,10 @@
 //! Prometheus text metrics, `synckairos_audit_*`.
 
+use crate::stream::{id_ms, ShardInfo, Streams};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use synckairos_core::prom::Histogram;
 
@@ -13,15 +15,52 @@ const SIZES: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 50
 
 type Gauge = (&'static str, &'static str, fn(&ShardBacklog) -> f64);
 
-/// One shard's stream, as last sampled.
+/// One shard's stream, as last sampled, for one consumer group.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ShardBacklog {
-    /// Entries not yet acknowledged (acked entries are deleted).
+    /// Entries the group has not acknowledged: not yet read (`lag`) plus
+    /// read and pending (the stream length when Redis cannot tell the lag).
     pub unacked: u64,
     /// Entries delivered to a consumer and not yet acknowledged.
     pub pending: u64,
     /// Age of the oldest unacknowledged entry, seconds.
     pub lag_seconds: f64,
+}
+
+impl ShardBacklog {
+    /// `group`'s backlog on a sampled shard, at wall-clock `now_ms`.
+    pub fn of(info: &ShardInfo, group: &str, now_ms: i64) -> ShardBacklog {
+        let Some(g) = info.group(group) else {
+            // No group yet: everything in the stream is unread.
+            return ShardBacklog {
+                unacked: info.length,
+                pending: 0,
+                lag_seconds: age(info.first_entry.as_deref(), now_ms),
+            };
+        };
+        let oldest = match g.pel_count {
+            0 => info.oldest_unread.as_deref(),
+            _ => g.oldest_pending.as_deref(),
+        };
+        ShardBacklog {
+            unacked: g.lag.map_or(info.length, |lag| lag + g.pel_count),
+            pending: g.pel_count,
+            lag_seconds: age(oldest, now_ms),
+        }
+    }
+}
+
+/// Seconds since the Redis time of entry `id` (0 without one).
+fn age(id: Option<&str>, now_ms: i64) -> f64 {
+    id.and_then(id_ms)
+        .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)
+}
+
+/// One reading of every shard stream, shared by whoever needs one (the
+/// scrape, the claim check) so that Redis is asked once.
+struct Sample {
+    at: Instant,
+    shards: Arc<Vec<ShardInfo>>,
 }
 
 /// Every metric of one consumer.
@@ -36,6 +75,8 @@ pub struct Metrics {
     pub claimed: AtomicU64,
     /// Committed batches.
     pub batches: AtomicU64,
+    /// Stream entries trimmed once every group had acknowledged them.
+    pub trimmed: AtomicU64,
     /// Failed PostgreSQL steps (each retried).
     pub postgres_errors: AtomicU64,
     /// Failed Redis steps (each retried).
@@ -46,10 +87,13 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// From the command (Redis time) to its event committed.
     pub event_lag_seconds: Histogram,
-    /// Events per second over the last sampling interval.
+    /// Events per second between the last two scrapes.
     pub events_per_second: Mutex<f64>,
-    /// Per shard.
+    /// Per shard, as of the last scrape.
     pub shards: Mutex<Vec<ShardBacklog>>,
+    /// The events counter at the last scrape.
+    last_scrape: Mutex<Option<(Instant, u64)>>,
+    sample: tokio::sync::Mutex<Option<Sample>>,
 }
 
 impl Metrics {
@@ -61,6 +105,7 @@ impl Metrics {
             dead_letters: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
             postgres_errors: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
             batch_size: Histogram::new(SIZES, 1.0),
@@ -68,6 +113,48 @@ impl Metrics {
             event_lag_seconds: Histogram::new(SECONDS, 1.0),
             events_per_second: Mutex::new(0.0),
             shards: Mutex::new(Vec::new()),
+            last_scrape: Mutex::new(None),
+            sample: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Every shard stream as read at most `max_age` ago: the last reading
+    /// if it is young enough, else a new one ([`Streams::info`], one command
+    /// per shard). Concurrent callers share one reading.
+    pub async fn shard_info(
+        &self,
+        streams: &Streams,
+        max_age: Duration,
+    ) -> redis::RedisResult<Arc<Vec<ShardInfo>>> {
+        let mut sample = self.sample.lock().await;
+        if let Some(s) = sample.as_ref().filter(|s| s.at.elapsed() <= max_age) {
+            return Ok(s.shards.clone());
+        }
+        let at = Instant::now();
+        let shards = Arc::new(streams.info().await?);
+        *sample = Some(Sample {
+            at,
+            shards: shards.clone(),
+        });
+        Ok(shards)
+    }
+
+    /// Updates the scrape-time gauges: the events per second since the
+    /// previous scrape and, from `shards` (when read), each shard's backlog
+    /// of `group`.
+    pub fn on_scrape(&self, shards: Option<&[ShardInfo]>, group: &str, now_ms: i64) {
+        let now = (Instant::now(), self.events.load(Relaxed));
+        let mut last = self.last_scrape.lock().expect("metrics lock");
+        if let Some((t, n)) = *last {
+            let secs = now.0.duration_since(t).as_secs_f64().max(1e-3);
+            *self.events_per_second.lock().expect("metrics lock") = (now.1 - n) as f64 / secs;
+        }
+        *last = Some(now);
+        if let Some(shards) = shards {
+            *self.shards.lock().expect("metrics lock") = shards
+                .iter()
+                .map(|s| ShardBacklog::of(s, group, now_ms))
+                .collect();
         }
     }
 
@@ -96,6 +183,11 @@ impl Metrics {
                 &self.claimed,
             ),
             ("batches_total", "Committed batches.", &self.batches),
+            (
+                "trimmed_total",
+                "Stream entries trimmed once every consumer group had acknowledged them.",
+                &self.trimmed,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(

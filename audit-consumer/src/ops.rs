@@ -1,6 +1,5 @@
-//! `/health`, `/ready`, `/metrics`, and the backlog sampler.
+//! `/health`, `/ready` and `/metrics`.
 
-use crate::consumer::Consumer;
 use crate::metrics::Metrics;
 use crate::stream::Streams;
 use axum::extract::State as AxState;
@@ -10,10 +9,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+
+/// A scrape reuses a reading of the shard streams this young (two
+/// Prometheus replicas, or a claim check just before, cost nothing more).
+pub const SCRAPE_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long a scrape waits for Redis before answering with the last values.
+const SCRAPE_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -26,25 +30,51 @@ pub struct State {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves the endpoints until `stop` turns true.
+/// Serves `/health` and `/ready` on `public`, `/metrics` on `internal`
+/// (anything else is 404 on either), until `stop` turns true.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    public: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
     state: State,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let app = Router::new()
+    let public_app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state.clone());
+    let internal_app = Router::new()
         .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(state);
+    tokio::join!(
+        serve_one(public, public_app, stop.clone(), "ops"),
+        serve_one(internal, internal_app, stop, "metrics"),
+    );
+}
+
+async fn serve_one(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) {
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
     if let Err(e) = r {
-        tracing::error!(error = %e, "ops endpoint failed");
+        tracing::error!(error = %e, endpoint = what, "endpoint failed");
     }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "NOT_FOUND", "message": "no such endpoint"}})),
+    )
+        .into_response()
 }
 
 async fn ready(AxState(s): AxState<State>) -> Response {
@@ -64,27 +94,35 @@ async fn ready(AxState(s): AxState<State>) -> Response {
 }
 
 async fn metrics(AxState(s): AxState<State>) -> Response {
+    // The per-shard gauges are read now, not by a timer: an idle consumer
+    // costs Redis one command per shard per scrape, and none unscraped.
+    let read = tokio::time::timeout(
+        SCRAPE_REDIS_TIMEOUT,
+        s.metrics.shard_info(&s.streams, SCRAPE_MAX_AGE),
+    )
+    .await;
+    let shards = match read {
+        Ok(Ok(shards)) => Some(shards),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the stream backlog; gauges keep their last values");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("reading the stream backlog timed out; gauges keep their last values");
+            None
+        }
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    s.metrics.on_scrape(
+        shards.as_deref().map(|v| v.as_slice()),
+        s.streams.group(),
+        now_ms,
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
         .into_response()
-}
-
-/// Every 2 s: the shards' backlog, and the events/s since the last sample.
-pub async fn sample(streams: Streams, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
-    let mut last = (Instant::now(), metrics.events.load(Relaxed));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        if let Err(e) = Consumer::sample_backlog(&streams, &metrics).await {
-            tracing::warn!(error = %e, "cannot sample the stream backlog");
-        }
-        let now = (Instant::now(), metrics.events.load(Relaxed));
-        let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64().max(1e-3);
-        *metrics.events_per_second.lock().expect("metrics lock") = rate;
-        last = now;
-    }
 }

@@ -74,7 +74,7 @@ impl Stack {
 
     /// The consumer binary, with extra environment.
     pub fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Proc {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-consumer"));
         cmd.arg("run")
             .env("DATABASE_URL", self.db.url())
@@ -82,6 +82,7 @@ impl Stack {
             .env("SHARDS", SHARDS.to_string())
             .env("CONSUMER_NAME", name)
             .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -92,6 +93,7 @@ impl Stack {
         Proc {
             child: cmd.spawn().expect("audit-consumer binary"),
             port,
+            metrics_port,
         }
     }
 
@@ -153,7 +155,10 @@ impl Stack {
 
 pub struct Proc {
     pub child: Child,
+    /// `/health` and `/ready`.
     pub port: u16,
+    /// `/metrics`.
+    pub metrics_port: u16,
 }
 
 impl Proc {
@@ -170,7 +175,7 @@ impl Proc {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let body = http_get(self.port, "/metrics").await;
+        let body = http_get(self.metrics_port, "/metrics").await;
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
@@ -180,6 +185,19 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Waits until the process answers `/ready` with 200.
+pub async fn wait_ready(p: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http_get(p.port, "/ready").await;
+        if r.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready in 30 s: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
