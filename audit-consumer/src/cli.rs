@@ -1,6 +1,6 @@
 //! The operator commands: `restore` and `timeline`.
 
-use crate::db::{self, TimelineEntry};
+use crate::db::{self, Incarnation, TimelineEntry};
 use sqlx::PgPool;
 use synckairos_core::record;
 use synckairos_core::script::Settings;
@@ -58,20 +58,23 @@ impl RestoreError {
 
 /// Rebuilds `session_id` in Redis from its latest audited snapshot, with a
 /// new version and a `session_restored` event (see
-/// [`synckairos_core::restore`]). Refuses while Redis still has the session.
+/// [`synckairos_core::restore`]): of the incarnation created at
+/// `created_at_ms`, else of the latest. Refuses while Redis still has the
+/// session.
 pub async fn restore(
     pool: &PgPool,
     redis_url: &str,
     settings: Settings,
     session_id: &str,
     actor: Option<&str>,
+    created_at_ms: Option<i64>,
 ) -> Result<SyncState, RestoreError> {
     let sid = session_id.to_ascii_lowercase();
     let engine = Engine::connect(redis_url, settings).await?;
     if engine.get(&sid).await?.is_some() {
         return Err(RestoreError::StillExists(sid));
     }
-    let latest = db::latest_state(pool, &sid)
+    let latest = db::latest_state(pool, &sid, created_at_ms)
         .await?
         .ok_or_else(|| RestoreError::NotAudited(sid.clone()))?;
     if latest.event_type == "session_deleted" {
@@ -88,6 +91,34 @@ pub async fn restore(
         .restore(&last, latest.version, actor)
         .await?
         .ok_or(RestoreError::StillExists(sid))
+}
+
+/// Picks an incarnation by its 1-based number (oldest first), or the latest.
+pub fn pick(incarnations: &[Incarnation], number: Option<usize>) -> Option<(usize, &Incarnation)> {
+    match number {
+        None => incarnations.last().map(|i| (incarnations.len(), i)),
+        Some(n) => incarnations.get(n.checked_sub(1)?).map(|i| (n, i)),
+    }
+}
+
+/// The incarnations, one per line, the one shown marked.
+pub fn render_incarnations(session_id: &str, all: &[Incarnation], shown: usize) -> String {
+    let mut out = format!(
+        "{session_id} has {} incarnation(s); showing #{shown} (--incarnation N for another)\n",
+        all.len()
+    );
+    for (i, inc) in all.iter().enumerate() {
+        out.push_str(&format!(
+            "{} #{}  created {}  {} events  v1..v{}{}\n",
+            if i + 1 == shown { "*" } else { " " },
+            i + 1,
+            format_iso(inc.created_at_ms),
+            inc.events,
+            inc.last_version,
+            if inc.deleted { "  deleted" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The timeline as a table, one event per line.

@@ -56,6 +56,7 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut created = Vec::with_capacity(n);
     for r in rows {
         ids.push(r.event_id.as_str());
         shards.push(r.shard as i16);
@@ -65,13 +66,16 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
         ats.push(r.event.at_ms);
         actors.push(r.event.actor.as_deref());
         snaps.push(r.snapshot_json.as_str());
+        created.push(r.state.created_at.ms());
     }
     let done = sqlx::query(
         "INSERT INTO sync_events
-             (event_id, shard, session_id, event_type, version, occurred_at, actor, snapshot)
-         SELECT e, s, sid, t, v, to_timestamp(at / 1000.0), a, snap::jsonb
+             (event_id, shard, session_id, event_type, version, occurred_at, actor, snapshot,
+              session_created_at)
+         SELECT e, s, sid, t, v, to_timestamp(at / 1000.0), a, snap::jsonb, to_timestamp(c / 1000.0)
          FROM UNNEST($1::text[], $2::int2[], $3::text[], $4::text[], $5::int8[],
-                     $6::int8[], $7::text[], $8::text[]) AS u(e, s, sid, t, v, at, a, snap)
+                     $6::int8[], $7::text[], $8::text[], $9::int8[])
+              AS u(e, s, sid, t, v, at, a, snap, c)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&ids)
@@ -82,6 +86,7 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
     .bind(&ats)
     .bind(&actors)
     .bind(&snaps)
+    .bind(&created)
     .execute(&mut *conn)
     .await?;
     let events = done.rows_affected();
@@ -92,12 +97,14 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
     })
 }
 
-/// The newest row of each session in the batch, in session-id order (the
-/// same lock order in every consumer, so two of them never deadlock).
+/// The newest row of each session incarnation (session id and creation
+/// time) in the batch, in that order (the same lock order in every consumer,
+/// so two of them never deadlock).
 fn latest(rows: &[Row]) -> Vec<&Row> {
-    let mut by: BTreeMap<&str, &Row> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, i64), &Row> = BTreeMap::new();
     for r in rows {
-        let e = by.entry(r.event.session_id.as_str()).or_insert(r);
+        let key = (r.event.session_id.as_str(), r.state.created_at.ms());
+        let e = by.entry(key).or_insert(r);
         if r.event.version >= e.event.version {
             *e = r;
         }
@@ -147,6 +154,7 @@ async fn upsert_sessions(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sq
             p.expired.push(x.has_expired);
             p.version.push(r.event.version as i64);
             p.at.push(r.event.at_ms);
+            p.created.push(st.created_at.ms());
         }
     }
     sqlx::query(
@@ -158,7 +166,7 @@ async fn upsert_sessions(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sq
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[],
                      $13::int8[]) AS u(sid, m, st, v, cfg, snap, rec, t, e, c, at, done, del)
-         ON CONFLICT (session_id) DO UPDATE SET
+         ON CONFLICT (session_id, created_at) DO UPDATE SET
              status = EXCLUDED.status, version = EXCLUDED.version, config = EXCLUDED.config,
              snapshot = EXCLUDED.snapshot, record = EXCLUDED.record,
              last_event_type = EXCLUDED.last_event_type, last_event_id = EXCLUDED.last_event_id,
@@ -183,13 +191,15 @@ async fn upsert_sessions(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sq
     .await?;
     sqlx::query(
         "INSERT INTO sync_participants AS cur
-             (session_id, participant_id, participant_index, group_id, total_time_ms,
-              time_used_ms, time_remaining_ms, cycle_count, has_expired, version, updated_at)
-         SELECT sid, pid, i, g, tot, used, rem, cyc, ex, v, to_timestamp(at / 1000.0)
+             (session_id, session_created_at, participant_id, participant_index, group_id,
+              total_time_ms, time_used_ms, time_remaining_ms, cycle_count, has_expired, version,
+              updated_at)
+         SELECT sid, to_timestamp(c / 1000.0), pid, i, g, tot, used, rem, cyc, ex, v,
+                to_timestamp(at / 1000.0)
          FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[],
-                     $7::int8[], $8::int8[], $9::bool[], $10::int8[], $11::int8[])
-              AS u(sid, pid, i, g, tot, used, rem, cyc, ex, v, at)
-         ON CONFLICT (session_id, participant_id) DO UPDATE SET
+                     $7::int8[], $8::int8[], $9::bool[], $10::int8[], $11::int8[], $12::int8[])
+              AS u(sid, pid, i, g, tot, used, rem, cyc, ex, v, at, c)
+         ON CONFLICT (session_id, session_created_at, participant_id) DO UPDATE SET
              participant_index = EXCLUDED.participant_index, group_id = EXCLUDED.group_id,
              total_time_ms = EXCLUDED.total_time_ms, time_used_ms = EXCLUDED.time_used_ms,
              time_remaining_ms = EXCLUDED.time_remaining_ms, cycle_count = EXCLUDED.cycle_count,
@@ -208,6 +218,7 @@ async fn upsert_sessions(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sq
     .bind(&p.expired)
     .bind(&p.version)
     .bind(&p.at)
+    .bind(&p.created)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -243,6 +254,7 @@ struct ParticipantCols<'a> {
     expired: Vec<bool>,
     version: Vec<i64>,
     at: Vec<i64>,
+    created: Vec<i64>,
 }
 
 /// Whether an error is about the data (retrying the same rows fails the same
@@ -268,12 +280,21 @@ pub struct Latest {
     pub event_type: String,
 }
 
-/// Reads the latest audited state of `session_id`.
-pub async fn latest_state(pool: &PgPool, session_id: &str) -> Result<Option<Latest>, sqlx::Error> {
+/// Reads the latest audited state of an incarnation of `session_id`: the
+/// one created at `created_at_ms`, else the latest.
+pub async fn latest_state(
+    pool: &PgPool,
+    session_id: &str,
+    created_at_ms: Option<i64>,
+) -> Result<Option<Latest>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT record, version, last_event_type FROM sync_sessions WHERE session_id = $1",
+        "SELECT record, version, last_event_type FROM sync_sessions
+         WHERE session_id = $1
+           AND ($2::int8 IS NULL OR created_at = to_timestamp($2::int8 / 1000.0))
+         ORDER BY created_at DESC LIMIT 1",
     )
     .bind(session_id)
+    .bind(created_at_ms)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| Latest {
@@ -306,8 +327,52 @@ pub struct TimelineEntry {
     pub remaining_ms: Vec<i64>,
 }
 
-/// A session's audit trail, oldest first.
-pub async fn timeline(pool: &PgPool, session_id: &str) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+/// One incarnation of a session id: from its creation to its delete (or
+/// its latest event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    /// When it was created (epoch ms): what tells incarnations apart.
+    pub created_at_ms: i64,
+    /// Its audited events.
+    pub events: i64,
+    /// Its latest version.
+    pub last_version: i64,
+    /// Whether its latest event is a delete.
+    pub deleted: bool,
+}
+
+/// The incarnations of `session_id` in the audit trail, oldest first.
+pub async fn incarnations(
+    pool: &PgPool,
+    session_id: &str,
+) -> Result<Vec<Incarnation>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT (extract(epoch FROM session_created_at) * 1000)::int8, count(*), max(version),
+                bool_or(event_type = 'session_deleted')
+         FROM sync_events WHERE session_id = $1
+         GROUP BY session_created_at ORDER BY session_created_at",
+    )
+    .bind(session_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Incarnation {
+            created_at_ms: r.get(0),
+            events: r.get(1),
+            last_version: r.get(2),
+            deleted: r.get(3),
+        })
+        .collect())
+}
+
+/// An incarnation's audit trail, oldest first: the one created at
+/// `created_at_ms`, else the latest.
+pub async fn timeline(
+    pool: &PgPool,
+    session_id: &str,
+    created_at_ms: Option<i64>,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT event_id, (extract(epoch FROM occurred_at) * 1000)::int8, version, event_type,
                 actor, snapshot->>'status', snapshot->>'active_participant_id',
@@ -316,10 +381,15 @@ pub async fn timeline(pool: &PgPool, session_id: &str) -> Result<Vec<TimelineEnt
                  WHERE p->>'participant_id' = snapshot->>'active_participant_id' LIMIT 1),
                 ARRAY(SELECT (p->>'time_remaining_ms')::int8
                       FROM jsonb_array_elements(snapshot->'participants') AS p)
-         FROM sync_events WHERE session_id = $1
+         FROM sync_events
+         WHERE session_id = $1
+           AND session_created_at = COALESCE(
+                 to_timestamp($2::int8 / 1000.0),
+                 (SELECT max(session_created_at) FROM sync_events WHERE session_id = $1))
          ORDER BY occurred_at, version, event_id",
     )
     .bind(session_id)
+    .bind(created_at_ms)
     .fetch_all(pool)
     .await?;
     Ok(rows

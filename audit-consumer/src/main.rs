@@ -48,6 +48,10 @@ enum Cmd {
         /// the gateway name it.
         #[arg(long, env = "STATE_TTL_SECONDS", default_value_t = 3600)]
         state_ttl_seconds: u64,
+        /// Which incarnation of the id (1 = the first created; default: the
+        /// latest), as `timeline` lists them.
+        #[arg(long)]
+        incarnation: Option<usize>,
     },
     /// The dead letters: entries the consumer could not store.
     Dlq {
@@ -61,6 +65,10 @@ enum Cmd {
         database_url: String,
         /// The session.
         session_id: String,
+        /// Which incarnation of the id (1 = the first created; default: the
+        /// latest): a deleted id can be created again.
+        #[arg(long)]
+        incarnation: Option<usize>,
     },
 }
 
@@ -198,6 +206,36 @@ async fn dlq(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The incarnation numbered `n` of `sid` (default: the latest), its number
+/// and all of them; or the exit code after saying why there is none.
+async fn incarnation_of(
+    pool: &sqlx::PgPool,
+    sid: &str,
+    n: Option<usize>,
+) -> anyhow::Result<Result<(usize, Vec<db::Incarnation>, db::Incarnation), std::process::ExitCode>>
+{
+    let all = db::incarnations(pool, sid)
+        .await
+        .context("reading the incarnations")?;
+    if all.is_empty() {
+        eprintln!("SESSION_NOT_FOUND: no audited event of {sid}");
+        return Ok(Err(std::process::ExitCode::from(2)));
+    }
+    match cli::pick(&all, n) {
+        Some((n, inc)) => {
+            let inc = inc.clone();
+            Ok(Ok((n, all, inc)))
+        }
+        None => {
+            eprintln!(
+                "INCARNATION_NOT_FOUND: {sid} has {} incarnation(s), numbered from 1",
+                all.len()
+            );
+            Ok(Err(std::process::ExitCode::from(2)))
+        }
+    }
+}
+
 fn logs() {
     tracing_subscriber::fmt()
         .json()
@@ -279,14 +317,32 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             session_id,
             actor,
             state_ttl_seconds,
+            incarnation,
         } => {
             let pool = connect_pg(&conns.database_url).await?;
+            let sid = session_id.to_ascii_lowercase();
+            let created_at_ms = match incarnation {
+                None => None,
+                Some(n) => match incarnation_of(&pool, &sid, Some(n)).await? {
+                    Ok((_, _, inc)) => Some(inc.created_at_ms),
+                    Err(code) => return Ok(code),
+                },
+            };
             let settings = synckairos_core::script::Settings {
                 shards: conns.shards,
                 base_ttl_s: state_ttl_seconds,
                 ..Default::default()
             };
-            match cli::restore(&pool, &conns.redis_url, settings, &session_id, Some(&actor)).await {
+            match cli::restore(
+                &pool,
+                &conns.redis_url,
+                settings,
+                &sid,
+                Some(&actor),
+                created_at_ms,
+            )
+            .await
+            {
                 Ok(st) => println!(
                     "restored {} at version {} as {}",
                     st.session_id,
@@ -303,15 +359,19 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Cmd::Timeline {
             database_url,
             session_id,
+            incarnation,
         } => {
             let pool = connect_pg(&database_url).await?;
             let sid = session_id.to_ascii_lowercase();
-            let t = db::timeline(&pool, &sid)
+            let (n, all, inc) = match incarnation_of(&pool, &sid, incarnation).await? {
+                Ok(found) => found,
+                Err(code) => return Ok(code),
+            };
+            let t = db::timeline(&pool, &sid, Some(inc.created_at_ms))
                 .await
                 .context("reading the timeline")?;
-            if t.is_empty() {
-                eprintln!("SESSION_NOT_FOUND: no audited event of {sid}");
-                return Ok(std::process::ExitCode::from(2));
+            if all.len() > 1 {
+                print!("{}", cli::render_incarnations(&sid, &all, n));
             }
             print!("{}", cli::render_timeline(&sid, &t));
         }

@@ -51,7 +51,15 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
 
     // While Redis has it, restore refuses.
     let settings = settings();
-    let err = cli::restore(&s.pool, &s.redis.url(), settings.clone(), &sid, Some("ops")).await;
+    let err = cli::restore(
+        &s.pool,
+        &s.redis.url(),
+        settings.clone(),
+        &sid,
+        Some("ops"),
+        None,
+    )
+    .await;
     assert!(matches!(err, Err(RestoreError::StillExists(_))), "{err:?}");
     assert_eq!(err.unwrap_err().code(), "SESSION_EXISTS");
 
@@ -66,9 +74,16 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
         .unwrap();
     assert!(s.engine.get(&sid).await.unwrap().is_none());
 
-    let restored = cli::restore(&s.pool, &s.redis.url(), settings.clone(), &sid, Some("ops"))
-        .await
-        .expect("restored");
+    let restored = cli::restore(
+        &s.pool,
+        &s.redis.url(),
+        settings.clone(),
+        &sid,
+        Some("ops"),
+        None,
+    )
+    .await
+    .expect("restored");
     assert_eq!(
         restored.version, 5,
         "a new version after the last audited one"
@@ -92,7 +107,15 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
         "the clocks as the last audited event left them"
     );
     assert_eq!(s.engine.get(&sid).await.unwrap().as_ref(), Some(&restored));
-    let again = cli::restore(&s.pool, &s.redis.url(), settings.clone(), &sid, Some("ops")).await;
+    let again = cli::restore(
+        &s.pool,
+        &s.redis.url(),
+        settings.clone(),
+        &sid,
+        Some("ops"),
+        None,
+    )
+    .await;
     assert!(
         matches!(again, Err(RestoreError::StillExists(_))),
         "only once: {again:?}"
@@ -105,7 +128,7 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
     assert_eq!(after.version, 7);
     drain(&mut c, &s, 7).await;
 
-    let t = db::timeline(&s.pool, &sid).await.unwrap();
+    let t = db::timeline(&s.pool, &sid, None).await.unwrap();
     let kinds: Vec<(&str, i64)> = t
         .iter()
         .map(|e| (e.event_type.as_str(), e.version))
@@ -157,7 +180,7 @@ async fn restore_refuses_unknown_and_deleted_sessions() {
     let s = stack().await;
     let (mut c, _) = s.consumer("solo", ConsumerConfig::default()).await;
     let unknown = fixtures::uuid(0x7_1000);
-    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &unknown, None).await;
+    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &unknown, None, None).await;
     assert_eq!(r.unwrap_err().code(), "SESSION_NOT_FOUND");
 
     let sid = fixtures::uuid(0x7_1001);
@@ -173,7 +196,7 @@ async fn restore_refuses_unknown_and_deleted_sessions() {
         .unwrap();
     assert!(matches!(del.result, Ok(Reply::Deleted { existed: true })));
     drain(&mut c, &s, 2).await;
-    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &sid, None).await;
+    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &sid, None, None).await;
     let e = r.unwrap_err();
     assert_eq!(e.code(), "SESSION_DELETED", "{e}");
 
