@@ -52,6 +52,11 @@ enum Cmd {
         /// latest), as `timeline` lists them.
         #[arg(long)]
         incarnation: Option<usize>,
+        /// How long a restored (paused) session waits for a command before
+        /// it ends, s: `SESSION_IDLE_TTL_SECONDS`, as the worker and the
+        /// gateway name it.
+        #[arg(long, env = "SESSION_IDLE_TTL_SECONDS", default_value_t = 86_400)]
+        session_idle_ttl_seconds: u64,
     },
     /// The dead letters: entries the consumer could not store.
     Dlq {
@@ -318,6 +323,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             actor,
             state_ttl_seconds,
             incarnation,
+            session_idle_ttl_seconds,
         } => {
             let pool = connect_pg(&conns.database_url).await?;
             let sid = session_id.to_ascii_lowercase();
@@ -331,6 +337,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let settings = synckairos_core::script::Settings {
                 shards: conns.shards,
                 base_ttl_s: state_ttl_seconds,
+                idle_ttl_s: session_idle_ttl_seconds,
                 ..Default::default()
             };
             match cli::restore(
