@@ -208,6 +208,14 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
     }
 }
 
+/// Whether a Redis error text is Redis refusing a write for lack of memory
+/// (`maxmemory` with `noeviction`): the command did not run, and the service
+/// is unavailable until memory is freed (a 503, not a bug).
+pub fn is_out_of_memory(redis_error: &str) -> bool {
+    redis_error.trim_start_matches('"').starts_with("OOM")
+        || redis_error.contains("OOM command not allowed")
+}
+
 /// A script's reply, typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptReply {

@@ -50,6 +50,12 @@ fn store_error(e: UpstashError) -> StoreError {
             reason: e.public_reason(),
             cause: e.to_string(),
         },
+        UpstashError::Redis(ref msg) if synckairos_core::script::is_out_of_memory(msg) => {
+            StoreError::Unavailable {
+                reason: "redis out of memory".into(),
+                cause: e.to_string(),
+            }
+        }
         other => StoreError::Internal(other.to_string()),
     }
 }
@@ -173,6 +179,25 @@ mod tests {
             &spec,
             1_795_455_546_123,
         ))
+    }
+
+    #[test]
+    fn redis_out_of_memory_is_a_503_not_an_internal_error() {
+        let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+        let r = call(
+            &with(Ok((200, &format!(r#"{{"error":"{oom}"}}"#)))),
+            "POST",
+            &format!("/v1/sessions/{SID}/pause"),
+        );
+        assert_eq!(r.response.status, 503, "{}", r.response.body);
+        assert!(r.response.body.contains("SERVICE_UNAVAILABLE"));
+        // Any other Redis error stays a 500.
+        let r = call(
+            &with(Ok((200, r#"{"error":"ERR something else"}"#))),
+            "POST",
+            &format!("/v1/sessions/{SID}/pause"),
+        );
+        assert_eq!(r.response.status, 500);
     }
 
     #[test]

@@ -44,6 +44,15 @@ fn store_error(e: EngineError) -> StoreError {
                 cause: e.to_string(),
             }
         }
+        EngineError::Redis(r)
+            if r.code() == Some("OOM")
+                || synckairos_core::script::is_out_of_memory(&r.to_string()) =>
+        {
+            StoreError::Unavailable {
+                reason: "redis out of memory".into(),
+                cause: e.to_string(),
+            }
+        }
         _ => StoreError::Internal(e.to_string()),
     }
 }
@@ -236,6 +245,24 @@ pub(crate) async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_out_of_memory_is_unavailable_not_internal() {
+        let oom = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "OOM",
+            "command not allowed when used memory > 'maxmemory'.".to_string(),
+        ));
+        assert!(matches!(
+            store_error(EngineError::Redis(oom)),
+            StoreError::Unavailable { .. }
+        ));
+        let other = redis::RedisError::from((redis::ErrorKind::Parse, "boom"));
+        assert!(matches!(
+            store_error(EngineError::Redis(other)),
+            StoreError::Internal(_)
+        ));
+    }
 
     #[test]
     fn the_instance_limit_counts_per_address_per_window() {
