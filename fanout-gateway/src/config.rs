@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use synckairos_api::config::Vars;
 use synckairos_api::ApiConfig;
+use synckairos_core::redact::SecretUrl;
 
 /// Everything the gateway is configured with.
 #[derive(Debug)]
 pub struct Config {
-    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint).
-    pub redis_url: String,
+    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint);
+    /// it may hold a password, so it shows only redacted.
+    pub redis_url: SecretUrl,
     /// `LISTEN` (default `127.0.0.1:8788`; the binary binds it).
     pub listen: SocketAddr,
     /// `METRICS_LISTEN` (default [`DEFAULT_METRICS_LISTEN`]): the internal
@@ -92,10 +94,13 @@ impl Config {
             vars.number(name, default, min, max)
         };
         let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        let redis_url = SecretUrl::new(redis_url);
+        if !(redis_url.expose().starts_with("redis://")
+            || redis_url.expose().starts_with("rediss://"))
+        {
             return Err(ConfigError::Invalid {
                 name: "REDIS_URL",
-                value: "(not shown: it may hold credentials)".into(),
+                value: redis_url.to_string(),
                 expected: "a redis:// or rediss:// URL",
             });
         }
@@ -195,5 +200,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn debug_and_refusals_never_show_the_redis_password() {
+        let c = config(&[
+            (
+                "REDIS_URL",
+                "redis://user:hunter2-hunter2@cache.internal:6379/0",
+            ),
+            ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-xyz"),
+            ("AUTH_MODE", "jwt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_url.expose(),
+            "redis://user:hunter2-hunter2@cache.internal:6379/0"
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2-hunter2"), "{shown}");
+        assert!(!shown.contains("jwt-secret-jwt-secret"), "{shown}");
+        assert!(shown.contains("cache.internal:6379"), "{shown}");
+        let e = config(&[(
+            "REDIS_URL",
+            "http://user:hunter2-hunter2@cache.internal:6379/",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !e.contains("hunter2-hunter2") && e.contains("cache.internal:6379"),
+            "{e}"
+        );
     }
 }

@@ -136,10 +136,12 @@ pub async fn run(
     // rustls needs one process-wide crypto provider for rediss://; a second
     // call (tests run several gateways in one process) is a harmless no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-    let engine = Engine::connect(&config.redis_url, config.api.settings.clone())
+    // Messages name the Redis by its redacted URL: host and port, never the password.
+    let client = redis::Client::open(config.redis_url.expose())
+        .with_context(|| format!("REDIS_URL {} is not a Redis URL", config.redis_url))?;
+    let engine = Engine::connect(config.redis_url.expose(), config.api.settings.clone())
         .await
-        .with_context(|| "connecting to Redis (REDIS_URL)")?;
+        .with_context(|| format!("connecting to Redis at {} (REDIS_URL)", config.redis_url))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let (hub, subscriber) = hub::Hub::new(
