@@ -10,7 +10,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/fanout-gateway /usr/local/bin/fanout-gateway
 COPY --from=build /src/target/release/audit-consumer /usr/local/bin/audit-consumer
-EXPOSE 8788 8789
+EXPOSE 8788 8789 9091 9092
 USER 65534
 # fly.toml's [processes] say which binary a machine runs.
 CMD ["/usr/local/bin/fanout-gateway"]

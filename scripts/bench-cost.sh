@@ -115,7 +115,7 @@ running=$(monitor_stop running)
 log "phase 3: 1,000 switches"
 stored() { psql "$database_url" -tAc "SELECT count(*) FROM sync_events WHERE event_type = 'participant_switched'" 2>/dev/null || echo 0; }
 monitor_start switches
-xargs -P 4 -I{} curl -sf -o /dev/null -H 'content-type: application/json' -d '{}' -X POST "$base/v1/sessions/{}/switch" <"$tmp/ids"
+xargs -P 4 -I@ curl -sf -o /dev/null -H 'content-type: application/json' -d '{}' -X POST "$base/v1/sessions/@/switch" <"$tmp/ids"
 for _ in $(seq 100); do [ "$(stored)" -ge 1000 ] && break; sleep 0.1; done
 switches=$(monitor_stop switches)
 [ "$(stored)" -ge 1000 ] || { log "the consumer did not store the 1,000 switches"; exit 1; }

@@ -60,6 +60,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 started() { pids+=("$1"); names+=("$2"); }
 await() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail "$tmp"/*.log >&2; exit 1; }
 redis_port=$(free_port) audit_port=$(free_port) audit_metrics_port=$(free_port) port=$(free_port)
+# The WebSocket server's internal /metrics port (METRICS_LISTEN).
+metrics_port=$(free_port)
 redis_url=redis://127.0.0.1:$redis_port/
 export AUTH_MODE=disabled IP_RATE_LIMIT=0 RUST_LOG=warn CONNECTIONS_PER_IP_PER_SECOND=0 MAX_CONNECTIONS=50000 \
   MAX_CONNECTIONS_PER_IP=0 MESSAGES_PER_SECOND=0
@@ -74,8 +76,8 @@ DATABASE_URL=$database_url REDIS_URL=$redis_url LISTEN=127.0.0.1:$audit_port \
   METRICS_LISTEN=127.0.0.1:$audit_metrics_port "$bin/audit-consumer" run >"$tmp/audit.log" 2>&1 &
 started $! audit-consumer
 if [ "$shape" = self-hosted ]; then
-  REDIS_URL=$redis_url LISTEN=127.0.0.1:$port SERVER_BIN=$bin/fanout-gateway \
-    scripts/serve.sh >"$tmp/server.log" 2>&1 &
+  REDIS_URL=$redis_url LISTEN=127.0.0.1:$port METRICS_LISTEN=127.0.0.1:$metrics_port \
+    SERVER_BIN=$bin/fanout-gateway scripts/serve.sh >"$tmp/server.log" 2>&1 &
   started $! server
   base=http://127.0.0.1:$port ws=ws://127.0.0.1:$port
 else
@@ -87,7 +89,8 @@ else
   UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=bench \
     scripts/workerd.sh --port "$port" >"$tmp/workerd.log" 2>&1 &
   started $! workerd
-  REDIS_URL=$redis_url LISTEN=127.0.0.1:$gateway_port REST_API=off "$bin/fanout-gateway" >"$tmp/gateway.log" 2>&1 &
+  REDIS_URL=$redis_url LISTEN=127.0.0.1:$gateway_port METRICS_LISTEN=127.0.0.1:$metrics_port REST_API=off \
+    "$bin/fanout-gateway" >"$tmp/gateway.log" 2>&1 &
   started $! gateway
   base=http://127.0.0.1:$port ws=ws://127.0.0.1:$gateway_port
   await "http://127.0.0.1:$gateway_port/ready"
@@ -159,6 +162,8 @@ fi
 extra=()
 # The WebSocket server's pid, for the modes that read its RSS and CPU.
 case "$*" in *reconnect-storm* | *ws-idle*) extra=(--gateway-pid "${pids[${#pids[@]} - 1]}") ;; esac
+# The expiry mode reads the lag histogram from the internal /metrics port.
+case "$*" in *expiry*) extra+=(--gateway-metrics "http://127.0.0.1:$metrics_port/metrics") ;; esac
 "$bin/loadgen" --base-url "$base" --gateway "$ws" "${extra[@]}" "$@" >"$tmp/loadgen.json" 2>"$tmp/loadgen.err" &
 lg=$!
 # The measured phase starts once the sessions exist and the warm-up is over.

@@ -6,7 +6,10 @@
 #   selectors and ports line up, probes and a hardened securityContext are
 #   there, and terminationGracePeriodSeconds covers preStop + SHUTDOWN_GRACE_MS;
 #   fly.toml and deploy/fly.self-hosted.toml parse and agree with the binaries'
-#   settings (processes, ports, /ready checks, kill_timeout > SHUTDOWN_GRACE_MS).
+#   settings (processes, ports, /ready checks, kill_timeout > SHUTDOWN_GRACE_MS);
+#   in both, each service's metrics port (Fly's [[metrics]], the `metrics`
+#   container port and prometheus.io/port) is its METRICS_LISTEN port, and
+#   differs from its public port.
 # kubernetes-validate bundles the schemas (nothing is fetched while checking);
 # it is installed once, pinned, into a virtualenv outside the clone.
 #
@@ -96,6 +99,26 @@ for path in files:
             sys.exit(f"check-deploy: {e.message}")
         resources.append((path, doc))
 schema_ok = not errors
+
+# Where each binary serves /metrics when METRICS_LISTEN is unset. The
+# gateway's default is read from its one declaration; the audit consumer's
+# moves to 9092 with METRICS_LISTEN (read from its source once declared there).
+def declared_metrics_listen(source):
+    try:
+        with open(source) as f:
+            m = re.search(r'DEFAULT_METRICS_LISTEN: &str = "([^"]+)"', f.read())
+    except OSError:
+        return None
+    return m and m[1]
+DEFAULT_METRICS_LISTEN = {
+    "fanout-gateway": declared_metrics_listen("fanout-gateway/src/config.rs"),
+    "audit-consumer": declared_metrics_listen("audit-consumer/src/config.rs") or "0.0.0.0:9092",
+}
+if not DEFAULT_METRICS_LISTEN["fanout-gateway"]:
+    err("fanout-gateway/src/config.rs", "no DEFAULT_METRICS_LISTEN declaration")
+def port_of(addr):
+    tail = str(addr or "").rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None
 
 # --- Kubernetes: what the schema cannot see ---------------------------------
 # (The cross-checks below assume schema-valid documents: they run only when
@@ -196,6 +219,31 @@ for dname, (path, d) in deployments.items():
             err(cw, f"terminationGracePeriodSeconds {tgps} < preStop {sleep} + "
                     f"SHUTDOWN_GRACE_MS {grace} s + margin {MARGIN_S} s")
 
+# /metrics on an internal port of its own: METRICS_LISTEN set, its port the
+# container port named `metrics` and the scrape annotation's, never LISTEN's.
+for dname, (path, d) in deployments.items():
+    annotations = (d["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        cw = f"{path}: Deployment/{dname}: container {c['name']}"
+        binary = os.path.basename((c.get("command") or [""])[0])
+        if binary not in DEFAULT_METRICS_LISTEN:
+            continue
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        metrics = port_of(env.get("METRICS_LISTEN"))
+        if metrics is None:
+            err(cw, "METRICS_LISTEN must be set (host:port) so its port can be checked")
+            continue
+        named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        if named.get("metrics") != metrics:
+            err(cw, f"container port `metrics` {named.get('metrics')} is not METRICS_LISTEN's port {metrics}")
+        if metrics == port_of(env.get("LISTEN")):
+            err(cw, f"METRICS_LISTEN's port {metrics} is the public port (LISTEN)")
+        if annotations.get("prometheus.io/scrape") != "true":
+            err(cw, "the pod template lacks prometheus.io/scrape: \"true\"")
+        elif annotations.get("prometheus.io/port") != str(metrics) or annotations.get("prometheus.io/path") != "/metrics":
+            err(cw, f"prometheus.io/port {annotations.get('prometheus.io/port')!r} and path "
+                    f"{annotations.get('prometheus.io/path')!r} are not METRICS_LISTEN's port {metrics} and /metrics")
+
 def selected_deployment(where, selector):
     hits = [(n, pd) for n, pd in deployments.items()
             if matches(selector, pod_labels(pd[1]))]
@@ -208,6 +256,10 @@ for path, s in by_kind.get("Service", []):
         for p in spec.get("ports", []):
             if p.get("targetPort", p["port"]) not in port_names(d["spec"]["template"]["spec"]):
                 err(where, f"targetPort {p.get('targetPort')} is not a container port of Deployment/{name(d)}")
+            metrics_ports = {q["containerPort"] for c in d["spec"]["template"]["spec"]["containers"]
+                             for q in c.get("ports", []) if q.get("name") == "metrics"}
+            if p.get("targetPort", p["port"]) in metrics_ports | {"metrics"}:
+                err(where, "exposes the internal metrics port")
 for path, b in by_kind.get("PodDisruptionBudget", []):
     selected_deployment(f"{path}: PodDisruptionBudget/{name(b)}",
                         (b["spec"].get("selector") or {}).get("matchLabels"))
@@ -269,8 +321,23 @@ for path in fly_files:
     if "audit" in procs and not any(c.get("path") == "/ready" and "audit" in c.get("processes", [])
                                     and c.get("port") == port for c in fly.get("checks", {}).values()):
         err(path, "no check on the audit group's /ready")
-    if fly.get("metrics", {}).get("port") not in (None, port):
-        err(path, "metrics.port is not LISTEN's port")
+    metrics = fly.get("metrics", [])
+    metrics = [metrics] if isinstance(metrics, dict) else metrics
+    for group, cmd in procs.items():
+        binary = os.path.basename(cmd.split()[0])
+        if binary not in DEFAULT_METRICS_LISTEN:
+            continue
+        listen = env.get("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN[binary]
+        mport = port_of(listen)
+        scraped = [m for m in metrics if group in m.get("processes", list(procs))]
+        if not scraped:
+            err(path, f"no [[metrics]] section scrapes the `{group}` group")
+        for m in scraped:
+            if m.get("port") != mport or m.get("path") != "/metrics":
+                err(path, f"[[metrics]] of `{group}`: port {m.get('port')} path {m.get('path')!r} is not "
+                          f"METRICS_LISTEN's ({listen}) /metrics")
+        if mport == port:
+            err(path, f"`{group}`: METRICS_LISTEN's port {mport} is the public port (LISTEN)")
     if path.endswith("fly.self-hosted.toml"):
         if "audit" not in procs:
             err(path, "no `audit` process group")

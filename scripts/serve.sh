@@ -6,6 +6,8 @@
 #
 #   REDIS_URL (redis://127.0.0.1:6379/; rediss:// for TLS, e.g. Upstash)
 #   LISTEN    (127.0.0.1:8080)
+#   METRICS_LISTEN (0.0.0.0:9091): the internal port of /metrics, apart from
+#             the public one (which answers /metrics with 404)
 # and the variables the edge worker and the gateway read: AUTH_MODE, JWT_*,
 # SHARDS, STATE_TTL_SECONDS, SWITCH_RATE_LIMIT, IP_RATE_LIMIT,
 # IP_RATE_PERIOD_SECONDS, CORS_ALLOWED_ORIGINS, CONNECTIONS_PER_IP_PER_SECOND,

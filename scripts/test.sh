@@ -29,6 +29,8 @@ log "wrangler deploy --dry-run of every deployable configuration (offline)"
 scripts/deploy-dry-run.sh
 log "deployment manifests (Kubernetes schemas offline, Fly configs)"
 scripts/check-deploy.sh
+log "contract: schemathesis against the native server and the worker (docs/API.md, Contract checks)"
+scripts/schemathesis.sh
 log "tests"
 # --nocapture shows the differential tallies and the contention result.
 cargo test --workspace --locked -- --nocapture

@@ -20,7 +20,8 @@
 # services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
-#   AUDIT_METRICS_PORT (9092), SERVER_PORT (8080, self-hosted), REDIS_PORT (6379)
+#   AUDIT_METRICS_PORT (9092), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
+#   the gateway's or the native server's internal /metrics port), REDIS_PORT (6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -34,6 +35,7 @@ esac
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
 gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${SERVER_PORT:-8080}
 audit_metrics_port=${AUDIT_METRICS_PORT:-9092}
+metrics_port=${METRICS_PORT:-9091}
 run=.run
 mkdir -p "$run"
 
@@ -120,7 +122,7 @@ demo() {
 if [ "$shape" = self-hosted ]; then
   log "starting the native server on 127.0.0.1:$server_port (REST + /ws + time sync + expiry; JWT auth)"
   SERVER_BIN=$bin/fanout-gateway REDIS_URL=redis://127.0.0.1:$redis_port/ \
-    LISTEN=127.0.0.1:$server_port RUST_LOG=warn nohup scripts/serve.sh >"$run/server.log" 2>&1 </dev/null &
+    LISTEN=127.0.0.1:$server_port METRICS_LISTEN=127.0.0.1:$metrics_port RUST_LOG=warn nohup scripts/serve.sh >"$run/server.log" 2>&1 </dev/null &
   echo $! >"$run/server.pid"
   start_audit_consumer
   await_ready "http://127.0.0.1:$server_port/ready" "http://127.0.0.1:$audit_port/ready"
@@ -130,7 +132,8 @@ if [ "$shape" = self-hosted ]; then
   cat <<TXT
 
 The self-hosted stack is up:
-  SyncKairos     http://127.0.0.1:$server_port   (REST /v1/..., WebSocket /ws?sessionId=<id>&token=<JWT>, /v1/openapi.json, /metrics)
+  SyncKairos     http://127.0.0.1:$server_port   (REST /v1/..., WebSocket /ws?sessionId=<id>&token=<JWT>, /v1/openapi.json)
+                 metrics on the internal port: http://127.0.0.1:$metrics_port/metrics
                  JWT HS256 secret in $run/jwt-secret
   audit consumer http://127.0.0.1:$audit_metrics_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
@@ -151,7 +154,8 @@ UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=$tok
 echo $! >"$run/workerd.pid"
 
 log "starting the fan-out gateway on 127.0.0.1:$gateway_port (WebSocket only: REST_API=off)"
-REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port AUTH_MODE=jwt REST_API=off \
+REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$gateway_port \
+  METRICS_LISTEN=127.0.0.1:$metrics_port AUTH_MODE=jwt REST_API=off \
   nohup "$bin/fanout-gateway" >"$run/fanout-gateway.log" 2>&1 </dev/null &
 echo $! >"$run/fanout-gateway.pid"
 start_audit_consumer
@@ -166,7 +170,8 @@ cat <<TXT
 
 The stack is up:
   edge worker    http://127.0.0.1:$edge_port   (GET /v1/openapi.json; JWT HS256 secret in $run/jwt-secret)
-  gateway        ws://127.0.0.1:$gateway_port/ws?sessionId=<id>&token=<JWT>   (also /metrics, /v1/time)
+  gateway        ws://127.0.0.1:$gateway_port/ws?sessionId=<id>&token=<JWT>   (also /v1/time)
+                 metrics on the internal port: http://127.0.0.1:$metrics_port/metrics
   audit consumer http://127.0.0.1:$audit_metrics_port/metrics   (audit-consumer timeline|restore <id>, DATABASE_URL=$database_url)
   upstash-local  http://127.0.0.1:$rest_port   (token: $token)
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)

@@ -21,7 +21,7 @@ use std::future::Future;
 use synckairos_core::api::{
     self as wire, ApiError, Route, SessionAction, SwitchResponse, TimeResponse,
 };
-use synckairos_core::keys::valid_idempotency_key;
+use synckairos_core::keys::{valid_idempotency_key, IDEMPOTENCY_KEY_MAX_LEN};
 use synckairos_core::model::Reply;
 use synckairos_core::script::{CallOptions, ScriptReply};
 use synckairos_core::{Command, DomainError, Issue, IssueCode, Request, SyncState};
@@ -400,7 +400,9 @@ fn idempotency_key(header: Option<&str>) -> Result<Option<String>, ApiError> {
         Some(k) if valid_idempotency_key(k) => Ok(Some(k.to_string())),
         Some(_) => Err(ApiError::Domain(DomainError::Validation(vec![Issue {
             field: "Idempotency-Key".into(),
-            message: "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+            message: format!(
+                "Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters"
+            ),
             code: IssueCode::InvalidFormat,
         }]))),
     }

@@ -43,6 +43,9 @@ impl ApiResponse {
         if let Some(s) = e.retry_after_seconds() {
             headers.push(("retry-after", s.to_string()));
         }
+        if let Some(allow) = e.allow() {
+            headers.push(("allow", allow.to_string()));
+        }
         ApiResponse {
             status: e.status(),
             body: e.body(),

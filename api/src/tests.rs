@@ -209,10 +209,30 @@ fn time_is_redis_time() {
 #[test]
 fn unknown_routes() {
     let a = api(Ok(vec![]));
-    for (method, path) in [("GET", "/"), ("POST", "/health"), ("GET", "/nope")] {
+    for (method, path) in [("GET", "/"), ("GET", "/nope")] {
         let h = without_cors(block_on(a.handle(&request(method, path, None), &Unlimited)));
         assert_eq!(h.response.status, 404, "{method} {path}");
         assert!(h.response.body.contains(r#""code":"NOT_FOUND""#));
+    }
+    // A known path with another method: 405 and the methods it takes.
+    for (method, path, allow) in [
+        ("POST", "/health", "GET"),
+        ("PUT", "/v1/sessions", "POST"),
+        (
+            "POST",
+            &format!("/v1/sessions/{SID}") as &str,
+            "GET, DELETE",
+        ),
+        ("GET", &format!("/v1/sessions/{SID}/switch") as &str, "POST"),
+    ] {
+        let h = without_cors(block_on(a.handle(&request(method, path, None), &Unlimited)));
+        assert_eq!(h.response.status, 405, "{method} {path}");
+        assert!(h.response.body.contains(r#""code":"METHOD_NOT_ALLOWED""#));
+        assert_eq!(
+            h.response.headers,
+            vec![("allow", allow.to_string())],
+            "{method} {path}"
+        );
     }
     assert_eq!(a.store().unwrap().calls.get(), 0);
 }

@@ -9,8 +9,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8789";
 /// `METRICS_LISTEN`'s default: `/metrics`, on an internal port of its own.
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9092";
 
-/// Where the data lives (every subcommand).
-#[derive(Args, Clone, Debug)]
+/// Where the data lives (every subcommand). `Debug` shows the URLs redacted.
+#[derive(Args, Clone)]
 pub struct Connections {
     /// PostgreSQL, e.g. `postgres://user:pass@host/db?sslmode=require`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -21,6 +21,17 @@ pub struct Connections {
     /// Shards of the key space: the edge worker's value.
     #[arg(long, env = "SHARDS", default_value_t = synckairos_core::keys::DEFAULT_SHARDS)]
     pub shards: u16,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use synckairos_core::redact::redact_url;
+        f.debug_struct("Connections")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("shards", &self.shards)
+            .finish()
+    }
 }
 
 /// The consumer's settings (`run`).

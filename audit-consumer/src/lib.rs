@@ -32,13 +32,15 @@ use stream::Streams;
 /// A Redis connection that reconnects by itself (`redis://` or `rediss://`).
 pub async fn redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = redis::Client::open(url).context("REDIS_URL")?;
+    let shown = synckairos_core::redact::redact_url(url);
+    let client = redis::Client::open(url)
+        .with_context(|| format!("REDIS_URL {shown} is not a Redis URL"))?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_response_timeout(None);
     redis::aio::ConnectionManager::new_with_config(client, cfg)
         .await
-        .context("connecting to redis")
+        .with_context(|| format!("connecting to Redis at {shown}"))
 }
 
 /// A consumer for `conns` with `cfg` (does not touch PostgreSQL yet).
@@ -52,7 +54,12 @@ pub async fn consumer(
     let blocking = redis(&conns.redis_url).await?;
     let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name())
         .with_blocking_connection(blocking);
-    let pool = db::pool(&conns.database_url, 4).context("DATABASE_URL")?;
+    let pool = db::pool(&conns.database_url, 4).with_context(|| {
+        format!(
+            "DATABASE_URL {} is not a PostgreSQL URL",
+            synckairos_core::redact::redact_url(&conns.database_url)
+        )
+    })?;
     Ok(Consumer::new(streams, pool, cfg, metrics))
 }
 

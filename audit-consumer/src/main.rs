@@ -252,11 +252,13 @@ fn logs() {
 }
 
 async fn connect_pg(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    let pool = db::pool(url, 2).context("DATABASE_URL")?;
+    let shown = synckairos_core::redact::redact_url(url);
+    let pool = db::pool(url, 2)
+        .with_context(|| format!("DATABASE_URL {shown} is not a PostgreSQL URL"))?;
     sqlx::query("SELECT 1")
         .execute(&pool)
         .await
-        .context("connecting to postgres")?;
+        .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
     Ok(pool)
 }
 

@@ -80,7 +80,8 @@ impl Route {
 }
 
 /// Matches a request line. A session id that is not a UUID is a 400
-/// `VALIDATION_ERROR`; anything unknown is a 404 `NOT_FOUND`.
+/// `VALIDATION_ERROR`; a known path with another method is a 405
+/// `METHOD_NOT_ALLOWED` (with `Allow`); anything else is a 404 `NOT_FOUND`.
 pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let path = path.split('?').next().unwrap_or("");
     let path = path
@@ -100,7 +101,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             }]))
         })
     };
-    match (method.to_ascii_uppercase().as_str(), segments.as_slice()) {
+    let method = method.to_ascii_uppercase();
+    match (method.as_str(), segments.as_slice()) {
         ("GET", ["health"]) => Ok(Route::Health),
         ("GET", ["ready"]) => Ok(Route::Ready),
         ("GET", ["v1", "time"]) => Ok(Route::Time),
@@ -112,6 +114,14 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             Some(a) => Ok(Route::Action(session(id)?, a)),
             None => Err(ApiError::NotFound),
         },
+        (_, ["health"] | ["ready"] | ["v1", "time"] | ["v1", "openapi.json"]) => {
+            Err(ApiError::MethodNotAllowed("GET"))
+        }
+        (_, ["v1", "sessions"]) => Err(ApiError::MethodNotAllowed("POST")),
+        (_, ["v1", "sessions", _]) => Err(ApiError::MethodNotAllowed("GET, DELETE")),
+        (_, ["v1", "sessions", _, action]) if SessionAction::parse(action).is_some() => {
+            Err(ApiError::MethodNotAllowed("POST"))
+        }
         _ => Err(ApiError::NotFound),
     }
 }
@@ -129,6 +139,9 @@ pub enum ApiError {
     UnreadableBody,
     /// No such route (404 `NOT_FOUND`).
     NotFound,
+    /// A known path with another method (405 `METHOD_NOT_ALLOWED`); the
+    /// methods it takes, for `Allow`.
+    MethodNotAllowed(&'static str),
     /// Missing or invalid credentials (401 `UNAUTHORIZED`).
     Unauthorized(&'static str),
     /// Valid credentials without the right (403 `FORBIDDEN`).
@@ -148,10 +161,13 @@ impl From<DomainError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ConflictDetails {
-    expected_version: u64,
-    actual_version: u64,
+/// `details` of a 409 `CONFLICT`.
+#[derive(Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ConflictDetails {
+    /// What the caller expected.
+    pub expected_version: u64,
+    /// What is stored.
+    pub actual_version: u64,
 }
 
 #[derive(Serialize)]
@@ -177,6 +193,7 @@ impl ApiError {
             ApiError::InvalidJson | ApiError::UnreadableBody => 400,
             ApiError::PayloadTooLarge => 413,
             ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::AuthNotConfigured | ApiError::Internal => 500,
@@ -192,12 +209,44 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnreadableBody => "INVALID_BODY",
             ApiError::NotFound => "NOT_FOUND",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::AuthNotConfigured => "AUTH_NOT_CONFIGURED",
             ApiError::Unavailable => "SERVICE_UNAVAILABLE",
             ApiError::Internal => "INTERNAL_ERROR",
         }
+    }
+
+    /// `Allow`, for a 405.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
+        }
+    }
+
+    /// One value of every kind of error the HTTP API answers with: what the
+    /// OpenAPI document derives each operation's statuses and codes from
+    /// (with [`Route::can_fail_with`]).
+    pub fn every_kind() -> Vec<ApiError> {
+        let mut all: Vec<ApiError> = DomainError::every_kind()
+            .into_iter()
+            .map(ApiError::Domain)
+            .collect();
+        all.extend([
+            ApiError::InvalidJson,
+            ApiError::PayloadTooLarge,
+            ApiError::UnreadableBody,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed("GET"),
+            ApiError::Unauthorized("Authentication required"),
+            ApiError::Forbidden("Insufficient permissions"),
+            ApiError::AuthNotConfigured,
+            ApiError::Unavailable,
+            ApiError::Internal,
+        ]);
+        all
     }
 
     /// `Retry-After` seconds, for a 429.
@@ -237,6 +286,9 @@ impl ApiError {
             }
             ApiError::UnreadableBody => ("Request body could not be read".into(), None),
             ApiError::NotFound => ("Route not found".into(), None),
+            ApiError::MethodNotAllowed(allow) => {
+                (format!("Method not allowed here (allowed: {allow})"), None)
+            }
             ApiError::Unauthorized(m) | ApiError::Forbidden(m) => (m.to_string(), None),
             ApiError::AuthNotConfigured => (
                 "Authentication is required but no verification key is configured".into(),
@@ -277,21 +329,89 @@ fn invalid(field: &str, message: &str, code: IssueCode) -> ApiError {
     }]))
 }
 
-/// The expected version of a mutation: `If-Match` (`3`, `"3"` or `W/"3"`) or
+impl Route {
+    /// Whether a request on this route can be answered with (an error of
+    /// the kind of) `e`: the one declaration the OpenAPI document lists each
+    /// operation's error statuses from. Exhaustive on both enums, so a new
+    /// error cannot compile without saying where it is answered.
+    pub fn can_fail_with(&self, e: &ApiError) -> bool {
+        let session = matches!(
+            self,
+            Route::Create | Route::Get(_) | Route::Delete(_) | Route::Action(..)
+        );
+        let command = matches!(self, Route::Create | Route::Delete(_) | Route::Action(..));
+        let action = matches!(self, Route::Action(..));
+        let switch = matches!(self, Route::Action(_, SessionAction::Switch));
+        match e {
+            ApiError::Domain(d) => match d {
+                // Every /v1 route counts toward the general per-client limit;
+                // a switch also toward its session's.
+                DomainError::RateLimited { .. } => {
+                    session || matches!(self, Route::Time | Route::OpenApi)
+                }
+                // The id in the path, the create body, If-Match,
+                // Idempotency-Key, expected_version.
+                DomainError::Validation(_) => session,
+                DomainError::SessionNotFound { .. } => matches!(self, Route::Get(_)) || action,
+                DomainError::SessionExists { .. } | DomainError::SessionDeleted { .. } => {
+                    matches!(self, Route::Create)
+                }
+                DomainError::InvalidTransition { .. } | DomainError::VersionConflict { .. } => {
+                    action
+                }
+                DomainError::ParticipantNotFound { .. } | DomainError::NotYourTurn { .. } => switch,
+                DomainError::IdempotencyKeyReused => command,
+            },
+            ApiError::InvalidJson
+            | ApiError::PayloadTooLarge
+            | ApiError::UnreadableBody
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
+            | ApiError::AuthNotConfigured => session,
+            // A store that is down or misconfigured, or answers nonsense.
+            ApiError::Unavailable | ApiError::Internal => session || matches!(self, Route::Time),
+            // Not an answer of a route: of a path or method no route has.
+            ApiError::NotFound | ApiError::MethodNotAllowed(_) => false,
+        }
+    }
+}
+
+/// `If-Match` as the server reads it: a session version, bare, quoted or
+/// weak (`3`, `"3"`, `W/"3"`), of at most this many digits (so always a
+/// `u64`); an empty header is none. The OpenAPI document's pattern for it is
+/// [`if_match_pattern`], and [`parse_if_match`] accepts exactly that.
+pub const IF_MATCH_MAX_DIGITS: usize = 19;
+
+/// The regular expression of an `If-Match` value (empty = none).
+pub fn if_match_pattern() -> String {
+    let n = format!("[0-9]{{1,{IF_MATCH_MAX_DIGITS}}}");
+    format!(r#"^({n}|"{n}"|W/"{n}")?$"#)
+}
+
+/// The version an `If-Match` value names; `None` for anything that does
+/// not match [`if_match_pattern`] (the empty header is handled before).
+pub fn parse_if_match(h: &str) -> Option<u64> {
+    let inner = h
+        .strip_prefix("W/\"")
+        .or_else(|| h.strip_prefix('"'))
+        .map_or(Some(h), |rest| rest.strip_suffix('"'))?;
+    let digits = (1..=IF_MATCH_MAX_DIGITS).contains(&inner.len())
+        && inner.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| inner.parse().ok()).flatten()
+}
+
+/// The expected version of a mutation: `If-Match` ([`parse_if_match`]) or
 /// the body's `expected_version`; both given and different is a 400.
 pub fn expected_version(if_match: Option<&str>, body: &Value) -> Result<Option<u64>, ApiError> {
     let header = match if_match.map(str::trim) {
         None | Some("") => None,
-        Some(h) => {
-            let bare = h.trim_start_matches("W/").trim_matches('"');
-            Some(bare.parse::<u64>().map_err(|_| {
-                invalid(
-                    "If-Match",
-                    "If-Match must be a session version (a non-negative integer)",
-                    IssueCode::InvalidFormat,
-                )
-            })?)
-        }
+        Some(h) => Some(parse_if_match(h).ok_or_else(|| {
+            invalid(
+                "If-Match",
+                "If-Match must be a session version (a non-negative integer)",
+                IssueCode::InvalidFormat,
+            )
+        })?),
     };
     let in_body = match body.get("expected_version") {
         None | Some(Value::Null) => None,
@@ -544,12 +664,23 @@ mod tests {
         assert_eq!(route("OPTIONS", "/anything"), Ok(Route::Preflight));
         for (m, p) in [
             ("GET", "/"),
-            ("POST", "/v1/time"),
-            ("PUT", "/v1/sessions"),
             ("POST", &format!("/v1/sessions/{SID}/explode")),
             ("GET", "/v1/sessions/a/b/c/d"),
         ] {
             assert_eq!(route(m, p), Err(ApiError::NotFound), "{m} {p}");
+        }
+        for (m, p, allow) in [
+            ("PUT", "/v1/sessions", "POST"),
+            ("PATCH", "/v1/time", "GET"),
+            ("POST", "/v1/time", "GET"),
+            ("POST", &format!("/v1/sessions/{SID}"), "GET, DELETE"),
+            ("DELETE", &format!("/v1/sessions/{SID}/start"), "POST"),
+        ] {
+            assert_eq!(
+                route(m, p),
+                Err(ApiError::MethodNotAllowed(allow)),
+                "{m} {p}"
+            );
         }
         let e = route("GET", "/v1/sessions/not-a-uuid").unwrap_err();
         assert_eq!((e.status(), e.code()), (400, "VALIDATION_ERROR"));

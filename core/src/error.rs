@@ -156,6 +156,40 @@ pub enum DomainError {
     IdempotencyKeyReused,
 }
 
+impl DomainError {
+    /// One value of each variant: what the OpenAPI document derives each
+    /// operation's error statuses and codes from ([`DomainError::http_status`],
+    /// [`DomainError::code`]). A test holds it to every variant.
+    pub fn every_kind() -> Vec<DomainError> {
+        let id = || "00000000-0000-4000-8000-000000000000".to_string();
+        vec![
+            DomainError::Validation(Vec::new()),
+            DomainError::SessionNotFound { session_id: id() },
+            DomainError::SessionExists { session_id: id() },
+            DomainError::InvalidTransition {
+                session_id: id(),
+                action: Action::Start,
+                status: Status::Running,
+            },
+            DomainError::ParticipantNotFound {
+                participant_id: id(),
+            },
+            DomainError::VersionConflict {
+                expected_version: 1,
+                actual_version: 2,
+            },
+            DomainError::RateLimited {
+                retry_after_seconds: 1,
+            },
+            DomainError::NotYourTurn {
+                participant_id: id(),
+            },
+            DomainError::IdempotencyKeyReused,
+            DomainError::SessionDeleted { session_id: id() },
+        ]
+    }
+}
+
 fn transition_message(session_id: &str, action: Action, status: Status) -> String {
     match action {
         Action::Switch => format!("Session {session_id} not running (current status: {status})"),
@@ -210,6 +244,37 @@ impl fmt::Display for Issue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The number of arms of [`variant`].
+    const VARIANTS: usize = 10;
+
+    /// The position of `e`'s variant. Exhaustive, so a new variant cannot
+    /// compile without an arm here (and one more in [`VARIANTS`]), and the
+    /// test below then fails until [`DomainError::every_kind`] has it.
+    fn variant(e: &DomainError) -> usize {
+        match e {
+            DomainError::Validation(_) => 0,
+            DomainError::SessionNotFound { .. } => 1,
+            DomainError::SessionExists { .. } => 2,
+            DomainError::InvalidTransition { .. } => 3,
+            DomainError::ParticipantNotFound { .. } => 4,
+            DomainError::VersionConflict { .. } => 5,
+            DomainError::RateLimited { .. } => 6,
+            DomainError::NotYourTurn { .. } => 7,
+            DomainError::IdempotencyKeyReused => 8,
+            DomainError::SessionDeleted { .. } => 9,
+        }
+    }
+
+    #[test]
+    fn every_kind_has_each_variant_once() {
+        let seen: Vec<usize> = DomainError::every_kind().iter().map(variant).collect();
+        assert_eq!(
+            seen,
+            (0..VARIANTS).collect::<Vec<_>>(),
+            "one of each, in order"
+        );
+    }
 
     #[test]
     fn transition_messages_match_the_contract() {

@@ -92,9 +92,21 @@ impl SessionKeys {
     }
 }
 
-/// Idempotency keys: 1..=255 visible ASCII characters.
+/// Longest `Idempotency-Key`, in (visible ASCII) characters.
+pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 255;
+
+/// Idempotency keys: 1..=[`IDEMPOTENCY_KEY_MAX_LEN`] visible ASCII
+/// characters (`!`..`~`).
 pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic())
+    !key.is_empty()
+        && key.len() <= IDEMPOTENCY_KEY_MAX_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The regular expression of an `Idempotency-Key` header as the server
+/// takes it: a valid key, or empty (= none).
+pub fn idempotency_key_pattern() -> String {
+    format!("^[!-~]{{0,{IDEMPOTENCY_KEY_MAX_LEN}}}$")
 }
 
 #[cfg(test)]

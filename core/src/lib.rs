@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod prom;
 pub mod rate;
 pub mod record;
+pub mod redact;
 pub mod restore;
 pub mod script;
 pub mod time;

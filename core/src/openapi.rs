@@ -2,13 +2,14 @@
 //! the same Rust types the service serializes (schemas derived with
 //! `schemars`), so it cannot drift from the wire.
 
-use crate::api::{SwitchResponse, TimeResponse};
+use crate::api::{ApiError, Route, SessionAction, SwitchResponse, TimeResponse};
 use crate::error::Issue;
 use crate::types::{CycleExpiry, Metadata, SyncMode, SyncState};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// A participant of a create body (docs/API.md §3).
 #[derive(Deserialize, JsonSchema)]
@@ -66,6 +67,17 @@ pub struct ErrorResponse {
     error: ErrorObject,
 }
 
+/// `details` of an [`ErrorObject`].
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ErrorDetails {
+    /// `VALIDATION_ERROR`: every broken rule.
+    Issues(Vec<Issue>),
+    /// `CONFLICT`: the expected and the stored version.
+    Conflict(crate::api::ConflictDetails),
+}
+
 /// `error` of an [`ErrorResponse`].
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
@@ -75,7 +87,7 @@ pub struct ErrorObject {
     /// For humans.
     message: String,
     /// Validation issues, or `{expected_version, actual_version}` for `CONFLICT`.
-    details: Option<Vec<Issue>>,
+    details: Option<ErrorDetails>,
     /// For `RATE_LIMIT_EXCEEDED`.
     retry_after_seconds: Option<u64>,
 }
@@ -93,7 +105,7 @@ fn content(schema: Value) -> Value {
 /// what validation refuses, nor the other way round.
 fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     use crate::validate::{
-        Scope, CREATE_INTEGERS, CREATE_UUIDS, MAX_PARTICIPANTS, MIN_PARTICIPANTS,
+        Scope, CREATE_INTEGERS, CREATE_UUIDS, MAX_PARTICIPANTS, MIN_PARTICIPANTS, UUID_PATTERN,
     };
     let object = |scope| match scope {
         Scope::Body => "CreateSessionBody",
@@ -105,16 +117,86 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         p["maximum"] = json!(b.max);
     }
     for (scope, field) in CREATE_UUIDS {
-        schemas[object(scope)]["properties"][field]["format"] = json!("uuid");
+        let p = &mut schemas[object(scope)]["properties"][field];
+        p["format"] = json!("uuid");
+        p["pattern"] = json!(UUID_PATTERN);
     }
     let participants = &mut schemas["CreateSessionBody"]["properties"]["participants"];
     participants["minItems"] = json!(MIN_PARTICIPANTS);
     participants["maxItems"] = json!(MAX_PARTICIPANTS);
-    schemas["SwitchBody"]["properties"]["next_participant_id"]["format"] = json!("uuid");
+    let next = &mut schemas["SwitchBody"]["properties"]["next_participant_id"];
+    next["format"] = json!("uuid");
+    next["pattern"] = json!(UUID_PATTERN);
+}
+
+/// `/health` and `/ready`: `{"status"}`, plus `error` when not ready.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+pub struct ProbeBody {
+    /// `ok`, `ready` or `not_ready`.
+    status: String,
+    /// A short public reason (`redis unreachable`), when not ready.
+    error: Option<String>,
+}
+
+/// The routes of the document, by path and method, each with one
+/// representative [`Route`] (whose [`Route::can_fail_with`] says which
+/// errors it answers).
+fn operations() -> Vec<(&'static str, &'static str, Route)> {
+    let id = || "00000000-0000-4000-8000-000000000000".to_string();
+    let mut ops = vec![
+        ("/v1/sessions", "post", Route::Create),
+        ("/v1/sessions/{id}", "get", Route::Get(id())),
+        ("/v1/sessions/{id}", "delete", Route::Delete(id())),
+    ];
+    for a in [
+        SessionAction::Start,
+        SessionAction::Switch,
+        SessionAction::Pause,
+        SessionAction::Resume,
+        SessionAction::Complete,
+        SessionAction::Cancel,
+    ] {
+        let path = match a {
+            SessionAction::Start => "/v1/sessions/{id}/start",
+            SessionAction::Switch => "/v1/sessions/{id}/switch",
+            SessionAction::Pause => "/v1/sessions/{id}/pause",
+            SessionAction::Resume => "/v1/sessions/{id}/resume",
+            SessionAction::Complete => "/v1/sessions/{id}/complete",
+            SessionAction::Cancel => "/v1/sessions/{id}/cancel",
+        };
+        ops.push((path, "post", Route::Action(id(), a)));
+    }
+    ops.extend([
+        ("/v1/time", "get", Route::Time),
+        ("/v1/openapi.json", "get", Route::OpenApi),
+        ("/health", "get", Route::Health),
+        ("/ready", "get", Route::Ready),
+    ]);
+    ops
+}
+
+/// The error responses of `route`: every status its errors map to, each
+/// with the codes it carries, derived from [`ApiError::every_kind`],
+/// [`Route::can_fail_with`], [`ApiError::status`] and [`ApiError::code`].
+pub fn error_statuses(route: &Route) -> BTreeMap<u16, Vec<&'static str>> {
+    let mut out: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
+    for e in ApiError::every_kind() {
+        if route.can_fail_with(&e) {
+            let codes = out.entry(e.status()).or_default();
+            if !codes.contains(&e.code()) {
+                codes.push(e.code());
+            }
+        }
+    }
+    out
 }
 
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
+    use crate::api::{if_match_pattern, IF_MATCH_MAX_DIGITS};
+    use crate::keys::{idempotency_key_pattern, IDEMPOTENCY_KEY_MAX_LEN};
+    use crate::validate::UUID_PATTERN;
     let mut gen = SchemaSettings::openapi3().into_generator();
     let state = json!(gen.subschema_for::<SyncState>());
     let create = json!(gen.subschema_for::<CreateSessionBody>());
@@ -122,96 +204,131 @@ pub fn document() -> Value {
     let switch = json!(gen.subschema_for::<SwitchResponse<'static>>());
     let time = json!(gen.subschema_for::<TimeResponse>());
     let error = json!(gen.subschema_for::<ErrorResponse>());
+    let probe = json!(gen.subschema_for::<ProbeBody>());
     let mut schemas: serde_json::Map<String, Value> =
         gen.take_definitions(true).into_iter().collect();
     constrain(&mut schemas);
 
-    let err = |desc: &str| json!({"description": desc, "content": content(error.clone())});
-    let ok_state = |desc: &str| json!({"description": desc, "content": content(data(&state))});
     let id = json!({"name": "id", "in": "path", "required": true,
-        "schema": {"type": "string", "format": "uuid"}});
+        "schema": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}});
     let if_match = json!({"name": "If-Match", "in": "header", "required": false,
-        "description": "Expected version; 409 CONFLICT on mismatch",
-        "schema": {"type": "string"}});
+        "description": format!("Expected version (`3`, `\"3\"` or `W/\"3\"`, at most \
+            {IF_MATCH_MAX_DIGITS} digits; empty is none); 409 CONFLICT on mismatch"),
+        "schema": {"type": "string", "pattern": if_match_pattern()}});
     let idem = json!({"name": "Idempotency-Key", "in": "header", "required": false,
-        "description": "A retry with the same key gets the first response (Idempotent-Replayed: true)",
-        "schema": {"type": "string", "maxLength": 255}});
-    let common_errors = |extra: &[(&str, &str)]| {
-        let mut r = serde_json::Map::new();
-        r.insert(
-            "400".into(),
-            err("VALIDATION_ERROR, INVALID_JSON or INVALID_STATE_TRANSITION"),
-        );
-        r.insert("401".into(), err("UNAUTHORIZED"));
-        r.insert("403".into(), err("FORBIDDEN"));
-        r.insert("429".into(), err("RATE_LIMIT_EXCEEDED"));
-        for (code, desc) in extra {
-            r.insert(code.to_string(), err(desc));
-        }
-        r
-    };
-    let action = |summary: &str, ok: Value| {
-        let mut responses = common_errors(&[("404", "SESSION_NOT_FOUND"), ("409", "CONFLICT")]);
-        responses.insert("200".into(), ok);
-        json!({"post": {"summary": summary, "parameters": [id, if_match, idem],
-            "responses": responses}})
-    };
+        "description": format!("1 to {IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters (empty is \
+            none). A retry with the same key gets the first response (Idempotent-Replayed: true)"),
+        "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LEN,
+            "pattern": idempotency_key_pattern()}});
+    let state_ok = |desc: &str| json!({"description": desc, "content": content(data(&state))});
+
     let mut paths = serde_json::Map::new();
-    let mut create_responses =
-        common_errors(&[("409", "SESSION_EXISTS"), ("413", "PAYLOAD_TOO_LARGE")]);
-    create_responses.insert("201".into(), ok_state("Created (pending, version 1)"));
-    paths.insert(
-        "/v1/sessions".into(),
-        json!({"post": {
-        "summary": "Create a session", "parameters": [idem],
-        "requestBody": {"required": true, "content": content(create)},
-        "responses": create_responses}}),
-    );
-    let mut get_responses = common_errors(&[("404", "SESSION_NOT_FOUND")]);
-    get_responses.insert("200".into(), ok_state("The session"));
-    let mut delete_responses = common_errors(&[]);
-    delete_responses.insert(
-        "204".into(),
-        json!({"description": "Deleted (also when absent)"}),
-    );
-    paths.insert("/v1/sessions/{id}".into(), json!({
-        "get": {"summary": "Read a session", "parameters": [id], "responses": get_responses},
-        "delete": {"summary": "Delete a session", "parameters": [id, idem], "responses": delete_responses}}));
-    for (name, summary) in [
-        ("start", "pending → running"),
-        ("pause", "running → paused, charging the running turn"),
-        ("resume", "paused → running"),
-        ("complete", "→ completed, charging the running turn"),
-        ("cancel", "→ cancelled"),
-    ] {
-        paths.insert(
-            format!("/v1/sessions/{{id}}/{name}"),
-            action(summary, ok_state("The session")),
-        );
+    for (path, method, route) in operations() {
+        let (summary, parameters, body, ok_status, ok): (
+            &str,
+            Vec<&Value>,
+            Option<Value>,
+            u16,
+            Value,
+        ) = match &route {
+            Route::Create => (
+                "Create a session",
+                vec![&idem],
+                Some(json!({"required": true, "content": content(create.clone())})),
+                201,
+                state_ok("Created (pending, version 1)"),
+            ),
+            Route::Get(_) => (
+                "Read a session",
+                vec![&id],
+                None,
+                200,
+                state_ok("The session"),
+            ),
+            Route::Delete(_) => (
+                "Delete a session",
+                vec![&id, &idem],
+                None,
+                204,
+                json!({"description": "Deleted (also when absent)"}),
+            ),
+            Route::Action(_, SessionAction::Switch) => (
+                "End the running turn and pass it on",
+                vec![&id, &if_match, &idem],
+                Some(json!({"required": false, "content": content(switch_body.clone())})),
+                200,
+                json!({"description": "The new turn", "content": content(data(&switch))}),
+            ),
+            Route::Action(_, a) => (
+                match a {
+                    SessionAction::Start => "pending → running",
+                    SessionAction::Pause => "running → paused, charging the running turn",
+                    SessionAction::Resume => "paused → running",
+                    SessionAction::Complete => "→ completed, charging the running turn",
+                    _ => "→ cancelled",
+                },
+                vec![&id, &if_match, &idem],
+                None,
+                200,
+                state_ok("The session"),
+            ),
+            Route::Time => (
+                "Server (Redis) time",
+                vec![],
+                None,
+                200,
+                json!({"description": "Epoch ms", "content": content(time.clone())}),
+            ),
+            Route::OpenApi => (
+                "This document",
+                vec![],
+                None,
+                200,
+                json!({"description": "OpenAPI 3.0", "content": content(json!({"type": "object"}))}),
+            ),
+            Route::Health => (
+                "Liveness",
+                vec![],
+                None,
+                200,
+                json!({"description": "{\"status\":\"ok\"}", "content": content(probe.clone())}),
+            ),
+            Route::Ready => (
+                "Redis reachable",
+                vec![],
+                None,
+                200,
+                json!({"description": "{\"status\":\"ready\"}", "content": content(probe.clone())}),
+            ),
+            Route::Preflight => unreachable!("not an operation of the document"),
+        };
+        let mut responses = serde_json::Map::new();
+        responses.insert(ok_status.to_string(), ok);
+        for (status, codes) in error_statuses(&route) {
+            responses.insert(
+                status.to_string(),
+                json!({"description": codes.join(", "), "content": content(error.clone())}),
+            );
+        }
+        if route == Route::Ready {
+            // Not the error scheme: the probe's own body.
+            responses.insert(
+                "503".into(),
+                json!({"description": "{\"status\":\"not_ready\",\"error\":…}",
+                    "content": content(probe.clone())}),
+            );
+        }
+        let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
+        if let Some(body) = body {
+            op["requestBody"] = body;
+        }
+        // Only the session routes need a token.
+        if route.session_id().is_none() && route != Route::Create {
+            op["security"] = json!([]);
+        }
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[method] = op;
     }
-    let mut switch_path = action(
-        "End the running turn and pass it on",
-        json!({"description": "The new turn", "content": content(data(&switch))}),
-    );
-    switch_path["post"]["requestBody"] =
-        json!({"required": false, "content": content(switch_body)});
-    paths.insert("/v1/sessions/{id}/switch".into(), switch_path);
-    paths.insert(
-        "/v1/time".into(),
-        json!({"get": {"summary": "Server (Redis) time",
-        "responses": {"200": {"description": "Epoch ms", "content": content(time)}}}}),
-    );
-    paths.insert(
-        "/health".into(),
-        json!({"get": {"summary": "Liveness",
-        "responses": {"200": {"description": "{\"status\":\"ok\"}"}}}}),
-    );
-    paths.insert(
-        "/ready".into(),
-        json!({"get": {"summary": "Redis reachable",
-        "responses": {"200": {"description": "{\"status\":\"ready\"}"},
-            "503": {"description": "{\"status\":\"not_ready\",\"error\":…}"}}}}),
-    );
 
     json!({
         "openapi": "3.0.3",
@@ -229,6 +346,7 @@ pub fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn describes_every_route_with_derived_schemas() {
@@ -369,6 +487,105 @@ mod tests {
             }
             let issues = validate_create(&body).unwrap_err();
             assert_eq!(issues[0].code, IssueCode::InvalidFormat, "{field}");
+        }
+    }
+
+    /// Each operation lists its success and exactly the statuses its
+    /// errors map to, no `default`; only the session routes need a token.
+    #[test]
+    fn every_status_is_derived_from_the_errors_and_none_is_default() {
+        let doc = document();
+        let mut count = 0;
+        for (path, method, route) in operations() {
+            let op = &doc["paths"][path][method];
+            let listed: BTreeSet<String> = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path}"))
+                .keys()
+                .cloned()
+                .collect();
+            let errors: BTreeSet<String> =
+                error_statuses(&route).keys().map(u16::to_string).collect();
+            assert!(!listed.contains("default"), "{method} {path}");
+            let successes: Vec<&String> = listed.iter().filter(|s| s.starts_with('2')).collect();
+            assert_eq!(successes.len(), 1, "{method} {path}");
+            let mut want = errors.clone();
+            want.insert(successes[0].clone());
+            if route == Route::Ready {
+                want.insert("503".into());
+            }
+            assert_eq!(listed, want, "{method} {path}");
+            let open = route.session_id().is_none() && route != Route::Create;
+            assert_eq!(op["security"] == json!([]), open, "{method} {path}");
+            count += 1;
+        }
+        assert_eq!(count, 13);
+        // Every kind of error some operation answers is in the document.
+        for e in ApiError::every_kind() {
+            let answered = operations_answering(&e);
+            let is_route_level = matches!(e, ApiError::NotFound | ApiError::MethodNotAllowed(_));
+            assert_eq!(answered, !is_route_level, "{}", e.code());
+        }
+        let statuses = |p: &str, m: &str| -> Vec<String> {
+            doc["paths"][p][m]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            statuses("/v1/sessions", "post"),
+            ["201", "400", "401", "403", "409", "413", "422", "429", "500", "503"]
+        );
+        assert_eq!(statuses("/health", "get"), ["200"]);
+        assert_eq!(statuses("/v1/time", "get"), ["200", "429", "500", "503"]);
+        let create_409 = &doc["paths"]["/v1/sessions"]["post"]["responses"]["409"]["description"];
+        assert_eq!(create_409, "SESSION_EXISTS, SESSION_DELETED");
+    }
+
+    fn operations_answering(e: &ApiError) -> bool {
+        operations().iter().any(|(_, _, r)| r.can_fail_with(e))
+    }
+
+    fn matcher(pattern: &str) -> regex_automata::meta::Regex {
+        regex_automata::meta::Regex::new(pattern).expect("a valid pattern")
+    }
+
+    proptest::proptest! {
+        /// The document's header and id patterns accept exactly what the
+        /// server's parsers accept.
+        #[test]
+        fn patterns_agree_with_the_parsers(
+            s in "[0-9a-fA-F\"W/ +gx-]{0,40}",
+            n in 0u64..u64::MAX,
+            digits in "[0-9]{1,25}",
+        ) {
+            use crate::api::{if_match_pattern, parse_if_match};
+            use crate::keys::{idempotency_key_pattern, valid_idempotency_key};
+            use crate::validate::{parse_uuid, UUID_PATTERN};
+            let if_match = matcher(&if_match_pattern());
+            for h in [s.clone(), digits.clone(), format!("\"{digits}\""), format!("W/\"{n}\""), n.to_string()] {
+                proptest::prop_assert_eq!(
+                    if_match.is_match(&h),
+                    h.is_empty() || parse_if_match(&h).is_some(),
+                    "If-Match {:?}", h
+                );
+            }
+            let uuid = matcher(UUID_PATTERN);
+            let id = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n >> 32, n & 0xffff, n & 0xfff, (n >> 12) & 0xfff, n >> 16);
+            for v in [s.clone(), id.clone(), id.to_uppercase()] {
+                proptest::prop_assert_eq!(uuid.is_match(&v), parse_uuid(&v).is_some(), "UUID {:?}", v);
+            }
+            let key = matcher(&idempotency_key_pattern());
+            let long = "k".repeat(200 + (n % 100) as usize);
+            for k in [s, long, format!("{digits}\u{e9}")] {
+                proptest::prop_assert_eq!(
+                    key.is_match(&k),
+                    k.is_empty() || valid_idempotency_key(&k),
+                    "Idempotency-Key {:?}", k
+                );
+            }
         }
     }
 }

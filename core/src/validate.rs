@@ -25,8 +25,12 @@ pub const MIN_PARTICIPANTS: usize = 1;
 /// Largest magnitude of a float accepted as an integer (2^53).
 const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
 
+/// What [`parse_uuid`] accepts, for the OpenAPI document.
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 /// Parses a UUID in the 8-4-4-4-12 hex form (any case, exactly 36 characters)
-/// and returns it lower-cased; `None` for anything else.
+/// and returns it lower-cased; `None` for anything else ([`UUID_PATTERN`]).
 pub fn parse_uuid(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     if bytes.len() != 36 {

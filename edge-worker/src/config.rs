@@ -4,7 +4,6 @@
 //! [`Config::from_lookup`] takes any name → value function, so the host tests
 //! feed it a map and the Worker feeds it its `Env`.
 
-use std::fmt;
 use std::time::Duration;
 pub use synckairos_api::config::ConfigError;
 use synckairos_api::config::{invalid, Vars};
@@ -20,27 +19,9 @@ pub enum Encoding {
     Base64,
 }
 
-/// A value that must not reach logs: `Debug` prints `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A value that must not reach logs: `Debug` prints `[redacted]` (the one
+/// declaration, shared with the native services).
+pub use synckairos_core::redact::Secret;
 
 /// Where the state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +54,11 @@ impl Config {
         let vars = Vars(&lookup);
         let url = vars.required("UPSTASH_REDIS_REST_URL")?;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(invalid("UPSTASH_REDIS_REST_URL", url, "an http(s) URL"));
+            return Err(invalid(
+                "UPSTASH_REDIS_REST_URL",
+                synckairos_core::redact::redact_url(&url),
+                "an http(s) URL",
+            ));
         }
         let upstash = UpstashConfig {
             url,

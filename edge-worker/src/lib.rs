@@ -90,7 +90,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         header("origin"),
         header("cf-connecting-ip"),
     );
-    let method = req.method().to_string();
+    // The method as sent: worker's `Method` reads any method it does not
+    // know (QUERY, PURGE, ...) as GET, which would answer it as a read.
+    let method = req.inner().method();
     let path = req.path();
     let read = if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
         Ok(Vec::new())

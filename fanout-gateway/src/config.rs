@@ -4,14 +4,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use synckairos_api::config::Vars;
 use synckairos_api::ApiConfig;
+use synckairos_core::redact::SecretUrl;
 
 /// Everything the gateway is configured with.
 #[derive(Debug)]
 pub struct Config {
-    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint).
-    pub redis_url: String,
+    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint);
+    /// it may hold a password, so it shows only redacted.
+    pub redis_url: SecretUrl,
     /// `LISTEN` (default `127.0.0.1:8788`; the binary binds it).
     pub listen: SocketAddr,
+    /// `METRICS_LISTEN` (default [`DEFAULT_METRICS_LISTEN`]): the internal
+    /// port that serves `/metrics` (and only it), kept off the public port.
+    pub metrics_listen: SocketAddr,
     /// `LISTEN_BACKLOG` (default 4096): connections the kernel queues before
     /// they are accepted, for the burst after another instance restarts.
     pub listen_backlog: u32,
@@ -63,6 +68,23 @@ pub struct Config {
 
 pub use synckairos_api::config::ConfigError;
 
+/// Where `/metrics` is served unless `METRICS_LISTEN` says otherwise: an
+/// internal port, apart from the public one (the audit consumer's is 9092).
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9091";
+
+fn address(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        value: v,
+        expected: "host:port",
+    })
+}
+
 impl Config {
     /// Reads the configuration through `lookup` (name → value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -72,25 +94,34 @@ impl Config {
             vars.number(name, default, min, max)
         };
         let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        let redis_url = SecretUrl::new(redis_url);
+        if !(redis_url.expose().starts_with("redis://")
+            || redis_url.expose().starts_with("rediss://"))
+        {
             return Err(ConfigError::Invalid {
                 name: "REDIS_URL",
-                value: "(not shown: it may hold credentials)".into(),
+                value: redis_url.to_string(),
                 expected: "a redis:// or rediss:// URL",
             });
         }
-        let listen = match get("LISTEN") {
-            None => SocketAddr::from(([127, 0, 0, 1], 8788)),
-            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
-                name: "LISTEN",
-                value: v,
-                expected: "host:port",
-            })?,
-        };
+        let listen = address("LISTEN", get("LISTEN"), "127.0.0.1:8788")?;
+        let metrics_listen = address(
+            "METRICS_LISTEN",
+            get("METRICS_LISTEN"),
+            DEFAULT_METRICS_LISTEN,
+        )?;
+        if metrics_listen.port() != 0 && metrics_listen.port() == listen.port() {
+            return Err(ConfigError::Invalid {
+                name: "METRICS_LISTEN",
+                value: metrics_listen.to_string(),
+                expected: "a port other than LISTEN's (/metrics stays off the public port)",
+            });
+        }
         let expiry = vars.switch("EXPIRY", true)?;
         Ok(Config {
             redis_url,
             listen,
+            metrics_listen,
             listen_backlog: num("LISTEN_BACKLOG", 4096, 1, 65_535)? as u32,
             api: ApiConfig::from_lookup(&lookup)?,
             rest: vars.switch("REST_API", true)?,
@@ -122,5 +153,83 @@ impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .chain(&[("AUTH_MODE", "disabled")])
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn metrics_listen_is_an_internal_port_of_its_own() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.metrics_listen, DEFAULT_METRICS_LISTEN.parse().unwrap());
+        assert_ne!(c.metrics_listen.port(), c.listen.port());
+        let c = config(&[("METRICS_LISTEN", "127.0.0.1:9500")]).unwrap();
+        assert_eq!(c.metrics_listen, "127.0.0.1:9500".parse().unwrap());
+        for bad in ["9091", "nowhere:9091"] {
+            assert!(
+                matches!(
+                    config(&[("METRICS_LISTEN", bad)]),
+                    Err(ConfigError::Invalid {
+                        name: "METRICS_LISTEN",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        // The public port cannot double as the metrics port.
+        assert!(matches!(
+            config(&[
+                ("LISTEN", "0.0.0.0:8788"),
+                ("METRICS_LISTEN", "127.0.0.1:8788")
+            ]),
+            Err(ConfigError::Invalid {
+                name: "METRICS_LISTEN",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_and_refusals_never_show_the_redis_password() {
+        let c = config(&[
+            (
+                "REDIS_URL",
+                "redis://user:hunter2-hunter2@cache.internal:6379/0",
+            ),
+            ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-xyz"),
+            ("AUTH_MODE", "jwt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_url.expose(),
+            "redis://user:hunter2-hunter2@cache.internal:6379/0"
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2-hunter2"), "{shown}");
+        assert!(!shown.contains("jwt-secret-jwt-secret"), "{shown}");
+        assert!(shown.contains("cache.internal:6379"), "{shown}");
+        let e = config(&[(
+            "REDIS_URL",
+            "http://user:hunter2-hunter2@cache.internal:6379/",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !e.contains("hunter2-hunter2") && e.contains("cache.internal:6379"),
+            "{e}"
+        );
     }
 }

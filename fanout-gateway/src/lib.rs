@@ -5,8 +5,9 @@
 //! WebSocket (docs/API.md §5), serves the time every clock is computed from (Redis
 //! `TIME`, estimated continuously), and applies `expire` at each deadline.
 //!
-//! [`run`] takes a bound listener and a shutdown future, so tests start it on
-//! port 0 and stop it when they like; `main.rs` is glue.
+//! [`run`] takes the bound listeners (the public one, and the internal one of
+//! `/metrics`) and a shutdown future, so tests start it on port 0 and stop it
+//! when they like; `main.rs` is glue.
 #![deny(missing_docs)]
 
 pub mod clock;
@@ -123,19 +124,24 @@ impl Shared {
 
 /// Serves until `shutdown` completes; then stops accepting, closes every
 /// client with 1012 (reconnect elsewhere) and waits up to the configured
-/// grace for them to go.
+/// grace for them to go. `listener` is the public port (`/ws`, `/health`,
+/// `/ready`, `/v1/time`, REST); `metrics_listener` the internal one, which
+/// serves `/metrics` and nothing else (`METRICS_LISTEN`).
 pub async fn run(
     listener: tokio::net::TcpListener,
+    metrics_listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // rustls needs one process-wide crypto provider for rediss://; a second
     // call (tests run several gateways in one process) is a harmless no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-    let engine = Engine::connect(&config.redis_url, config.api.settings.clone())
+    // Messages name the Redis by its redacted URL: host and port, never the password.
+    let client = redis::Client::open(config.redis_url.expose())
+        .with_context(|| format!("REDIS_URL {} is not a Redis URL", config.redis_url))?;
+    let engine = Engine::connect(config.redis_url.expose(), config.api.settings.clone())
         .await
-        .with_context(|| "connecting to Redis (REDIS_URL)")?;
+        .with_context(|| format!("connecting to Redis at {} (REDIS_URL)", config.redis_url))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let (hub, subscriber) = hub::Hub::new(
@@ -173,15 +179,16 @@ pub async fn run(
     };
     let app = Router::new()
         .route("/ws", get(ws))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text));
+        .route("/ready", get(ready));
     // With REST on, the HTTP core answers everything else (`/health` and
-    // `/v1/time` too, with its CORS headers); WebSocket-only, a fixed few.
+    // `/v1/time` too, with its CORS headers, and 404 for `/metrics`, which
+    // lives on the internal port); WebSocket-only, a fixed few.
     let app = if shared.config.rest {
         app.fallback(rest::handle)
     } else {
         app.route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
             .route("/v1/time", get(time))
+            .route("/metrics", get(metrics_moved))
             .fallback(|| async {
                 (
                     StatusCode::BAD_REQUEST,
@@ -190,7 +197,14 @@ pub async fn run(
             })
     }
     .with_state(Arc::clone(&shared));
-    tracing::info!(listen = %listener.local_addr()?, "fanout-gateway serving");
+    let metrics_app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(Arc::clone(&shared));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        "fanout-gateway serving"
+    );
     // Kept alive until run returns: a dropped sender would read as "stopped".
     let stop_tx = Arc::new(stop_tx);
     let signal = Arc::clone(&stop_tx);
@@ -208,7 +222,14 @@ pub async fn run(
         tracing::info!("shutdown: closing clients with 1012");
         let _ = signal.send(true);
     });
-    serve.await.context("serving HTTP")?;
+    let mut metrics_stop = shared.stop.clone();
+    let metrics_serve =
+        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(async move {
+            let _ = metrics_stop.wait_for(|stopped| *stopped).await;
+        });
+    let (served, metrics_served) = tokio::join!(serve, metrics_serve);
+    served.context("serving HTTP")?;
+    metrics_served.context("serving /metrics (METRICS_LISTEN)")?;
     let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
     while shared.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -363,6 +384,18 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `/metrics` on the public port of the WebSocket-only gateway: it is
+/// served on `METRICS_LISTEN` only.
+async fn metrics_moved() -> Response {
+    let e = synckairos_core::api::ApiError::NotFound;
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        e.body(),
     )
         .into_response()
 }

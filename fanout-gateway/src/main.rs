@@ -1,6 +1,7 @@
 //! `fanout-gateway`: reads its configuration from the environment (see
 //! `Config`), logs JSON lines, and serves until SIGTERM or ctrl-c.
 
+use anyhow::Context as _;
 use synckairos_fanout_gateway::{run, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +24,10 @@ async fn main() -> anyhow::Result<()> {
     socket.set_reuseaddr(true)?;
     socket.bind(config.listen)?;
     let listener = socket.listen(config.listen_backlog)?;
-    run(listener, config, async {
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding METRICS_LISTEN {}", config.metrics_listen))?;
+    run(listener, metrics_listener, config, async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
         tokio::select! {

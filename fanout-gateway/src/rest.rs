@@ -194,14 +194,22 @@ pub(crate) async fn handle(
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // A value with bytes other than visible ASCII is handed on as read
+    // (lossily), so the core refuses it (400) rather than ignoring it.
+    let lossy = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    };
+    let (if_match, idempotency_key) = (lossy("if-match"), lossy("idempotency-key"));
     let read = read_body(headers, body).await;
     let ip = client_ip(&shared, headers, peer).to_string();
     let incoming = Incoming {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         authorization: header(header::AUTHORIZATION),
-        if_match: header(header::IF_MATCH),
-        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
+        if_match: if_match.as_deref(),
+        idempotency_key: idempotency_key.as_deref(),
         origin: header(header::ORIGIN),
         client_ip: Some(&ip),
         body: match &read {

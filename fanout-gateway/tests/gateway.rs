@@ -19,6 +19,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Gateway {
     addr: std::net::SocketAddr,
+    /// The internal port of `/metrics` (`METRICS_LISTEN`).
+    metrics: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -44,12 +46,15 @@ impl Gateway {
         .expect("config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = metrics_listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(run(listener, config, async move {
+        let done = tokio::spawn(run(listener, metrics_listener, config, async move {
             let _ = stopped.await;
         }));
         let gw = Gateway {
             addr,
+            metrics,
             stop: Some(stop),
             done,
         };
@@ -279,7 +284,7 @@ async fn bad_urls_are_refused() {
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let r = reqwest_like_get(gw.addr, "/v1/time").await.unwrap();
     assert!(r.contains("timestamp_ms"), "{r}");
-    let r = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
+    let r = reqwest_like_get(gw.metrics, "/metrics").await.unwrap();
     assert!(r.contains("synckairos_gateway_refused_total 2"), "{r}");
     let r = reqwest_like_get(gw.addr, "/v1/sessions/nope")
         .await
@@ -299,6 +304,37 @@ async fn bad_urls_are_refused() {
         "{r}"
     );
     gw.stop().await;
+}
+
+/// `/metrics` is served on the internal port (`METRICS_LISTEN`) only, in
+/// both shapes: the public port answers it 404, and the internal port serves
+/// nothing but `/metrics`.
+#[tokio::test]
+async fn metrics_are_served_on_the_internal_port_only() {
+    let redis = RedisServer::start();
+    for rest in ["on", "off"] {
+        let gw = Gateway::start(&redis, &[("REST_API", rest)]).await;
+        assert_ne!(gw.addr.port(), gw.metrics.port());
+        let r = reqwest_like_get(gw.metrics, "/metrics").await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "REST_API={rest}: {r}");
+        assert!(
+            r.contains("synckairos_gateway_connections"),
+            "REST_API={rest}: {r}"
+        );
+        let r = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 404"), "REST_API={rest}: {r}");
+        assert!(
+            r.contains(r#"{"error":{"code":"NOT_FOUND""#),
+            "REST_API={rest}: {r}"
+        );
+        assert!(!r.contains("synckairos_gateway_"), "REST_API={rest}: {r}");
+        // The internal port is not a second public one.
+        for path in ["/ready", "/health", "/v1/time", "/ws"] {
+            let r = reqwest_like_get(gw.metrics, path).await.unwrap();
+            assert!(r.starts_with("HTTP/1.1 404"), "REST_API={rest} {path}: {r}");
+        }
+        gw.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -504,7 +540,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_keep_up() {
     assert_eq!(last, 3002, "the reading client saw the newest state");
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = reqwest_like_get(gw.addr, "/metrics").await.unwrap();
+        metrics = reqwest_like_get(gw.metrics, "/metrics").await.unwrap();
         if !metrics.contains("synckairos_gateway_dropped_slow_total 0")
             && metrics.contains("synckairos_gateway_connections 1\n")
         {

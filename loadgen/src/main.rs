@@ -87,7 +87,8 @@ struct Args {
     /// The gateway (`ws://host:port`) for the WebSocket modes.
     #[arg(long)]
     gateway: Option<String>,
-    /// The gateway's `/metrics` URL (expiry mode).
+    /// The gateway's `/metrics` URL on its internal port (`METRICS_LISTEN`,
+    /// default 9091: `http://host:9091/metrics`), for the expiry mode.
     #[arg(long)]
     gateway_metrics: Option<String>,
     /// The gateway's pid, whose RSS ws-idle and reconnect-storm read

@@ -275,12 +275,13 @@ async fn lag_buckets(http: &reqwest::Client, url: &str) -> anyhow::Result<(Vec<(
 
 /// `expiry`: `--sessions` running clocks whose deadlines fall over about
 /// `--duration-secs` after a 10 s head start; the gateway's expiry lag (its
-/// `/metrics` histogram, before and after) for exactly those.
+/// `/metrics` histogram on its internal port, before and after) for exactly
+/// those.
 pub async fn expiry(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Value> {
     let url = args
         .gateway_metrics
         .clone()
-        .context("--gateway-metrics is required (http://host:port/metrics)")?;
+        .context("--gateway-metrics is required (the internal port: http://host:9091/metrics)")?;
     let http = reqwest::Client::new();
     let (before, count0) = lag_buckets(&http, &url).await?;
     let spread = args.duration_secs.max(1) * 1000;

@@ -33,6 +33,9 @@ pub enum Transport {
 pub struct Stack {
     /// The server's base URL (REST; on the native server `/ws` too).
     pub base: String,
+    /// The native server's internal `/metrics` URL (`METRICS_LISTEN`);
+    /// `None` on the edge, whose Worker has no `/metrics`.
+    pub metrics: Option<String>,
     /// The Redis behind it.
     pub redis: RedisServer,
     /// The shape.
@@ -162,17 +165,25 @@ impl Stack {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("address").port();
         listener.set_nonblocking(true).expect("non-blocking");
+        let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let metrics_port = metrics_listener.local_addr().expect("address").port();
+        metrics_listener
+            .set_nonblocking(true)
+            .expect("non-blocking");
         let stop = in_background(move |stopped| async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let metrics_listener =
+                tokio::net::TcpListener::from_std(metrics_listener).expect("listener");
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            synckairos_fanout_gateway::run(listener, config, shutdown)
+            synckairos_fanout_gateway::run(listener, metrics_listener, config, shutdown)
                 .await
                 .expect("the native server runs");
         });
         let stack = Stack {
             base: format!("http://127.0.0.1:{port}"),
+            metrics: Some(format!("http://127.0.0.1:{metrics_port}/metrics")),
             redis,
             transport: Transport::Native,
             workerd: None,
@@ -222,6 +233,7 @@ impl Stack {
             .expect("workerd starts");
         let mut stack = Stack {
             base: format!("http://127.0.0.1:{port}"),
+            metrics: None,
             redis,
             transport: Transport::Edge,
             workerd: Some(workerd),

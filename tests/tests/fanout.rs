@@ -19,8 +19,9 @@ async fn gateway(stack: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
     .expect("gateway config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(listener, config, async move {
+    tokio::spawn(run(listener, metrics_listener, config, async move {
         let _ = stopped.await;
     }));
     (format!("ws://{addr}"), stop)

@@ -749,7 +749,33 @@ macro_rules! both {
     };
 }
 
+/// A known path with a method it does not take is 405 with `Allow`, a
+/// method unknown to HTTP libraries (QUERY) included: the worker once read
+/// those as GET and answered them as reads.
+async fn other_methods_are_405_with_allow(t: Transport) {
+    let api = Api::new(t);
+    let t = admin();
+    let sid = uuid();
+    for (method, path, allow) in [
+        ("QUERY", format!("/v1/sessions/{sid}"), "GET, DELETE"),
+        ("PUT", "/v1/sessions".to_string(), "POST"),
+        ("QUERY", "/health".to_string(), "GET"),
+        ("GET", format!("/v1/sessions/{sid}/start"), "POST"),
+    ] {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let r = api.send(m, &path, &t).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(body(r).await["error"]["code"], json!("METHOD_NOT_ALLOWED"));
+    }
+}
+
 both!(
+    other_methods_are_405_with_allow,
     a_session_lives_its_whole_life_over_http_and_every_command_is_audited,
     roles_are_enforced,
     limits_versions_and_retries,

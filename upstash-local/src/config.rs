@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use synckairos_core::redact::{redact_url, REDACTED};
 
 /// Default listen address: loopback only, since this is a development tool.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8079";
@@ -121,32 +122,12 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("redis_url", &redact_url(&self.redis_url))
-            .field("token", &"<redacted>")
+            .field("token", &REDACTED)
             .field("pool_size", &self.pool_size)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .finish()
     }
-}
-
-/// Hides a password in `scheme://user:password@host...`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    format!(
-        "{}://{}:<redacted>@{}",
-        &url[..scheme_end],
-        user,
-        &rest[at + 1..]
-    )
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let shown_url = config::redact_url(&config.redis_url);
+    let shown_url = synckairos_core::redact::redact_url(&config.redis_url);
     let timeout = config.redis_timeout();
 
     let client = redis::Client::open(config.redis_url.as_str())
