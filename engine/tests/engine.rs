@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{audit_after, body, create, uuid};
+use common::{audit_after, body, cmd, conn, create, state, uuid};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use synckairos_core::audit::EventType;
@@ -48,29 +48,10 @@ async fn run_at(e: &Engine, req: &Request, now_ms: i64) -> ScriptReply {
     e.execute(req, &opts).await.expect("execute")
 }
 
-fn state(r: &ScriptReply) -> &SyncState {
-    match &r.result {
-        Ok(Reply::State { state, .. }) => state,
-        other => panic!("expected a state, got {other:?}"),
-    }
-}
-
-fn cmd(sid: &str, c: Command) -> Request {
-    Request::new(sid, c)
-}
-
 fn switch() -> Command {
     Command::Switch {
         next_participant_id: None,
     }
-}
-
-async fn conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn")
 }
 
 async fn started(e: &Engine, sid: &str, mode: &str, bank_ms: i64) -> SyncState {

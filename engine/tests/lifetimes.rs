@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::{audit_after, body, create, uuid};
+use common::{audit_after, body, cmd, conn, create, state, uuid};
 use futures::StreamExt;
 use std::time::Duration;
 use synckairos_core::audit::EventType;
 use synckairos_core::keys::{SessionKeys, WAKE_CHANNEL};
 use synckairos_core::model::Reply;
 use synckairos_core::script::{CallOptions, Due, ScriptReply, Settings};
-use synckairos_core::{Command, DomainError, ExpiryReason, Request, Status, SyncState};
+use synckairos_core::{Command, DomainError, ExpiryReason, Request, Status};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
 
@@ -29,25 +29,6 @@ async fn at(e: &Engine, req: &Request, now_ms: i64, key: Option<&str>) -> Script
         idempotency_key: key.map(str::to_string),
     };
     e.execute(req, &opts).await.expect("execute")
-}
-
-fn state(r: &ScriptReply) -> &SyncState {
-    match &r.result {
-        Ok(Reply::State { state, .. }) => state,
-        other => panic!("expected a state, got {other:?}"),
-    }
-}
-
-fn cmd(sid: &str, c: Command) -> Request {
-    Request::new(sid, c)
-}
-
-async fn conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn")
 }
 
 async fn query<T: redis::FromRedisValue>(

@@ -137,6 +137,32 @@ async fn started(e: &Engine, sid: &str, bank_ms: i64) {
     }
 }
 
+/// Waits until the session is expired in Redis (at most 10 s).
+async fn await_expired(redis: &RedisServer, sid: &str) {
+    let k = SessionKeys::new(sid, Settings::default().shards);
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let raw: String = redis::cmd("GET")
+            .arg(&k.state)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if record::decode(&raw).unwrap().status == Status::Expired {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nobody expired {sid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_gateways_cost_at_most_one_redis_command_per_second_each() {
     let redis = RedisServer::start();
@@ -257,27 +283,8 @@ async fn when_the_scheduling_gateway_dies_another_takes_over_within_the_bound() 
     let killed = Instant::now();
     let sid = uuid(0xdead_0001);
     started(&e, &sid, 1_000).await;
-    let k = SessionKeys::new(&sid, Settings::default().shards);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let took = loop {
-        let raw: String = redis::cmd("GET")
-            .arg(&k.state)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if record::decode(&raw).unwrap().status == Status::Expired {
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "nobody expired the session"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    await_expired(&redis, &sid).await;
+    let took = killed.elapsed();
     eprintln!("takeover: the deadline was applied {took:?} after the kill");
     // The bound the scheduler states (lease TTL + one renewal period), and
     // a little for this machine.
@@ -312,23 +319,7 @@ async fn a_stopped_gateway_hands_the_lease_over_at_once() {
     let _ = gateways[leader].child.wait();
     let sid = uuid(0xdead_0002);
     started(&e, &sid, 1_000).await;
-    let k = SessionKeys::new(&sid, Settings::default().shards);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    loop {
-        let raw: String = redis::cmd("GET")
-            .arg(&k.state)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if record::decode(&raw).unwrap().status == Status::Expired {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_expired(&redis, &sid).await;
     let took = stopped.elapsed();
     eprintln!("handover after SIGTERM: {took:?}");
     assert!(

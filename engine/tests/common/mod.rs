@@ -5,7 +5,9 @@ use serde_json::Value;
 use synckairos_core::audit::AuditEvent;
 use synckairos_core::keys::SessionKeys;
 
-use synckairos_core::Request;
+use synckairos_core::model::Reply;
+use synckairos_core::script::ScriptReply;
+use synckairos_core::{Command, Request, SyncState};
 
 pub use synckairos_engine::fixtures::{body, uuid};
 
@@ -41,4 +43,26 @@ pub async fn audit_after(
         })
         .collect();
     (events, last)
+}
+
+/// The state of a reply (panics on anything else).
+pub fn state(r: &ScriptReply) -> &SyncState {
+    match &r.result {
+        Ok(Reply::State { state, .. }) => state,
+        other => panic!("expected a state, got {other:?}"),
+    }
+}
+
+/// `c` on session `sid`, with no expected version, actor or turn check.
+pub fn cmd(sid: &str, c: Command) -> Request {
+    Request::new(sid, c)
+}
+
+/// A connection to the test's redis-server.
+pub async fn conn(server: &synckairos_testkit::RedisServer) -> redis::aio::MultiplexedConnection {
+    server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn")
 }
