@@ -70,6 +70,15 @@ async fn a_recreated_session_id_is_a_second_incarnation_that_collides_with_nothi
     assert_eq!(run(&s, switch(&sid)).await, 4);
     let first_created = s.engine.get(&sid).await.unwrap().unwrap().created_at.ms();
     run(&s, Request::new(&sid, Cmd::Delete)).await;
+    // The id can be created again once its tombstone is gone
+    // (TOMBSTONE_TTL_SECONDS): here at once.
+    let tombstone = keys::SessionKeys::new(&sid, SHARDS).tombstone;
+    let mut redis_conn = s.redis.client().get_connection().unwrap();
+    let gone: i64 = redis::cmd("DEL")
+        .arg(&tombstone)
+        .query(&mut redis_conn)
+        .unwrap();
+    assert_eq!(gone, 1, "the delete left a tombstone");
     // Both incarnations' events in one batch, too.
     tokio::time::sleep(Duration::from_millis(5)).await;
     // Incarnation 2: v1..v3.
