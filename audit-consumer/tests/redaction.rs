@@ -1,9 +1,8 @@
 //! The audit consumer never shows a password of `DATABASE_URL` or
 //! `REDIS_URL` when it cannot use them, yet names the host it could not reach.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use synckairos_audit_consumer::Connections;
 use synckairos_testkit::free_port;
 
@@ -13,44 +12,16 @@ const REDIS_PASSWORD: &str = "redis-Pa55-never-shown";
 /// Runs `audit-consumer <args>` with `env` to its exit (it must fail within
 /// 30 s) and returns stdout and stderr.
 fn failed(args: &[&str], env: &[(&str, String)]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audit-consumer"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("LISTEN", "127.0.0.1:0")
-        .env("METRICS_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the audit-consumer binary starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("audit-consumer {args:?} did not give up");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(!status.success(), "{out}");
-    out
+    synckairos_testkit::run_to_failure(
+        Command::new(env!("CARGO_BIN_EXE_audit-consumer"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("LISTEN", "127.0.0.1:0")
+            .env("METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info"),
+        Duration::from_secs(30),
+    )
 }
 
 #[test]

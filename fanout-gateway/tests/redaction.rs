@@ -25,37 +25,7 @@ fn gateway(redis_url: &str) -> Command {
 /// Runs the binary to its exit (it must fail within 20 s) and returns what
 /// it printed, stdout and stderr.
 fn failed_start(redis_url: &str) -> String {
-    let mut child = gateway(redis_url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the gateway binary starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the gateway did not give up on {redis_url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(!status.success(), "{out}");
-    out
+    synckairos_testkit::run_to_failure(&mut gateway(redis_url), Duration::from_secs(20))
 }
 
 #[test]

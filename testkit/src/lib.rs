@@ -621,6 +621,42 @@ pub fn jwt(secret: &str, role: &str, sub: &str, sid: Option<&str>) -> String {
     .expect("signing a test token")
 }
 
+/// Runs `cmd` until it exits, which it must do within `limit` and with a
+/// failure (a binary that refuses to start); returns what it printed,
+/// stdout then stderr.
+pub fn run_to_failure(cmd: &mut Command, limit: Duration) -> String {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not give up within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    for pipe in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut pipe = pipe;
+        pipe.read_to_string(&mut out).expect("read the output");
+    }
+    assert!(!status.success(), "{out}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
