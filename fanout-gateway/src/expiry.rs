@@ -44,6 +44,9 @@ pub const LEASE_TTL: Duration = Duration::from_millis(3_000);
 pub const RENEW_EVERY: Duration = Duration::from_millis(1_500);
 /// The longest a dead holder's deadlines wait for another gateway.
 pub const TAKEOVER_BOUND: Duration = Duration::from_millis(4_500);
+/// The pause after Redis failed a round, so that an outage is not retried in
+/// a tight loop.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Due entries taken at once from a shard when several are due.
 const BATCH: usize = 200;
 
@@ -59,6 +62,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut heads: Heads = HashMap::new();
     let mut epoch = shared.hub.link_epoch();
     let mut next_renew = Instant::now();
+    let mut failed = false;
     // A handful of quick clock samples first, for a good estimate at start.
     warm_up_clock(&shared).await;
     loop {
@@ -108,7 +112,7 @@ pub async fn run(shared: Arc<Shared>) {
                     heads.insert(shard, Due { session_id, at_ms });
                 }
             }
-            apply_due(&shared, &mut heads).await;
+            failed = !apply_due(&shared, &mut heads).await;
         }
         let mut sleep = next_renew.saturating_duration_since(Instant::now());
         if holder {
@@ -117,6 +121,9 @@ pub async fn run(shared: Arc<Shared>) {
                 // Redis, a head can be due here and not yet there.
                 let wait = (earliest - shared.clock.now_ms()).max(1) as u64;
                 sleep = sleep.min(Duration::from_millis(wait));
+            }
+            if failed {
+                sleep = sleep.max(RETRY_AFTER);
             }
         }
         tokio::select! {
@@ -237,8 +244,8 @@ async fn rescan(shared: &Shared) -> Option<Heads> {
 }
 
 /// Applies every due head, shards in parallel; each shard's chain follows
-/// the `expire` replies' next due session.
-async fn apply_due(shared: &Shared, heads: &mut Heads) {
+/// the `expire` replies' next due session. False when Redis failed.
+async fn apply_due(shared: &Shared, heads: &mut Heads) -> bool {
     let now = shared.clock.now_ms();
     let due: Vec<(u16, Due)> = heads
         .iter()
@@ -246,12 +253,13 @@ async fn apply_due(shared: &Shared, heads: &mut Heads) {
         .map(|(s, d)| (*s, d.clone()))
         .collect();
     if due.is_empty() {
-        return;
+        return true;
     }
     let chains = due.into_iter().map(|(shard, head)| async move {
         let next = drain_shard(shared, shard, head).await;
         (shard, next)
     });
+    let mut ok = true;
     for (shard, next) in futures::future::join_all(chains).await {
         match next {
             Ok(Some(d)) => {
@@ -260,10 +268,11 @@ async fn apply_due(shared: &Shared, heads: &mut Heads) {
             Ok(None) => {
                 heads.remove(&shard);
             }
-            // Keep the head: it is retried at the next round.
-            Err(()) => {}
+            // Keep the head: it is retried after RETRY_AFTER.
+            Err(()) => ok = false,
         }
     }
+    ok
 }
 
 /// Expires `head` and whatever else of `shard` is due; returns the shard's
