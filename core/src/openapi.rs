@@ -87,8 +87,10 @@ pub struct ErrorObject {
     /// For humans.
     message: String,
     /// Validation issues, or `{expected_version, actual_version}` for `CONFLICT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     details: Option<ErrorDetails>,
     /// For `RATE_LIMIT_EXCEEDED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_after_seconds: Option<u64>,
 }
 
@@ -136,6 +138,7 @@ pub struct ProbeBody {
     /// `ok`, `ready` or `not_ready`.
     status: String,
     /// A short public reason (`redis unreachable`), when not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -176,6 +179,29 @@ fn operations() -> Vec<(&'static str, &'static str, Route)> {
     ops
 }
 
+/// The `operationId` of `route`'s operation: the name generated clients
+/// (`sdk/js`) give it.
+fn operation_id(route: &Route) -> &'static str {
+    match route {
+        Route::Create => "createSession",
+        Route::Get(_) => "getSession",
+        Route::Delete(_) => "deleteSession",
+        Route::Action(_, a) => match a {
+            SessionAction::Start => "startSession",
+            SessionAction::Switch => "switchTurn",
+            SessionAction::Pause => "pauseSession",
+            SessionAction::Resume => "resumeSession",
+            SessionAction::Complete => "completeSession",
+            SessionAction::Cancel => "cancelSession",
+        },
+        Route::Time => "getTime",
+        Route::OpenApi => "getOpenApi",
+        Route::Health => "getHealth",
+        Route::Ready => "getReady",
+        Route::Preflight => unreachable!("not an operation of the document"),
+    }
+}
+
 /// The error responses of `route`: every status its errors map to, each
 /// with the codes it carries, derived from [`ApiError::every_kind`],
 /// [`Route::can_fail_with`], [`ApiError::status`] and [`ApiError::code`].
@@ -197,16 +223,32 @@ pub fn document() -> Value {
     use crate::api::{if_match_pattern, IF_MATCH_MAX_DIGITS};
     use crate::keys::{idempotency_key_pattern, IDEMPOTENCY_KEY_MAX_LEN};
     use crate::validate::UUID_PATTERN;
-    let mut gen = SchemaSettings::openapi3().into_generator();
-    let state = json!(gen.subschema_for::<SyncState>());
-    let create = json!(gen.subschema_for::<CreateSessionBody>());
-    let switch_body = json!(gen.subschema_for::<SwitchBody>());
-    let switch = json!(gen.subschema_for::<SwitchResponse<'static>>());
-    let time = json!(gen.subschema_for::<TimeResponse>());
-    let error = json!(gen.subschema_for::<ErrorResponse>());
-    let probe = json!(gen.subschema_for::<ProbeBody>());
+    // Request bodies as the server reads them, responses as it writes them
+    // (a field it always writes, `null` or not, is required there).
+    let mut read = SchemaSettings::openapi3()
+        .for_deserialize()
+        .into_generator();
+    let create = json!(read.subschema_for::<CreateSessionBody>());
+    let switch_body = json!(read.subschema_for::<SwitchBody>());
+    let mut write = SchemaSettings::openapi3().for_serialize().into_generator();
+    let state = json!(write.subschema_for::<SyncState>());
+    let switch = json!(write.subschema_for::<SwitchResponse<'static>>());
+    let time = json!(write.subschema_for::<TimeResponse>());
+    let error = json!(write.subschema_for::<ErrorResponse>());
+    let probe = json!(write.subschema_for::<ProbeBody>());
     let mut schemas: serde_json::Map<String, Value> =
-        gen.take_definitions(true).into_iter().collect();
+        write.take_definitions(true).into_iter().collect();
+    for (name, schema) in read.take_definitions(true) {
+        // A type both read and written (`SyncMode`, `Metadata`, …) has one
+        // schema, whichever the direction.
+        if let Some(other) = schemas.get(&name) {
+            assert_eq!(
+                other, &schema,
+                "{name} differs between requests and responses"
+            );
+        }
+        schemas.insert(name, schema);
+    }
     constrain(&mut schemas);
 
     let id = json!({"name": "id", "in": "path", "required": true,
@@ -305,9 +347,12 @@ pub fn document() -> Value {
         let mut responses = serde_json::Map::new();
         responses.insert(ok_status.to_string(), ok);
         for (status, codes) in error_statuses(&route) {
+            // `x-error-codes`: the same codes, machine-readable (an OpenAPI 3.0
+            // extension), for generated clients.
             responses.insert(
                 status.to_string(),
-                json!({"description": codes.join(", "), "content": content(error.clone())}),
+                json!({"description": codes.join(", "), "x-error-codes": codes,
+                    "content": content(error.clone())}),
             );
         }
         if route == Route::Ready {
@@ -318,7 +363,8 @@ pub fn document() -> Value {
                     "content": content(probe.clone())}),
             );
         }
-        let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
+        let mut op = json!({"operationId": operation_id(&route), "summary": summary,
+            "parameters": parameters, "responses": responses});
         if let Some(body) = body {
             op["requestBody"] = body;
         }
@@ -380,6 +426,11 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert!(required.contains(&"version") && !required.contains(&"max_time_ms"));
+        // Responses are described as written: a field always written, `null`
+        // or not, is required; request bodies as read (optional fields).
+        assert!(required.contains(&"active_participant_id") && required.contains(&"expires_at"));
+        let create_required = schemas["CreateSessionBody"]["required"].as_array().unwrap();
+        assert!(!create_required.contains(&json!("time_per_cycle_ms")));
         assert!(schemas["Participant"]["properties"]["group_id"].is_object());
         // Documented variants become a oneOf of single-value enums.
         assert_eq!(schemas["SyncMode"]["oneOf"].as_array().unwrap().len(), 5);
@@ -542,6 +593,132 @@ mod tests {
         assert_eq!(statuses("/v1/time", "get"), ["200", "429", "500", "503"]);
         let create_409 = &doc["paths"]["/v1/sessions"]["post"]["responses"]["409"]["description"];
         assert_eq!(create_409, "SESSION_EXISTS, SESSION_DELETED");
+    }
+
+    /// Each operation has its own `operationId`, and each error response
+    /// lists its codes in `x-error-codes` (the probe body of `/ready`'s 503
+    /// carries none).
+    #[test]
+    fn operations_have_ids_and_error_responses_list_their_codes() {
+        let doc = document();
+        let mut ids = BTreeSet::new();
+        for (path, method, route) in operations() {
+            let op = &doc["paths"][path][method];
+            let id = op["operationId"].as_str().expect("an operationId");
+            assert!(ids.insert(id), "{id} is used twice");
+            let errors = error_statuses(&route);
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let status: u16 = status.parse().unwrap();
+                match errors.get(&status) {
+                    Some(codes) => assert_eq!(
+                        response["x-error-codes"],
+                        json!(codes),
+                        "{method} {path} {status}"
+                    ),
+                    None => assert!(
+                        response.get("x-error-codes").is_none(),
+                        "{method} {path} {status}"
+                    ),
+                }
+            }
+        }
+        assert_eq!(
+            doc["paths"]["/v1/sessions/{id}/switch"]["post"]["operationId"],
+            "switchTurn"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/sessions"]["post"]["responses"]["409"]["x-error-codes"],
+            json!(["SESSION_EXISTS", "SESSION_DELETED"])
+        );
+    }
+
+    /// The REST `SyncState` and the one inside the WebSocket's
+    /// `STATE_UPDATE` have the same fields, each required in both or in
+    /// neither (clients generated from both share one type).
+    #[test]
+    fn rest_and_websocket_states_have_the_same_fields() {
+        let doc = document();
+        let rest = &doc["components"]["schemas"]["SyncState"];
+        let ws = crate::ws::json_schemas();
+        let ws = &ws["server_to_client"]["oneOf"][1]["properties"]["state"];
+        let names = |s: &Value, key: &str| -> BTreeSet<String> {
+            match &s[key] {
+                Value::Object(m) => m.keys().cloned().collect(),
+                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+                _ => panic!("{key}"),
+            }
+        };
+        assert_eq!(names(rest, "properties"), names(ws, "properties"));
+        assert_eq!(names(rest, "required"), names(ws, "required"));
+    }
+
+    /// What the server writes has every field the document's response
+    /// schemas require (they are derived for serialization).
+    #[test]
+    fn responses_have_every_required_field() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let check = |name: &str, written: &Value| {
+            for field in schemas[name]["required"].as_array().unwrap() {
+                let field = field.as_str().unwrap();
+                assert!(
+                    written.get(field).is_some(),
+                    "{name} written without {field}"
+                );
+            }
+        };
+        let st: SyncState = serde_json::from_value(json!({
+            "session_id": "00000000-0000-4000-8000-000000000001",
+            "sync_mode": "per_participant", "status": "pending", "version": 1,
+            "participants": [{"participant_id": "00000000-0000-4000-8000-000000000002",
+                "participant_index": 0, "total_time_ms": 60000, "time_used_ms": 0,
+                "time_remaining_ms": 60000, "cycle_count": 0, "is_active": false,
+                "has_expired": false}],
+            "active_participant_id": null, "total_time_ms": 60000,
+            "time_per_cycle_ms": null, "cycle_started_at": null, "session_started_at": null,
+            "session_completed_at": null, "increment_ms": 0,
+            "created_at": "2026-12-01T19:10:07.707Z", "updated_at": "2026-12-01T19:10:07.707Z",
+            "server_time_ms": 1796152207707_i64, "expires_at": null}))
+        .expect("a pending state");
+        let state = serde_json::to_value(&st).unwrap();
+        check("SyncState", &state);
+        check("Participant", &state["participants"][0]);
+        let switch = serde_json::to_value(SwitchResponse::new(&st, None)).unwrap();
+        check("SwitchResponse", &switch);
+        check(
+            "TimeResponse",
+            &serde_json::to_value(TimeResponse::new(1)).unwrap(),
+        );
+        for e in ApiError::every_kind() {
+            let body: Value = serde_json::from_str(&e.body()).unwrap();
+            check("ErrorResponse", &body);
+            check("ErrorObject", &body["error"]);
+        }
+    }
+
+    /// `docs/openapi.json` as committed.
+    const DOCUMENT_FILE: &str = include_str!("../../docs/openapi.json");
+
+    /// The committed `docs/openapi.json` is what [`document`] builds (the
+    /// SDK's types are generated from it). `SK_WRITE_SCHEMAS=1` rewrites the
+    /// file instead of comparing, as for `docs/ws-messages.schema.json`.
+    #[test]
+    fn document_file_is_up_to_date() {
+        let generated = document();
+        if std::env::var_os("SK_WRITE_SCHEMAS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+            let text =
+                serde_json::to_string_pretty(&generated).expect("the document serializes") + "\n";
+            std::fs::write(path, text).expect("write docs/openapi.json");
+            return;
+        }
+        let committed: Value =
+            serde_json::from_str(DOCUMENT_FILE).expect("docs/openapi.json is JSON");
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date with core::openapi; regenerate it with\n    \
+             SK_WRITE_SCHEMAS=1 cargo test -p synckairos-core\nand commit the result"
+        );
     }
 
     fn operations_answering(e: &ApiError) -> bool {

@@ -5,8 +5,9 @@
 //! `SUBSCRIBE` and `UNSUBSCRIBE` are our additions.
 //!
 //! [`json_schemas`] derives the JSON Schema of both directions from these
-//! types; `docs/ws-messages.schema.json` holds its output, and a test fails
-//! when that file is out of date.
+//! types, with the close codes ([`CloseCode`], the one declaration of each
+//! code's reasons); `docs/ws-messages.schema.json` holds its output, and a
+//! test fails when that file is out of date.
 
 use crate::types::SyncState;
 use schemars::generate::SchemaSettings;
@@ -189,10 +190,12 @@ impl ClientOut {
     }
 }
 
-/// The JSON Schemas (draft 2020-12) of the WebSocket messages, by direction:
-/// `{"client_to_server": <schema of ClientIn>, "server_to_client": <schema of
-/// ClientOut>}`. Each is a complete schema with every subschema inlined, so
-/// either can be used on its own. `docs/ws-messages.schema.json` is this
+/// The JSON Schemas (draft 2020-12) of the WebSocket messages, by direction,
+/// and the close codes: `{"client_to_server": <schema of ClientIn>,
+/// "server_to_client": <schema of ClientOut>, "close_codes": [{"code",
+/// "name", "reconnect", "reasons"}, …]}`. Each schema is complete, with every
+/// subschema inlined, so either can be used on its own; `close_codes` lists
+/// [`CloseCode::ALL`] in numeric order. `docs/ws-messages.schema.json` is this
 /// value, pretty-printed.
 pub fn json_schemas() -> serde_json::Value {
     let settings = SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
@@ -205,9 +208,17 @@ pub fn json_schemas() -> serde_json::Value {
         .for_serialize()
         .into_generator()
         .into_root_schema_for::<ClientOut>();
+    let close_codes: Vec<serde_json::Value> = CloseCode::ALL
+        .iter()
+        .map(|c| {
+            serde_json::json!({"code": c.code(), "name": c.name(), "reconnect": c.reconnect(),
+                "reasons": c.reasons()})
+        })
+        .collect();
     serde_json::json!({
         "client_to_server": client_to_server,
         "server_to_client": server_to_client,
+        "close_codes": close_codes,
     })
 }
 
@@ -266,6 +277,47 @@ impl CloseCode {
         }
     }
 
+    /// A short stable name (`policy`, `token_expired`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::SessionDeleted => "session_deleted",
+            CloseCode::Policy => "policy",
+            CloseCode::TooBig => "too_big",
+            CloseCode::Restart => "restart",
+            CloseCode::TooSlow => "too_slow",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::TokenExpired => "token_expired",
+            CloseCode::Forbidden => "forbidden",
+            CloseCode::TooManyMessages => "too_many_messages",
+        }
+    }
+
+    /// The reason the gateway sends with it; `None` for
+    /// [`CloseCode::Policy`], whose reason says why the socket was refused
+    /// ([`PolicyReason`]).
+    pub fn reason(self) -> Option<&'static str> {
+        Some(match self {
+            CloseCode::SessionDeleted => "Session deleted",
+            CloseCode::Policy => return None,
+            CloseCode::TooBig => "Message too big",
+            CloseCode::Restart => "Service restart",
+            CloseCode::TooSlow => "Too slow: reconnect and resync",
+            CloseCode::HeartbeatTimeout => "Heartbeat missed",
+            CloseCode::TokenExpired => "Token expired",
+            CloseCode::Forbidden => "Token is not valid for this session",
+            CloseCode::TooManyMessages => "Too many messages",
+        })
+    }
+
+    /// Every reason it is sent with: its [`CloseCode::reason`], or for
+    /// [`CloseCode::Policy`] every [`PolicyReason`].
+    pub fn reasons(self) -> Vec<&'static str> {
+        match self.reason() {
+            Some(r) => vec![r],
+            None => PolicyReason::ALL.iter().map(|r| r.reason()).collect(),
+        }
+    }
+
     /// Whether a client should reconnect after it.
     pub fn reconnect(self) -> bool {
         matches!(
@@ -276,6 +328,40 @@ impl CloseCode {
                 | CloseCode::TokenExpired
                 | CloseCode::TooManyMessages
         )
+    }
+}
+
+/// Why a socket was refused right after the upgrade, with
+/// [`CloseCode::Policy`] (1008): the close frame's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyReason {
+    /// The URL has no `sessionId`.
+    MissingSessionId,
+    /// The URL's `sessionId` is not a UUID.
+    InvalidSessionId,
+    /// No valid token (auth on).
+    Unauthorized,
+    /// The token does not allow the URL's session.
+    Forbidden,
+}
+
+impl PolicyReason {
+    /// Every reason, in the order docs/API.md lists them.
+    pub const ALL: [PolicyReason; 4] = [
+        PolicyReason::MissingSessionId,
+        PolicyReason::InvalidSessionId,
+        PolicyReason::Unauthorized,
+        PolicyReason::Forbidden,
+    ];
+
+    /// The close frame's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PolicyReason::MissingSessionId => "Missing sessionId parameter",
+            PolicyReason::InvalidSessionId => "Invalid sessionId format",
+            PolicyReason::Unauthorized => "Unauthorized",
+            PolicyReason::Forbidden => "Forbidden",
+        }
     }
 }
 
@@ -305,7 +391,7 @@ mod tests {
         assert!(
             committed == generated,
             "docs/ws-messages.schema.json is out of date with core::ws; regenerate it with\n    \
-             SK_WRITE_SCHEMAS=1 cargo test -p synckairos-core ws::\nand commit the result"
+             SK_WRITE_SCHEMAS=1 cargo test -p synckairos-core\nand commit the result"
         );
     }
 
@@ -361,7 +447,35 @@ mod tests {
         );
     }
 
-    /// docs/API.md §5 lists every close code with its reconnect advice.
+    /// `close_codes` is [`CloseCode::ALL`], in numeric order, each with its
+    /// name, reconnect advice and reasons.
+    #[test]
+    fn schemas_list_every_close_code() {
+        let listed = json_schemas()["close_codes"].clone();
+        let want: Vec<serde_json::Value> = CloseCode::ALL
+            .iter()
+            .map(|c| {
+                serde_json::json!({"code": c.code(), "name": c.name(),
+                    "reconnect": c.reconnect(), "reasons": c.reasons()})
+            })
+            .collect();
+        assert_eq!(listed, serde_json::Value::from(want));
+        let codes: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "numeric order");
+        assert_eq!(
+            listed[1],
+            serde_json::json!({"code": 1008, "name": "policy", "reconnect": false,
+                "reasons": ["Missing sessionId parameter", "Invalid sessionId format",
+                    "Unauthorized", "Forbidden"]})
+        );
+        for c in CloseCode::ALL {
+            assert!(!c.reasons().is_empty(), "{}", c.code());
+            assert_eq!(c.reason().is_none(), c == CloseCode::Policy);
+        }
+    }
+
+    /// docs/API.md §5 lists every close code with its reasons and reconnect
+    /// advice.
     #[test]
     fn api_doc_lists_every_close_code() {
         let doc = include_str!("../../docs/API.md");
@@ -376,6 +490,14 @@ mod tests {
                 "docs/API.md: close code {} should say reconnect {advice}: {row}",
                 c.code()
             );
+            let reasons = row.split(" | ").nth(1).unwrap_or_default();
+            for r in c.reasons() {
+                assert!(
+                    reasons.contains(&format!("`{r}`")),
+                    "docs/API.md: close code {} should list the reason `{r}`: {row}",
+                    c.code()
+                );
+            }
         }
     }
 

@@ -64,7 +64,7 @@ pub async fn serve(
             f = stream.next() => f,
             _ = &mut writer => break,
             _ = until(expires) => {
-                outbox.close(CloseCode::TokenExpired, "Token expired");
+                outbox.close(CloseCode::TokenExpired);
                 (expires, closing) = (None, true);
                 continue;
             }
@@ -74,7 +74,7 @@ pub async fn serve(
             continue;
         }
         if !rate.count(Instant::now()) {
-            outbox.close(CloseCode::TooManyMessages, "Too many messages");
+            outbox.close(CloseCode::TooManyMessages);
             closing = true;
             continue;
         }
@@ -94,7 +94,7 @@ pub async fn serve(
                 let too_big = e.to_string().to_ascii_lowercase().contains("too long")
                     || e.to_string().to_ascii_lowercase().contains("too big");
                 if too_big {
-                    outbox.close(CloseCode::TooBig, "Message too big");
+                    outbox.close(CloseCode::TooBig);
                 }
                 tracing::debug!(error = %e, "websocket read ended");
                 break;
@@ -135,7 +135,7 @@ pub async fn serve(
                     continue;
                 };
                 if expires.is_some_and(|e| e <= Instant::now()) {
-                    outbox.close(CloseCode::TokenExpired, "Token expired");
+                    outbox.close(CloseCode::TokenExpired);
                     closing = true;
                     continue;
                 }
@@ -185,8 +185,7 @@ pub async fn serve(
                             .iter()
                             .all(|s| authorize(&fresh, &Route::Get(s.clone()), None).is_ok());
                         if !allowed {
-                            outbox
-                                .close(CloseCode::Forbidden, "Token is not valid for this session");
+                            outbox.close(CloseCode::Forbidden);
                             closing = true;
                             continue;
                         }
@@ -335,13 +334,13 @@ async fn write(
             _ = ping.tick() => {
                 if !alive.swap(false, Relaxed) {
                     m.dropped_heartbeat.fetch_add(1, Relaxed);
-                    outbox.close(CloseCode::HeartbeatTimeout, "Heartbeat missed");
+                    outbox.close(CloseCode::HeartbeatTimeout);
                 } else if send(&shared, &mut sink, Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
             }
             _ = stop.changed() => {
-                outbox.close(CloseCode::Restart, "Service restart");
+                outbox.close(CloseCode::Restart);
             }
         }
         while let Some(out) = outbox.take() {
@@ -384,8 +383,7 @@ async fn write(
                                     .await
                                     .is_ok()
                                 {
-                                    close(&mut sink, CloseCode::SessionDeleted, "Session deleted")
-                                        .await;
+                                    close(&mut sink, CloseCode::SessionDeleted).await;
                                 }
                                 return;
                             }
@@ -400,11 +398,11 @@ async fn write(
                         }
                     }
                 }
-                Out::Close(code, reason) => {
+                Out::Close(code) => {
                     if code == CloseCode::TooSlow {
                         m.dropped_slow.fetch_add(1, Relaxed);
                     }
-                    close(&mut sink, code, &reason).await;
+                    close(&mut sink, code).await;
                     return;
                 }
                 Out::Stop => return,
@@ -433,7 +431,7 @@ async fn send(shared: &Shared, sink: &mut Sink, msg: Message) -> Result<(), ()> 
             // Best effort: the socket is not draining, so this may not arrive.
             let _ = tokio::time::timeout(
                 std::time::Duration::from_millis(100),
-                close(sink, CloseCode::TooSlow, "Too slow: reconnect and resync"),
+                close(sink, CloseCode::TooSlow),
             )
             .await;
             Err(())
@@ -441,11 +439,14 @@ async fn send(shared: &Shared, sink: &mut Sink, msg: Message) -> Result<(), ()> 
     }
 }
 
-async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+/// Closes with `code` and its reason ([`CloseCode::reason`]; 1008, which
+/// has none of its own, is sent before the connection is served, in
+/// `lib.rs`).
+async fn close(sink: &mut Sink, code: CloseCode) {
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code: code.code(),
-            reason: Utf8Bytes::from(reason.to_string()),
+            reason: Utf8Bytes::from(code.reason().unwrap_or_default()),
         })))
         .await;
     let _ = sink.close().await;

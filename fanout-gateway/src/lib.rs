@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synckairos_core::api::{authorize, Route, TimeResponse};
 use synckairos_core::validate::parse_uuid;
-use synckairos_core::ws::{CloseCode, MAX_CLIENT_MESSAGE_BYTES};
+use synckairos_core::ws::{CloseCode, PolicyReason, MAX_CLIENT_MESSAGE_BYTES};
 use synckairos_engine::Engine;
 use tokio::sync::watch;
 
@@ -294,12 +294,12 @@ async fn ws(
     }
     // Refusals are close frames (1008), as the contract says: a browser's
     // WebSocket API cannot see an HTTP status.
-    let refusal: Result<(String, Option<_>), &'static str> = (|| {
+    let refusal: Result<(String, Option<_>), PolicyReason> = (|| {
         let raw = q
             .session_id
             .as_deref()
-            .ok_or("Missing sessionId parameter")?;
-        let sid = parse_uuid(raw).ok_or("Invalid sessionId format")?;
+            .ok_or(PolicyReason::MissingSessionId)?;
+        let sid = parse_uuid(raw).ok_or(PolicyReason::InvalidSessionId)?;
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -310,9 +310,9 @@ async fn ws(
             .api
             .auth
             .authenticate(from_query.as_deref().or(bearer), now_s, shared.local)
-            .map_err(|_| "Unauthorized")?;
+            .map_err(|_| PolicyReason::Unauthorized)?;
         if let Some(c) = &caller {
-            authorize(c, &Route::Get(sid.clone()), None).map_err(|_| "Forbidden")?;
+            authorize(c, &Route::Get(sid.clone()), None).map_err(|_| PolicyReason::Forbidden)?;
         }
         Ok((sid, caller))
     })();
@@ -342,7 +342,7 @@ async fn ws(
                 let _ = socket
                     .send(Message::Close(Some(CloseFrame {
                         code: CloseCode::Policy.code(),
-                        reason: reason.into(),
+                        reason: reason.reason().into(),
                     })))
                     .await;
             })

@@ -83,8 +83,8 @@ pub enum Out {
     },
     /// A session's newest change.
     Snapshot(String, Snapshot),
-    /// Close the socket.
-    Close(CloseCode, String),
+    /// Close the socket (with the code's [`CloseCode::reason`]).
+    Close(CloseCode),
     /// The client went away: stop writing.
     Stop,
 }
@@ -93,7 +93,7 @@ pub enum Out {
 struct State {
     control: VecDeque<Out>,
     snapshots: VecDeque<(String, Snapshot)>,
-    close: Option<(CloseCode, String)>,
+    close: Option<CloseCode>,
     stopped: bool,
 }
 
@@ -133,7 +133,7 @@ impl Outbox {
             return false;
         }
         if s.control.len() >= self.max_control {
-            s.close = Some((CloseCode::TooSlow, "Too slow: reconnect and resync".into()));
+            s.close = Some(CloseCode::TooSlow);
             drop(s);
             self.notify.notify_one();
             return false;
@@ -168,9 +168,9 @@ impl Outbox {
     }
 
     /// Asks the writer to close the socket (after what is queued).
-    pub fn close(&self, code: CloseCode, reason: &str) {
+    pub fn close(&self, code: CloseCode) {
         let mut s = self.state.lock().expect("outbox lock");
-        s.close.get_or_insert((code, reason.to_string()));
+        s.close.get_or_insert(code);
         drop(s);
         self.notify.notify_one();
     }
@@ -188,11 +188,11 @@ impl Outbox {
         if s.stopped {
             // The client is gone or going: only a close it was owed is left.
             return Some(match s.close.take() {
-                Some((c, r)) => Out::Close(c, r),
+                Some(c) => Out::Close(c),
                 None => Out::Stop,
             });
         }
-        if matches!(s.close, Some((CloseCode::TooSlow, _))) {
+        if s.close == Some(CloseCode::TooSlow) {
             s.control.clear();
             s.snapshots.clear();
         }
@@ -203,7 +203,7 @@ impl Outbox {
         if let Some((id, snap)) = s.snapshots.pop_front() {
             return Some(Out::Snapshot(id, snap));
         }
-        s.close.clone().map(|(c, r)| Out::Close(c, r))
+        s.close.map(Out::Close)
     }
 
     /// Waits until something is queued.
@@ -281,9 +281,9 @@ mod tests {
         assert!(o.push(Out::Text("2".into())));
         o.push_snapshot("a", state(2));
         assert!(!o.push(Out::Text("3".into())));
-        assert!(matches!(o.take(), Some(Out::Close(CloseCode::TooSlow, _))));
+        assert!(matches!(o.take(), Some(Out::Close(CloseCode::TooSlow))));
         assert!(
-            matches!(o.take(), Some(Out::Close(CloseCode::TooSlow, _))),
+            matches!(o.take(), Some(Out::Close(CloseCode::TooSlow))),
             "stays closing"
         );
         assert!(!o.push(Out::Text("4".into())));
