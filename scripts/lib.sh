@@ -77,3 +77,18 @@ ensure_wasm_target() {
     rustup target add wasm32-unknown-unknown
   fi
 }
+
+# `npm ci` in the current folder (an npm project with a package-lock.json)
+# unless node_modules already holds exactly what the lock file pins.
+sdk_npm_ci() {
+  if [ -f node_modules/.package-lock.json ] && cmp -s <(python3 -c '
+import json, sys
+def pins(path, top):
+    d = json.load(open(path))["packages"]
+    return sorted((k, v.get("version")) for k, v in d.items() if k.startswith("node_modules/"))
+print(pins("package-lock.json", 1) == pins("node_modules/.package-lock.json", 0))') <(echo True); then
+    return 0
+  fi
+  log "npm ci in $(pwd | sed "s|^$(git rev-parse --show-toplevel)/||") (pinned by its package-lock.json)"
+  npm ci --silent --no-audit --no-fund
+}

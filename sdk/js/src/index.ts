@@ -1,0 +1,38 @@
+/**
+ * SyncKairos for JavaScript: browsers, Node ≥ 22 and React Native, with no
+ * runtime dependencies (the global `fetch` and `WebSocket`).
+ *
+ * - {@link SyncKairos}: the REST API, every route typed, with retries and
+ *   idempotency keys.
+ * - {@link SessionWatcher}: live state over the WebSocket, with reconnects,
+ *   resync, several sessions per socket, heartbeats and token refresh, and
+ *   the server-clock estimate.
+ * - {@link clocks}, {@link remainingMs}: each participant's clock at any
+ *   instant, for every sync mode; {@link tick} redraws them.
+ */
+export * from "./generated/api.js";
+export * from "./generated/ws.js";
+export { SyncKairos, newIdempotencyKey, retryAfterMs } from "./rest.js";
+export type { ApiResponse, ClientOptions, CommandOptions, ReadOptions, RetryOptions, SwitchOptions } from "./rest.js";
+export { SyncKairosError, isSyncKairosError } from "./errors.js";
+export type { TransportErrorCode } from "./errors.js";
+export { SessionWatcher, toWsUrl } from "./watcher.js";
+export type {
+  ConnectionInfo,
+  ConnectionState,
+  WatcherError,
+  WatcherEvents,
+  WatcherOptions,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./watcher.js";
+export { ServerClock, estimate, sampleOf } from "./time.js";
+export type { LocalClock, TimeEstimate, TimeSample } from "./time.js";
+export { activeIndex, bankSharers, clockOf, clocks, deadlineMs, hasBank, parseTimestamp, remainingMs } from "./clock.js";
+export type { Clock } from "./clock.js";
+export { tick, formatClock } from "./tick.js";
+export type { TickOptions } from "./tick.js";
+export { backoffDelay } from "./backoff.js";
+export type { BackoffOptions } from "./backoff.js";
+export { tokenExpiry } from "./token.js";
+export type { TokenRequestReason, TokenSource } from "./token.js";
