@@ -1,6 +1,13 @@
 /** What a call can fail with. */
 import type { ErrorCode } from "./generated/api.js";
 
+/**
+ * Codes of requests that reached no route: a base URL with a wrong path
+ * prefix (`NOT_FOUND`), or a method the path does not take. No operation of
+ * the document lists them, since every operation is a route that exists.
+ */
+export type RouteErrorCode = "NOT_FOUND" | "METHOD_NOT_ALLOWED";
+
 /** Codes of failures that never reached an answer of the API. */
 export type TransportErrorCode =
   /** No HTTP answer: the network failed or the server is down. */
@@ -21,7 +28,7 @@ export class SyncKairosError extends Error {
   /** HTTP status; 0 when there was no answer. */
   readonly status: number;
   /** The stable code. */
-  readonly code: ErrorCode | TransportErrorCode;
+  readonly code: ErrorCode | RouteErrorCode | TransportErrorCode;
   /** `details` of the error body: validation issues, or the versions of a `CONFLICT`. */
   readonly details: unknown;
   /** For `RATE_LIMIT_EXCEEDED`: when to try again (s). */
@@ -31,7 +38,7 @@ export class SyncKairosError extends Error {
 
   constructor(init: {
     status: number;
-    code: ErrorCode | TransportErrorCode;
+    code: ErrorCode | RouteErrorCode | TransportErrorCode;
     message: string;
     details?: unknown;
     retryAfterSeconds?: number | undefined;
@@ -55,7 +62,7 @@ export class SyncKairosError extends Error {
 /** Whether `e` is a {@link SyncKairosError}, optionally with one of `codes`. */
 export function isSyncKairosError(
   e: unknown,
-  ...codes: ReadonlyArray<ErrorCode | TransportErrorCode>
+  ...codes: ReadonlyArray<ErrorCode | RouteErrorCode | TransportErrorCode>
 ): e is SyncKairosError {
   return e instanceof SyncKairosError && (codes.length === 0 || codes.includes(e.code));
 }

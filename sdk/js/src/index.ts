@@ -15,7 +15,7 @@ export * from "./generated/ws.js";
 export { SyncKairos, newIdempotencyKey, retryAfterMs } from "./rest.js";
 export type { ApiResponse, ClientOptions, CommandOptions, ReadOptions, RetryOptions, SwitchOptions } from "./rest.js";
 export { SyncKairosError, isSyncKairosError } from "./errors.js";
-export type { TransportErrorCode } from "./errors.js";
+export type { RouteErrorCode, TransportErrorCode } from "./errors.js";
 export { SessionWatcher, toWsUrl } from "./watcher.js";
 export type {
   ConnectionInfo,

@@ -10,14 +10,15 @@ import {
   type CreateSessionBody,
   type ErrorCode,
   type OperationId,
+  type RouteErrorCode,
 } from "../src/index.js";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { chess } from "./support/fixtures.js";
-import { REPO_ROOT, Stack, sleep, uuid } from "./support/stack.js";
+import { REPO_ROOT, Server, Stack, sleep, uuid } from "./support/stack.js";
 
 /** Runs `f`, which must fail with `code` (and `status`); returns the error. */
-async function refused(f: () => Promise<unknown>, code: ErrorCode, status: number): Promise<SyncKairosError> {
+async function refused(f: () => Promise<unknown>, code: ErrorCode | RouteErrorCode, status: number): Promise<SyncKairosError> {
   try {
     await f();
   } catch (e) {
@@ -153,6 +154,23 @@ describe("refusals", () => {
     assert.deepEqual(reasons, ["initial", "expired"]);
     await client.getSession(body.session_id);
     assert.deepEqual(reasons, ["initial", "expired"], "the fresh token is kept");
+  });
+
+  test("auth required but no key configured: 500 AUTH_NOT_CONFIGURED, not retried", async () => {
+    const keyless = await Server.start(stack.redis, "", { JWT_SECRET: "" });
+    try {
+      const client = new SyncKairos({ baseUrl: keyless.url, token: stack.token() });
+      const e = await refused(() => client.getSession(uuid()), "AUTH_NOT_CONFIGURED", 500);
+      assert.equal(e.attempts, 1);
+    } finally {
+      await keyless.kill();
+    }
+  });
+
+  test("a base URL with a wrong path: 404 NOT_FOUND", async () => {
+    const client = new SyncKairos({ baseUrl: `${stack.server.url}/api`, token: stack.token() });
+    await refused(() => client.getSession(uuid()), "NOT_FOUND", 404);
+    seen.delete("404 NOT_FOUND"); // a route error: no operation lists it
   });
 
   test("a body over 256 KiB is refused as too large", async () => {
