@@ -16,12 +16,18 @@
 #   one port, scripts/serve.sh) on :8080 and the audit consumer on :8789,
 #   then the same demo and audit trail against that one URL.
 #
-# Installs what is missing (Debian packages, the pinned worker tools); the
-# services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
+# Both shapes end with the web chess clock (examples/web-chess-clock): the SDK
+# (sdk/js) is built, a static server serves the page on :8790, and two links
+# are printed for a fresh session: the host's page (creates the game, sends
+# the commands) and a viewer's (a read-only mirror), each with its own token.
+#
+# Installs what is missing (Debian packages, the pinned worker tools, Node 22);
+# the services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
 #   AUDIT_METRICS_PORT (9092), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
-#   the gateway's or the native server's internal /metrics port), REDIS_PORT (6379)
+#   the gateway's or the native server's internal /metrics port), REDIS_PORT (6379),
+#   EXAMPLE_PORT (8790: the web chess clock's static server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -34,7 +40,7 @@ case "${1:-}" in
 esac
 edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_PORT:-6379}
 gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${SERVER_PORT:-8080}
-audit_metrics_port=${AUDIT_METRICS_PORT:-9092}
+audit_metrics_port=${AUDIT_METRICS_PORT:-9092} example_port=${EXAMPLE_PORT:-8790}
 metrics_port=${METRICS_PORT:-9091}
 run=.run
 mkdir -p "$run"
@@ -119,6 +125,65 @@ demo() {
   "$bin/audit-consumer" timeline "$sid"
 }
 
+# Node >= 22 first on PATH: the one scripts/tools.sh keeps in .tools/node, else
+# the system's if new enough, else that same pinned package installed now
+# (the self-hosted shape needs no other tool of scripts/tools.sh).
+use_node22() {
+  local arch dir version
+  case "$(uname -m)" in
+    x86_64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) log "unsupported architecture $(uname -m)"; return 1 ;;
+  esac
+  dir=$PWD/.tools/node/node_modules/node-linux-$arch/bin
+  if [ -x "$dir/node" ]; then case ":$PATH:" in *":$dir:"*) ;; *) PATH=$dir:$PATH ;; esac; fi
+  if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 22 ]; then
+    version=$(sed -n 's/^SK_NODE_VERSION=\([0-9.]*\).*/\1/p' scripts/tools.sh)
+    command -v npm >/dev/null || { log "installing nodejs and npm (to bootstrap Node $version)"; apt_install nodejs npm; }
+    log "installing Node $version into .tools/node"
+    mkdir -p .tools/node
+    npm install --silent --prefix .tools/node --no-save --no-package-lock --no-audit --no-fund "node-linux-$arch@$version"
+    PATH=$dir:$PATH
+  fi
+  export PATH
+}
+
+# The web chess clock against REST at $1 and the gateway at $2: builds the SDK,
+# serves the page, and prints a host link and a viewer link for a fresh
+# session. The token rides in the URL fragment, which never reaches a server.
+web_example() {
+  log "the web chess clock: building the SDK (sdk/js) and serving the page on 127.0.0.1:$example_port"
+  use_node22
+  if ! (
+    cd sdk/js
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
+      [ package.json -nt node_modules/.package-lock.json ]; then
+      npm ci --silent --no-audit --no-fund
+    fi
+    npm run --silent build
+  ) >"$run/sdk-build.log" 2>&1; then
+    tail -n 20 "$run/sdk-build.log" >&2
+    log "the SDK did not build (log in $run/sdk-build.log): no web chess clock this time; the stack is up"
+    return 0
+  fi
+  nohup node examples/web-chess-clock/serve.mjs --port "$example_port" >"$run/web-example.log" 2>&1 </dev/null &
+  echo $! >"$run/web-example.pid"
+  await_ready "http://127.0.0.1:$example_port/synckairos/index.js"
+  local game host viewer fragment
+  game=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  host=$("$bin/token" --role host --sid "$game" --sub host --ttl-secs 86400 --secret-file "$run/jwt-secret")
+  viewer=$("$bin/token" --role viewer --sid "$game" --sub viewer --ttl-secs 86400 --secret-file "$run/jwt-secret")
+  fragment="api=$1&ws=$2&session=$game"
+  cat <<TXT
+
+The web chess clock (examples/web-chess-clock), session $game, tokens valid for 24 h:
+  host   (creates the game; tap a clock or press Space to switch):
+    http://127.0.0.1:$example_port/#$fragment&token=$host
+  viewer (a read-only mirror; open it in another window or browser):
+    http://127.0.0.1:$example_port/viewer.html#$fragment&token=$viewer
+TXT
+}
+
 if [ "$shape" = self-hosted ]; then
   log "starting the native server on 127.0.0.1:$server_port (REST + /ws + time sync + expiry; JWT auth)"
   SERVER_BIN=$bin/fanout-gateway REDIS_URL=redis://127.0.0.1:$redis_port/ \
@@ -139,6 +204,7 @@ The self-hosted stack is up:
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
 Stop it with scripts/down.sh.
 TXT
+  web_example "http://127.0.0.1:$server_port" "ws://127.0.0.1:$server_port"
   exit 0
 fi
 
@@ -177,3 +243,4 @@ The stack is up:
   redis          127.0.0.1:$redis_port;  postgresql 127.0.0.1:5432 (database synckairos)
 Stop it with scripts/down.sh.
 TXT
+web_example "http://127.0.0.1:$edge_port" "ws://127.0.0.1:$gateway_port"
