@@ -80,7 +80,7 @@ ensure_wasm_target() {
 
 # `npm ci` in the current folder (an npm project with a package-lock.json)
 # unless node_modules already holds exactly what the lock file pins.
-sdk_npm_ci() {
+npm_ci_pinned() {
   if [ -f node_modules/.package-lock.json ] && cmp -s <(python3 -c '
 import json, sys
 def pins(path, top):

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_redis_binary
-. scripts/tools.sh # Node >= 22 on PATH
+SK_TOOLS=node . scripts/tools.sh # Node >= 22 on PATH
 
 if [ -z "${SK_BIN_DIR:-}" ]; then
   log "building the server for the SDK tests"
@@ -23,7 +23,7 @@ fi
 export SK_BIN_DIR
 
 cd sdk/js
-sdk_npm_ci
+npm_ci_pinned
 log "SDK: generated types are up to date (scripts/gen-types.mjs --check)"
 node scripts/gen-types.mjs --check
 log "SDK: tsc --noEmit (strict)"

@@ -34,3 +34,7 @@ scripts/schemathesis.sh
 log "tests"
 # --nocapture shows the differential tallies and the contention result.
 cargo test --workspace --locked -- --nocapture
+log "JavaScript SDK: generated types, tsc --noEmit, node --test against local servers"
+scripts/sdk-test.sh
+log "browser: the web chess clock in headless Chromium against the local stack"
+scripts/browser-test.sh

@@ -6,6 +6,9 @@
 #   . scripts/tools.sh     installs what is missing, then exports the env below
 #   scripts/tools.sh       installs what is missing, then prints that env as
 #                          `export` lines (eval "$(scripts/tools.sh)")
+#   SK_TOOLS=node . scripts/tools.sh
+#                          only Node >= 22 (the SDK and the web example need
+#                          no wasm toolchain), then exports the env below
 #
 # Exported: WASM_BINDGEN_BIN, WASM_OPT_BIN, ESBUILD_BIN (worker-build downloads
 # whatever these do not name, and it never looks on PATH), WORKER_BUILD_BIN,
@@ -84,8 +87,26 @@ _sk_install() {
   [ -n "$wb" ] || { log "no wasm-bindgen in Cargo.lock"; return 1; }
   _sk_cargo_tool wasm-bindgen-cli "$wb" wasm-bindgen
 
-  # Node >= 22.12 for wrangler: the system one if new enough, else the npm
-  # package node-linux-<arch> unpacked into .tools/node.
+  _sk_install_node
+
+  # wrangler (+ workerd, esbuild) and binaryen, exactly as package-lock.json
+  # says. `npm install`, not `npm ci`: the registry lacks workerd's other-OS
+  # packages at this version, so the lock cannot list them and `npm ci` refuses.
+  _sk_env_node
+  # The lock names no registry: npm resolves against whichever is configured.
+  export NPM_CONFIG_OMIT_LOCKFILE_REGISTRY_RESOLVED=true
+  if ! _sk_node_modules_current; then
+    log "installing npm packages (wrangler, workerd, esbuild, binaryen)"
+    (cd "$_sk_root" && npm install --silent --no-audit --no-fund)
+  fi
+  log "tools ready ($((SECONDS - t0)) s)"
+}
+
+# Node >= 22.12 (wrangler, the SDK, the web example): the system one if new
+# enough, else the npm package node-linux-<arch> unpacked into .tools/node.
+_sk_install_node() {
+  set -euo pipefail
+  . "$_sk_root/scripts/lib.sh"
   if ! command -v npm >/dev/null; then
     log "installing nodejs and npm (to bootstrap Node $SK_NODE_VERSION)"
     apt_install nodejs npm
@@ -101,18 +122,6 @@ _sk_install() {
     npm install --silent --prefix "$_sk_root/.tools/node" --no-save --no-package-lock \
       --no-audit --no-fund "node-linux-$arch@$SK_NODE_VERSION"
   fi
-
-  # wrangler (+ workerd, esbuild) and binaryen, exactly as package-lock.json
-  # says. `npm install`, not `npm ci`: the registry lacks workerd's other-OS
-  # packages at this version, so the lock cannot list them and `npm ci` refuses.
-  _sk_env_node
-  # The lock names no registry: npm resolves against whichever is configured.
-  export NPM_CONFIG_OMIT_LOCKFILE_REGISTRY_RESOLVED=true
-  if ! _sk_node_modules_current; then
-    log "installing npm packages (wrangler, workerd, esbuild, binaryen)"
-    (cd "$_sk_root" && npm install --silent --no-audit --no-fund)
-  fi
-  log "tools ready ($((SECONDS - t0)) s)"
 }
 
 # PATH with Node >= 22.12 first (and the repo's node_modules/.bin).
@@ -175,7 +184,11 @@ _sk_print_env() {
   done
 }
 
-if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+if [ "${SK_TOOLS:-all}" = node ]; then
+  # Only Node (scripts that need no wasm toolchain): install, then export
+  # PATH and the quiet npm settings.
+  (_sk_install_node) && _sk_export_env
+elif [ "${BASH_SOURCE[0]}" != "$0" ]; then
   # Sourced: install in a subshell (its `set -e` stays there), then export.
   (_sk_install) && _sk_export_env
 else

@@ -125,41 +125,15 @@ demo() {
   "$bin/audit-consumer" timeline "$sid"
 }
 
-# Node >= 22 first on PATH: the one scripts/tools.sh keeps in .tools/node, else
-# the system's if new enough, else that same pinned package installed now
-# (the self-hosted shape needs no other tool of scripts/tools.sh).
-use_node22() {
-  local arch dir version
-  case "$(uname -m)" in
-    x86_64) arch=x64 ;;
-    aarch64 | arm64) arch=arm64 ;;
-    *) log "unsupported architecture $(uname -m)"; return 1 ;;
-  esac
-  dir=$PWD/.tools/node/node_modules/node-linux-$arch/bin
-  if [ -x "$dir/node" ]; then case ":$PATH:" in *":$dir:"*) ;; *) PATH=$dir:$PATH ;; esac; fi
-  if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 22 ]; then
-    version=$(sed -n 's/^SK_NODE_VERSION=\([0-9.]*\).*/\1/p' scripts/tools.sh)
-    command -v npm >/dev/null || { log "installing nodejs and npm (to bootstrap Node $version)"; apt_install nodejs npm; }
-    log "installing Node $version into .tools/node"
-    mkdir -p .tools/node
-    npm install --silent --prefix .tools/node --no-save --no-package-lock --no-audit --no-fund "node-linux-$arch@$version"
-    PATH=$dir:$PATH
-  fi
-  export PATH
-}
-
 # The web chess clock against REST at $1 and the gateway at $2: builds the SDK,
 # serves the page, and prints a host link and a viewer link for a fresh
 # session. The token rides in the URL fragment, which never reaches a server.
 web_example() {
   log "the web chess clock: building the SDK (sdk/js) and serving the page on 127.0.0.1:$example_port"
-  use_node22
+  SK_TOOLS=node . scripts/tools.sh # Node >= 22 (the edge shape has it already)
   if ! (
     cd sdk/js
-    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
-      [ package.json -nt node_modules/.package-lock.json ]; then
-      npm ci --silent --no-audit --no-fund
-    fi
+    npm_ci_pinned
     npm run --silent build
   ) >"$run/sdk-build.log" 2>&1; then
     tail -n 20 "$run/sdk-build.log" >&2

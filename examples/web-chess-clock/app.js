@@ -116,21 +116,10 @@ function main() {
       showMessage(`Gateway: ${e.code} ${e.message}`);
     }
   });
-  // tick() stops for good when its callback throws once (it schedules the next
-  // frame after the draw), so a frame's failure is logged, never fatal.
-  tick(() => {
-    try {
-      draw();
-    } catch (e) {
-      console.error("chess clock: drawing failed", e);
-    }
-  });
-  // Back online, or the tab shown again: try at once instead of waiting out
-  // the watcher's backoff (up to 30 s after a long outage). No-op when open.
-  window.addEventListener("online", () => watcher?.connect());
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") watcher?.connect();
-  });
+  // Redrawn every animation frame from watcher.clocks(); a frame that throws
+  // is reported by the browser and the next one still comes. The watcher also
+  // retries at once when the browser comes back online or the tab is shown.
+  tick(draw);
   if (role === "host") void joinOrOffer();
 }
 
@@ -215,7 +204,7 @@ async function create() {
   setDisabled(el.createButton, true);
   hideMessage();
   try {
-    await client.createSession({
+    const created = await client.createSession({
       session_id: config.session,
       sync_mode: "per_participant",
       total_time_ms: totalMs,
@@ -227,6 +216,7 @@ async function create() {
       })),
       metadata: { names },
     });
+    watcher?.offer(created); // shown now, not when the socket's copy arrives
   } catch (e) {
     // Someone else created it meanwhile: join theirs.
     if (!(e instanceof SyncKairosError && e.code === "SESSION_EXISTS")) {
@@ -258,7 +248,7 @@ async function command(name) {
   if (client === undefined || config === undefined || state === undefined || commandInFlight) return;
   commandInFlight = true;
   try {
-    await client[name](config.session, { ifMatch: state.version });
+    watcher?.offer(await client[name](config.session, { ifMatch: state.version }));
     hideMessage();
   } catch (e) {
     showCommandError(e);

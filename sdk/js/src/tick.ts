@@ -27,8 +27,9 @@ export function tick(draw: () => void, options: TickOptions = {}): () => void {
     let handle = 0;
     const frame = (): void => {
       if (stopped) return;
-      draw();
+      // The next frame first: a draw that throws must not freeze the clock.
       handle = raf(frame);
+      draw();
     };
     handle = raf(frame);
     return () => {

@@ -161,6 +161,8 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
   #timeSyncTimer: ReturnType<typeof setInterval> | undefined;
   #syncInFlight: { t0: number; resolve: () => void } | undefined;
   #burst: Promise<TimeEstimate | undefined> | undefined;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #detachHost: (() => void) | undefined;
 
   constructor(options: WatcherOptions) {
     super();
@@ -179,6 +181,9 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     this.#refreshMarginMs = options.tokenRefreshMarginMs ?? 60_000;
     this.#authRefresh = options.authRefresh ?? true;
     this.#sessions.set(this.sessionId, undefined);
+    this.#detachHost = watchHost(() => {
+      if (this.#connection === "reconnecting") this.connect();
+    });
     if (options.autoConnect !== false) this.connect();
   }
 
@@ -243,10 +248,28 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
 
   // --- what a client does -----------------------------------------------------
 
-  /** Opens the socket (done by the constructor unless `autoConnect: false`). */
+  /**
+   * Opens the socket (done by the constructor unless `autoConnect: false`).
+   * While a reconnect waits out its backoff, this tries at once instead: the
+   * watcher calls it itself when a browser comes back `online` or its page
+   * becomes visible again.
+   */
   connect(): void {
     if (this.#closed || this.#ws !== undefined) return;
+    if (this.#reconnectTimer !== undefined) {
+      this.#clear(this.#reconnectTimer);
+      this.#reconnectTimer = undefined;
+    }
     void this.#open();
+  }
+
+  /**
+   * Offers a state the caller got elsewhere (a REST reply to its own
+   * command), so the screen need not wait for the WebSocket's copy. It is
+   * kept under the same rule as the socket's: never older than what is held.
+   */
+  offer(state: SyncState): void {
+    this.#apply(state.session_id.toLowerCase(), state);
   }
 
   /** Also watch `sessionId` on this socket (`SUBSCRIBE`; again after every reconnect). */
@@ -282,6 +305,7 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     if (this.#closed) return;
     this.#closed = true;
     this.#teardown();
+    this.#detachHost?.();
     const ws = this.#ws;
     this.#ws = undefined;
     if (ws !== undefined) {
@@ -503,6 +527,7 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     this.#openedAt = 0;
     if (FINAL_CLOSE_CODES.has(code)) {
       this.#closed = true;
+      this.#detachHost?.();
       if (code !== 1000) this.emit("error", { code: `CLOSED_${code}`, message: reason });
       this.#setConnection({ state: "closed", code, reason });
       return;
@@ -510,6 +535,7 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     if (code === TOKEN_EXPIRED && !canRefresh(this.#token)) {
       // A fixed token cannot become fresh: reconnecting with it is refused.
       this.#closed = true;
+      this.#detachHost?.();
       this.emit("error", { code: "TOKEN_EXPIRED", message: "the token expired and there is no provider to ask for a fresh one" });
       this.#setConnection({ state: "closed", code, reason });
       return;
@@ -530,7 +556,10 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     const info: ConnectionInfo = { state: "reconnecting", reason, retryInMs: delay, attempt: this.#attempt };
     if (code !== undefined) info.code = code;
     this.#setConnection(info);
-    this.#after(delay, () => this.connect());
+    this.#reconnectTimer = this.#after(delay, () => {
+      this.#reconnectTimer = undefined;
+      this.connect();
+    });
   }
 
   /** Gives up on a socket that is not known to be dead by the socket itself. */
@@ -586,6 +615,31 @@ export class SessionWatcher extends Emitter<WatcherEvents> {
     this.#syncInFlight?.resolve();
     this.#syncInFlight = undefined;
   }
+}
+
+/**
+ * Calls `retry` when a browser comes back online or its page becomes visible
+ * (a phone waking up): the moments a waiting reconnect should not wait.
+ * Elsewhere (Node, React Native without these events) it does nothing.
+ * Returns the function that stops it.
+ */
+function watchHost(retry: () => void): () => void {
+  const g = globalThis as {
+    addEventListener?: (type: string, f: () => void) => void;
+    removeEventListener?: (type: string, f: () => void) => void;
+    document?: { visibilityState?: string };
+  };
+  if (typeof g.addEventListener !== "function" || typeof g.removeEventListener !== "function") return () => {};
+  const onOnline = (): void => retry();
+  const onVisible = (): void => {
+    if (g.document?.visibilityState === "visible") retry();
+  };
+  g.addEventListener("online", onOnline);
+  g.addEventListener("visibilitychange", onVisible);
+  return () => {
+    g.removeEventListener?.("online", onOnline);
+    g.removeEventListener?.("visibilitychange", onVisible);
+  };
 }
 
 function detach(ws: WebSocketLike): void {

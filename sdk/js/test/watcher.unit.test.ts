@@ -260,3 +260,26 @@ test("after 4001 a fixed token is not tried again: closed, with TOKEN_EXPIRED", 
   assert.equal(FakeSocket.all.length, 1);
   assert.deepEqual(errors, ["TOKEN_EXPIRED"]);
 });
+
+test("offer(): a REST reply is kept under the same rule as the socket's states", async () => {
+  const { w } = watcher();
+  await tick();
+  last().open();
+  last().message({ type: "STATE_SYNC", sessionId: SID, timestamp: 0, state: state(4) });
+  w.offer(state(6));
+  assert.equal(w.state()?.version, 6);
+  last().message({ type: "STATE_UPDATE", sessionId: SID, timestamp: 0, state: state(5) });
+  w.offer(state(3));
+  assert.equal(w.state()?.version, 6, "never older");
+});
+
+test("connect() while a reconnect waits out its backoff tries at once", async () => {
+  const { w } = watcher({ reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+  await tick();
+  last().drop(1006);
+  assert.equal(w.connection, "reconnecting");
+  assert.equal(FakeSocket.all.length, 1);
+  w.connect();
+  await tick();
+  assert.equal(FakeSocket.all.length, 2, "a new socket without waiting a minute");
+});
