@@ -65,9 +65,12 @@ export async function waitUntil(what: string, check: () => boolean | Promise<boo
   }
 }
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => child.once("exit", () => r()));
+/** Sends `signal` to `child` (when there is one) and waits until it has exited. */
+async function signalAndWait(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (child === undefined) return;
+  child.kill(signal);
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((r) => child.once("exit", () => r()));
 }
 
 function logTail(path: string): string {
@@ -118,9 +121,7 @@ export class Redis {
   async kill(): Promise<void> {
     const c = this.child;
     this.child = undefined;
-    if (c === undefined) return;
-    c.kill("SIGKILL");
-    await exited(c);
+    await signalAndWait(c, "SIGKILL");
   }
 
   async close(): Promise<void> {
@@ -211,18 +212,14 @@ export class Server {
   async stop(): Promise<void> {
     const c = this.child;
     this.child = undefined;
-    if (c === undefined) return;
-    c.kill("SIGTERM");
-    await exited(c);
+    await signalAndWait(c, "SIGTERM");
   }
 
   /** SIGKILL: the process dies without a word. */
   async kill(): Promise<void> {
     const c = this.child;
     this.child = undefined;
-    if (c === undefined) return;
-    c.kill("SIGKILL");
-    await exited(c);
+    await signalAndWait(c, "SIGKILL");
   }
 
   /** The server's log so far (for failure messages). */
