@@ -116,6 +116,11 @@ test("web chess clock: host and viewer stay in step, and recover from a killed s
   // Only the side whose turn it is can be tapped.
   const faces = host.page.locator("button.clock");
   assert.equal(await faces.count(), 2);
+  // The faces are redrawn on the next animation frame after the state lands.
+  await host.until(() => {
+    const f = document.querySelectorAll("button.clock");
+    return f.length === 2 && !f[0].disabled && f[1].disabled;
+  });
   assert.equal(await faces.nth(0).isEnabled(), true, "White's turn: White's clock is live");
   assert.equal(await faces.nth(1).isEnabled(), false);
 
