@@ -417,7 +417,14 @@ function operationsOf(openapi) {
         errors.push([Number(status), codes]);
       }
       errors.sort((a, b) => a[0] - b[0]);
-      ops.push({ id, method: method.toUpperCase(), path, ok: Number(ok[0]), errors });
+      // A token unless the operation opts out (`security: []`); the
+      // document's own `security` applies to the rest.
+      const auth = !(Array.isArray(op.security) && op.security.length === 0);
+      // The success body: `{data: …}`, bare JSON, or none (204).
+      const okSchema = op.responses[ok[0]].content?.["application/json"]?.schema;
+      const body =
+        okSchema === undefined ? "none" : okSchema.type === "object" && okSchema.required?.includes("data") && okSchema.properties?.data !== undefined ? "data" : "bare";
+      ops.push({ id, method: method.toUpperCase(), path, ok: Number(ok[0]), auth, body, errors });
     }
   }
   if (ops.length === 0) throw new SchemaError("openapi", "no operations");
@@ -467,14 +474,17 @@ function generateApi(openapi) {
 
   const ops = operationsOf(openapi);
   out += "\n/**\n * Every operation of the REST API by `operationId`: its method, path (with\n";
-  out += " * `{id}` for the session id), success status and, by status, the error\n";
-  out += " * codes it can answer (`x-error-codes`).\n */\n";
+  out += " * `{id}` for the session id), success status, whether it needs a token,\n";
+  out += " * its success body (`data`: wrapped in `{data}`; `bare`; `none`) and, by\n";
+  out += " * status, the error codes it can answer (`x-error-codes`).\n */\n";
   out += "export const OPERATIONS = {\n";
   for (const op of ops) {
     out += `  ${op.id}: {\n`;
     out += `    method: ${JSON.stringify(op.method)},\n`;
     out += `    path: ${JSON.stringify(op.path)},\n`;
     out += `    ok: ${op.ok},\n`;
+    out += `    auth: ${op.auth},\n`;
+    out += `    body: ${JSON.stringify(op.body)},\n`;
     if (op.errors.length === 0) {
       out += "    errors: {},\n";
     } else {

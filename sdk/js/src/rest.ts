@@ -267,7 +267,7 @@ export class SyncKairos {
     if (mutation) headers["idempotency-key"] = init.command?.idempotencyKey ?? newIdempotencyKey();
     const body = init.body === undefined ? undefined : JSON.stringify(init.body);
     const maxAttempts = init.retry === false ? 1 : this.#retry.maxAttempts;
-    const needsToken = operation !== "getTime" && operation !== "getHealth" && operation !== "getReady" && operation !== "getOpenApi";
+    const needsToken = op.auth;
 
     let refreshed = false;
     for (let attempt = 1; ; attempt++) {
@@ -289,7 +289,7 @@ export class SyncKairos {
       const status = response.status;
       if (status === op.ok || (status >= 200 && status < 300) || init.acceptStatuses?.includes(status)) {
         return {
-          data: (await readSuccess(response, operation)) as T,
+          data: (await readSuccess(response, operation, op.body)) as T,
           status,
           headers: response.headers,
           replayed: response.headers.get("idempotent-replayed") === "true",
@@ -360,18 +360,15 @@ function withAttempts(e: SyncKairosError, attempts: number): SyncKairosError {
   });
 }
 
-/** Bare bodies (no `{data}` wrapper), as docs/API.md §1 lists them. */
-const BARE: ReadonlySet<OperationId> = new Set<OperationId>(["getTime", "getHealth", "getReady", "getOpenApi"]);
-
-async function readSuccess(response: Response, operation: OperationId): Promise<unknown> {
-  if (response.status === 204) return null;
+async function readSuccess(response: Response, operation: OperationId, body: "data" | "bare" | "none"): Promise<unknown> {
+  if (response.status === 204 || body === "none") return null;
   let json: unknown;
   try {
     json = await response.json();
   } catch (e) {
     throw new SyncKairosError({ status: response.status, code: "INVALID_RESPONSE", message: `${operation}: the answer is not JSON`, cause: e });
   }
-  if (BARE.has(operation)) return json;
+  if (body === "bare") return json;
   if (!isRecord(json) || !("data" in json)) {
     throw new SyncKairosError({ status: response.status, code: "INVALID_RESPONSE", message: `${operation}: the answer has no "data"` });
   }

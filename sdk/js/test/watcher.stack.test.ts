@@ -186,7 +186,10 @@ describe("reconnects", () => {
       const connection: ConnectionInfo[] = [];
       w.on("connection", (c) => connection.push(c));
       await w.waitFor();
-      for (let i = 0; i < 6; i++) w.resync();
+      // One message past the limit, no more: a gateway that closes with
+      // frames still unread resets the TCP connection, and the 4029 close
+      // frame can be lost with it (the client then sees 1006).
+      for (let i = 0; i < 4; i++) w.resync();
       await waitUntil("4029", () => connection.some((c) => c.code === 4029), 5_000);
       const r = connection.find((c) => c.code === 4029);
       assert.ok((r?.retryInMs ?? 0) >= 1_000, `${r?.retryInMs} ms`);

@@ -279,26 +279,33 @@ export type Timestamp = string;
 
 /**
  * Every operation of the REST API by `operationId`: its method, path (with
- * `{id}` for the session id), success status and, by status, the error
- * codes it can answer (`x-error-codes`).
+ * `{id}` for the session id), success status, whether it needs a token,
+ * its success body (`data`: wrapped in `{data}`; `bare`; `none`) and, by
+ * status, the error codes it can answer (`x-error-codes`).
  */
 export const OPERATIONS = {
   getHealth: {
     method: "GET",
     path: "/health",
     ok: 200,
+    auth: false,
+    body: "bare",
     errors: {},
   },
   getReady: {
     method: "GET",
     path: "/ready",
     ok: 200,
+    auth: false,
+    body: "bare",
     errors: {},
   },
   getOpenApi: {
     method: "GET",
     path: "/v1/openapi.json",
     ok: 200,
+    auth: false,
+    body: "bare",
     errors: {
       429: ["RATE_LIMIT_EXCEEDED"],
     },
@@ -307,6 +314,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions",
     ok: 201,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -323,6 +332,8 @@ export const OPERATIONS = {
     method: "DELETE",
     path: "/v1/sessions/{id}",
     ok: 204,
+    auth: true,
+    body: "none",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -338,6 +349,8 @@ export const OPERATIONS = {
     method: "GET",
     path: "/v1/sessions/{id}",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -353,6 +366,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/cancel",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -370,6 +385,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/complete",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -387,6 +404,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/pause",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -404,6 +423,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/resume",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -421,6 +442,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/start",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -438,6 +461,8 @@ export const OPERATIONS = {
     method: "POST",
     path: "/v1/sessions/{id}/switch",
     ok: 200,
+    auth: true,
+    body: "data",
     errors: {
       400: ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "INVALID_JSON", "INVALID_BODY"],
       401: ["UNAUTHORIZED"],
@@ -455,6 +480,8 @@ export const OPERATIONS = {
     method: "GET",
     path: "/v1/time",
     ok: 200,
+    auth: false,
+    body: "bare",
     errors: {
       429: ["RATE_LIMIT_EXCEEDED"],
       500: ["INTERNAL_ERROR"],
