@@ -334,7 +334,11 @@ impl Claims {
                 return Err(ApiError::Unauthorized("Token audience is not accepted"));
             }
         }
-        if now_s > exp.saturating_add(leeway_s) {
+        // RFC 7519 §4.1.4: not accepted on or after `exp`. The same instant
+        // closes a socket that holds the token (the gateway's timer fires at
+        // (exp + leeway) s), so a token is never accepted only to be closed
+        // with 4001 a moment later.
+        if now_s >= exp.saturating_add(leeway_s) {
             return Err(ApiError::Unauthorized("Token expired"));
         }
         if let Some(nbf) = self.nbf {

@@ -107,12 +107,13 @@ fn refusals() {
         refused(Some(bearer(&hs("other", &claims("host")))), NOW),
         ApiError::Unauthorized("Invalid token")
     );
-    // exp with leeway (30 s by default).
+    // exp with leeway (30 s by default): accepted up to the second before
+    // exp + leeway, not at it (RFC 7519: "on or after").
     assert!(c
-        .authenticate(Some(&bearer(&good)), NOW + 60 + 30, false)
+        .authenticate(Some(&bearer(&good)), NOW + 60 + 29, false)
         .is_ok());
     assert_eq!(
-        refused(Some(bearer(&good)), NOW + 60 + 31),
+        refused(Some(bearer(&good)), NOW + 60 + 30),
         ApiError::Unauthorized("Token expired")
     );
     let mut no_exp = claims("host");
