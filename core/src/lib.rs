@@ -11,6 +11,7 @@
 pub mod api;
 pub mod audit;
 pub mod command;
+pub mod control;
 pub mod error;
 pub mod keys;
 pub mod model;
