@@ -261,9 +261,7 @@ pub fn on_stop(control: &TimeControl, clock: &mut Clock, elapsed: i64) {
             on_move(control, clock, e);
         }
         TimeControl::Canadian { moves, period_ms } => {
-            if clock.overtime {
-                clock.main_ms -= e;
-            } else if e <= clock.main_ms {
+            if clock.overtime || e <= clock.main_ms {
                 clock.main_ms -= e;
             } else {
                 clock.overtime = true;
