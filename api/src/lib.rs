@@ -320,7 +320,10 @@ impl<S: SessionStore> Api<S> {
         };
         let expected = wire::expected_version(req.if_match, &body).map_err(Handled::refused)?;
         let idempotency_key = idempotency_key(req.idempotency_key).map_err(Handled::refused)?;
-        let request = wire::request(&route, command, expected, caller.as_ref(), only_if_active);
+        let mut request = wire::request(&route, command, expected, caller.as_ref(), only_if_active);
+        if matches!(request.command, Command::Switch { .. }) {
+            request.lag_ms = wire::switch_lag(&body).map_err(Handled::refused)?;
+        }
         let options = CallOptions {
             idempotency_key,
             now_ms: None,

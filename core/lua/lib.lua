@@ -17,7 +17,7 @@
 --       12 only if active ('1' = refuse unless the actor is the active participant)
 --       13 auto-advance idle cycles (0 = never stop)  14 idle TTL s
 --       15 tombstone TTL s  16 idempotency keys kept per session
---       17 wake channel  18 shard
+--       17 wake channel  18 shard  19 switch: the lag the mover claims, ms ('' = none)
 -- Reply: { header JSON [, record] }.
 --
 -- The deadline ZSET holds each live session at its wake time: its clock's
@@ -40,24 +40,32 @@ local function str(x) if x == '-' then return nil end return x end
 local function dash(v) if v == nil then return '-' end return v end
 
 -- One match per line part: splitting with gmatch costs three times as much.
-local HEADER = '^R2|' .. string.rep('([^|]*)|', 19) .. '([^|\n]*)()'
+local HEADER = '^R3|' .. string.rep('([^|]*)|', 21) .. '([^|\n]*)()'
+local HEADER_R2 = '^R2|' .. string.rep('([^|]*)|', 19) .. '([^|\n]*)()'
 local HEADER_R1 = '^R1|' .. string.rep('([^|]*)|', 17) .. '([^|\n]*)()'
-local PARTICIPANT = '^|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n]*)()'
+local PARTICIPANT = '^|' .. string.rep('([^|]*)|', 9) .. '([^|\n]*)()'
+local PARTICIPANT_R2 = '^|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n]*)()'
 
 -- A state: the record's fields, `active` as a 1-based position, and each
 -- participant's `bank` (its total_time_ms = time_remaining_ms). Fields the
 -- model only carries stay text; encode_state writes them back unchanged.
 local function decode_state(raw)
   local sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-    created, updated, expiry, idle, reason, count, pos, _
-  if raw:sub(1, 3) == 'R1|' then
+    created, updated, expiry, idle, reason, tc, lag, count, pos, _
+  local tag = raw:sub(1, 3)
+  if tag == 'R1|' then
     sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
       created, updated, _, _, expiry, count, pos = string.match(raw, HEADER_R1)
-    idle, reason = '0', '-'
+    idle, reason, tc, lag = '0', '-', '-', '-'
+  elseif tag == 'R2|' then
+    sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
+      created, updated, _, _, expiry, idle, reason, count, pos = string.match(raw, HEADER_R2)
+    tc, lag = '-', '-'
   else
     sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-      created, updated, _, _, expiry, idle, reason, count, pos = string.match(raw, HEADER)
+      created, updated, _, _, expiry, idle, reason, tc, lag, count, pos = string.match(raw, HEADER)
   end
+  local r3 = tag == 'R3|'
   active = num(active)
   local st = {
     session_id = sid, sync_mode = mode, status = status, version = tonumber(version),
@@ -66,14 +74,28 @@ local function decode_state(raw)
     session_completed_at = str(completed), increment_ms = tonumber(inc), max_time_ms = str(maxt),
     created_at = created, updated_at = tonumber(updated), cycle_expiry = str(expiry),
     idle_cycles = tonumber(idle), expiry_reason = str(reason), participants = {},
+    time_control = str(tc), lag = str(lag),
   }
   for k = 1, tonumber(count) do
-    local id, index, bank, used, cycles, expired, group, next_pos = string.match(raw, PARTICIPANT, pos)
-    st.participants[k] = {
+    local id, index, bank, used, cycles, expired, group, ctl, clock, quota, next_pos
+    if r3 then
+      id, index, bank, used, cycles, expired, group, ctl, clock, quota, next_pos =
+        string.match(raw, PARTICIPANT, pos)
+    else
+      id, index, bank, used, cycles, expired, group, next_pos = string.match(raw, PARTICIPANT_R2, pos)
+      ctl, clock, quota = '-', '-', '-'
+    end
+    local p = {
       participant_id = id, participant_index = index, bank = tonumber(bank),
       time_used_ms = tonumber(used), cycle_count = tonumber(cycles),
-      has_expired = expired == '1', group_id = str(group),
+      has_expired = expired == '1', group_id = str(group), control = str(ctl),
+      lag_quota = num(quota), overtime = false,
     }
+    if clock ~= '-' then
+      local pl, ml, sg, ot = string.match(clock, '^([^,]*),([^,]*),([^,]*),([01])$')
+      p.periods_left, p.moves_left, p.stage, p.overtime = num(pl), num(ml), num(sg), ot == '1'
+    end
+    st.participants[k] = p
     pos = next_pos
   end
   if pos <= #raw then st.metadata = raw:sub(pos + 1) end
@@ -82,17 +104,26 @@ end
 
 local function encode_state(st)
   local t = {
-    'R2', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
+    'R3', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
     st.total_time_ms, dash(st.time_per_cycle_ms), dash(st.cycle_started_at),
     dash(st.session_started_at), dash(st.session_completed_at), st.increment_ms,
     dash(st.max_time_ms), st.created_at, st.updated_at, st.server_time_ms, dash(st.expires_at),
-    dash(st.cycle_expiry), st.idle_cycles, dash(st.expiry_reason), #st.participants,
+    dash(st.cycle_expiry), st.idle_cycles, dash(st.expiry_reason), dash(st.time_control),
+    dash(st.lag), #st.participants,
   }
-  local n = 21
+  local n = 23
   for _, p in ipairs(st.participants) do
     t[n + 1], t[n + 2], t[n + 3], t[n + 4] = p.participant_id, p.participant_index, p.bank, p.time_used_ms
     t[n + 5], t[n + 6], t[n + 7] = p.cycle_count, p.has_expired and '1' or '0', p.group_id or '-'
-    n = n + 7
+    t[n + 8] = p.control or '-'
+    if p.periods_left == nil and p.moves_left == nil and p.stage == nil and not p.overtime then
+      t[n + 9] = '-'
+    else
+      t[n + 9] = dash(p.periods_left) .. ',' .. dash(p.moves_left) .. ',' .. dash(p.stage) .. ','
+        .. (p.overtime and '1' or '0')
+    end
+    t[n + 10] = dash(p.lag_quota)
+    n = n + 10
   end
   local s = concat(t, '|')
   if st.metadata then return s .. '\n' .. st.metadata end
@@ -117,17 +148,196 @@ local function set_bank(st, i, bank)
   end
 end
 
+-- time controls (mirror core/src/control.rs) --------------------------------
+
+local controls = {}
+
+-- The compact form (core/src/control.rs, TimeControl::to_compact) as a table.
+local function parse_control(text)
+  local c = controls[text]
+  if c then return c end
+  local kind = text:sub(1, 1)
+  c = { kind = kind }
+  if kind == 'f' then c.inc, c.delay, c.simple = tonumber(text:sub(3)), 0, false
+  elseif kind == 'b' then c.inc, c.delay, c.simple = 0, tonumber(text:sub(3)), false
+  elseif kind == 's' then c.inc, c.delay, c.simple = 0, tonumber(text:sub(3)), true
+  elseif kind == 'y' or kind == 'c' then
+    local a, b = string.match(text, '^.,(%d+),(%d+)$')
+    c.count, c.period = tonumber(a), tonumber(b)
+  elseif kind == 'g' then
+    c.stages = {}
+    for moves, add, inc, delay, dk in string.gmatch(text, ';([^,]*),([^,]*),([^,]*),([^,]*),([bs])') do
+      c.stages[#c.stages + 1] = { moves = num(moves), add = tonumber(add), inc = tonumber(inc),
+        delay = tonumber(delay), simple = dk == 's' }
+    end
+  end
+  controls[text] = c
+  return c
+end
+
+-- The control of participant i (view::control_of): its own, the session's, or
+-- Fischer with increment_ms; nil for modes without controls.
+local function control_of(st, i)
+  local m = st.sync_mode
+  if m ~= 'per_participant' and m ~= 'per_group' then return nil end
+  local text = st.participants[i].control or st.time_control or ('f,' .. st.increment_ms)
+  return parse_control(text)
+end
+
+local function clock_of(st, i)
+  local p = st.participants[i]
+  return { main = p.bank, periods = p.periods_left or 0, moves = p.moves_left or 0,
+    stage = p.stage or 0, overtime = p.overtime }
+end
+
+-- increment, delay, simple? of a move (the current stage's for stages)
+local function inc_delay(c, k)
+  if c.kind == 'g' then
+    local s = c.stages[k.stage + 1]
+    if not s then return 0, 0, false end
+    return s.inc, s.delay, s.simple
+  end
+  return c.inc or 0, c.delay or 0, c.simple or false
+end
+
+local function fall_after(c, k)
+  if c.kind == 'y' then return k.main + k.periods * c.period end
+  if c.kind == 'c' and not k.overtime then return k.main + c.period end
+  local _, delay, simple = inc_delay(c, k)
+  if simple then return delay + k.main end
+  return k.main
+end
+
+local function on_move(c, k, e)
+  if c.kind == 'y' then
+    if e <= k.main then k.main = k.main - e; return end
+    local over = e - k.main
+    k.main = 0
+    local used = floor(over / c.period)
+    if used > k.periods then used = k.periods end
+    k.periods = k.periods - used
+  elseif c.kind == 'c' then
+    if not k.overtime then
+      if e <= k.main then k.main = k.main - e; return end
+      k.overtime = true
+      k.main = c.period - (e - k.main)
+      k.moves = c.count
+    else
+      k.main = k.main - e
+    end
+    k.moves = k.moves - 1
+    if k.moves <= 0 then k.main, k.moves = c.period, c.count end
+  elseif c.kind == 'h' then
+    k.main = k.main - e
+  else
+    local inc, delay = inc_delay(c, k)
+    local used = delay < e and delay or e
+    k.main = k.main - (e - used) + inc
+    if c.kind == 'g' and c.stages[k.stage + 1].moves then
+      k.moves = k.moves - 1
+      if k.moves <= 0 and k.stage + 1 < #c.stages then
+        k.stage = k.stage + 1
+        local nxt = c.stages[k.stage + 1]
+        k.main = k.main + nxt.add
+        k.moves = nxt.moves or 0
+      elseif k.moves < 0 then
+        k.moves = 0
+      end
+    end
+  end
+end
+
+local function on_stop(c, k, e)
+  if c.kind == 'y' then on_move(c, k, e); return end
+  if c.kind == 'c' then
+    if k.overtime or e <= k.main then k.main = k.main - e
+    else k.overtime, k.main, k.moves = true, c.period - (e - k.main), c.count end
+    return
+  end
+  local _, delay, simple = inc_delay(c, k)
+  local shielded = 0
+  if simple then shielded = delay < e and delay or e end
+  k.main = k.main - (e - shielded)
+end
+
+-- Writes participant i's clock to every participant sharing its bank,
+-- keeping only what its control uses.
+local function store_clock(st, i, c, k)
+  local y, cn, g = c.kind == 'y', c.kind == 'c', c.kind == 'g'
+  local m, ps = st.sync_mode, st.participants
+  local function put(p)
+    p.bank = k.main
+    p.periods_left = y and k.periods or nil
+    p.moves_left = (cn or g) and k.moves or nil
+    p.stage = g and k.stage or nil
+    p.overtime = cn and k.overtime or false
+  end
+  if m == 'per_group' then
+    local key = gkey(ps[i])
+    for _, p in ipairs(ps) do if gkey(p) == key then put(p) end end
+  else
+    put(ps[i])
+  end
+end
+
+local function hourglass_gain(st, i, c, used)
+  if c.kind == 'h' and #st.participants == 2 then
+    local o = st.participants[3 - i]
+    o.bank = o.bank + used
+  end
+end
+
 local function deadline(st)
   if st.status ~= 'running' or not has_bank(st) or not st.active or not st.cycle_started_at then
     return nil
   end
+  local c = control_of(st, st.active)
+  if c then return st.cycle_started_at + fall_after(c, clock_of(st, st.active)) end
   return st.cycle_started_at + st.participants[st.active].bank
 end
 
+-- A turn that ends without a move (pause, complete, cancel, expiry).
 local function charge(st, i, elapsed)
   local p = st.participants[i]
   p.time_used_ms = p.time_used_ms + elapsed
-  if has_bank(st) then set_bank(st, i, p.bank - elapsed) end
+  local c = control_of(st, i)
+  if c then
+    local k = clock_of(st, i)
+    on_stop(c, k, elapsed)
+    store_clock(st, i, c, k)
+    hourglass_gain(st, i, c, elapsed)
+  elseif has_bank(st) then
+    set_bank(st, i, p.bank - elapsed)
+  end
+end
+
+-- A move: the claimed lag is credited from the quota first.
+local function charge_move(st, i, elapsed)
+  local p = st.participants[i]
+  local e = elapsed
+  if st.lag then
+    local init, gain, lmax = string.match(st.lag, '^(-?%d+),(-?%d+),(-?%d+)$')
+    init, gain, lmax = tonumber(init), tonumber(gain), tonumber(lmax)
+    local quota = p.lag_quota or init
+    local claim = tonumber(ARGV[19]) or 0
+    if claim < 0 then claim = 0 end
+    local q = quota > 0 and quota or 0
+    local credited = claim < q and claim or q
+    quota = quota + gain - credited
+    if quota > lmax then quota = lmax end
+    p.lag_quota = quota
+    e = max(0, elapsed - credited)
+  end
+  p.time_used_ms = p.time_used_ms + e
+  local c = control_of(st, i)
+  if c then
+    local k = clock_of(st, i)
+    on_move(c, k, e)
+    store_clock(st, i, c, k)
+    hourglass_gain(st, i, c, e)
+  elseif has_bank(st) then
+    set_bank(st, i, p.bank - e)
+  end
 end
 
 local function finish_as(st, status, at)
@@ -210,7 +420,7 @@ local function settle(st, now)
     reason = 'idle_cycles'
   end
   local pid = st.participants[i].participant_id
-  charge(st, i, st.participants[i].bank)
+  charge(st, i, ends_at - (st.cycle_started_at or ends_at))
   st.participants[i].has_expired = true
   finish_as(st, 'expired', ends_at)
   st.expiry_reason = reason
@@ -262,10 +472,7 @@ function cmds.switch(st, now)
     end
   end
   local i, mode = st.active, st.sync_mode
-  charge(st, i, elapsed(st, now))
-  if st.increment_ms > 0 and (mode == 'per_participant' or mode == 'per_group') then
-    set_bank(st, i, st.participants[i].bank + st.increment_ms)
-  end
+  charge_move(st, i, elapsed(st, now))
   st.participants[i].cycle_count = st.participants[i].cycle_count + 1
   local target = named or rotation(st, i)
   if mode == 'per_cycle' then
@@ -313,7 +520,7 @@ local function initial_state(now)
     ps[i] = {
       participant_id = s.participant_id, participant_index = s.participant_index,
       bank = s.total_time_ms, time_used_ms = 0, cycle_count = 0, has_expired = false,
-      group_id = nn(s.group_id),
+      group_id = nn(s.group_id), control = nn(s.tc), overtime = false,
     }
   end
   local banks = {}
@@ -332,15 +539,27 @@ local function initial_state(now)
     end
     banks[i] = bank
   end
-  for i, p in ipairs(ps) do p.bank = banks[i] end
-  return {
+  local lag = nn(spec.lag)
+  local init = lag and tonumber(string.match(lag, '^(-?%d+),')) or nil
+  for i, p in ipairs(ps) do p.bank, p.lag_quota = banks[i], init end
+  local st = {
     session_id = spec.session_id, sync_mode = mode, status = 'pending', version = 1,
     participants = ps, total_time_ms = spec.total_time_ms, time_per_cycle_ms = tpc,
     increment_ms = spec.increment_ms or 0, max_time_ms = maxt,
     created_at = now, updated_at = now, server_time_ms = now,
     metadata = ARGV[11] ~= '' and ARGV[11] or nil, cycle_expiry = nn(spec.cycle_expiry),
-    idle_cycles = 0,
+    idle_cycles = 0, time_control = nn(spec.tc), lag = lag,
   }
+  for i = 1, #ps do
+    local c = control_of(st, i)
+    if c then
+      local k = clock_of(st, i)
+      if c.kind == 'y' then k.periods = c.count end
+      if c.kind == 'g' then k.moves = c.stages[1] and c.stages[1].moves or 0 end
+      store_clock(st, i, c, k)
+    end
+  end
+  return st
 end
 
 -- effects ------------------------------------------------------------------

@@ -472,6 +472,7 @@ pub fn command(route: &Route, body: &Value) -> Result<Option<Command>, ApiError>
                         ))
                     }
                 };
+                switch_lag(body)?;
                 Command::Switch {
                     next_participant_id: next,
                 }
@@ -479,6 +480,42 @@ pub fn command(route: &Route, body: &Value) -> Result<Option<Command>, ApiError>
         },
         _ => return Ok(None),
     }))
+}
+
+/// The `lag_ms` a switch body claims: the client's own estimate of this
+/// move's network delay, credited from the mover's quota when the session
+/// compensates lag (docs/API.md §4.1).
+pub fn switch_lag(body: &Value) -> Result<Option<i64>, ApiError> {
+    use crate::validate::LAG;
+    let n = match body.get(LAG.field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n,
+        Some(_) => {
+            return Err(invalid(
+                LAG.field,
+                "Invalid input: expected number",
+                IssueCode::InvalidType,
+            ))
+        }
+    };
+    match n.as_i64() {
+        Some(v) if v < LAG.min => Err(invalid(LAG.field, LAG.too_small, IssueCode::TooSmall)),
+        Some(v) if v > LAG.max => Err(invalid(LAG.field, LAG.too_big, IssueCode::TooBig)),
+        Some(v) => Ok(Some(v)),
+        None if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+            let f = n.as_f64().unwrap_or_default();
+            if f < LAG.min as f64 {
+                Err(invalid(LAG.field, LAG.too_small, IssueCode::TooSmall))
+            } else {
+                Err(invalid(LAG.field, LAG.too_big, IssueCode::TooBig))
+            }
+        }
+        None => Err(invalid(
+            LAG.field,
+            "Invalid input: expected int, received number",
+            IssueCode::InvalidType,
+        )),
+    }
 }
 
 /// The role of a caller (JWT claim `role`).
@@ -562,6 +599,7 @@ pub fn request(
         expected_version,
         actor: caller.map(|c| c.sub.clone()),
         only_if_active,
+        lag_ms: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Commands on a session, and the validated create specification.
 
+use crate::control::{LagCompensation, TimeControl};
 use crate::types::{CycleExpiry, Metadata, SyncMode};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub struct ParticipantSpec {
     /// Lower-case UUID of the team (`per_group`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// **[ext]** This participant's own time control (`per_participant` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
 }
 
 /// A create body that passed every rule of docs/API.md §3. Ids are lower-cased and
@@ -45,12 +49,35 @@ pub struct CreateSpec {
     /// `per_cycle` only.
     #[serde(default)]
     pub cycle_expiry: Option<CycleExpiry>,
+    /// **[ext]** The session's time control (`per_participant` and
+    /// `per_group`); `None` is Fischer with `increment_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
+    /// **[ext]** Lag compensation, opted in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_compensation: Option<LagCompensation>,
 }
 
 impl CreateSpec {
     /// JSON for the create script (everything but `metadata`).
     pub fn to_script_json(&self) -> String {
-        serde_json::to_string(self).expect("CreateSpec always serializes")
+        let mut v = serde_json::to_value(self).expect("CreateSpec always serializes");
+        // The scripts keep controls in their compact record form
+        // (core/src/record.rs) and never parse the JSON shape of one.
+        let compact = |c: &Option<TimeControl>| {
+            c.as_ref()
+                .map_or(serde_json::Value::Null, |c| c.to_compact().into())
+        };
+        v["tc"] = compact(&self.time_control);
+        v["lag"] = self
+            .lag_compensation
+            .map_or(serde_json::Value::Null, |l| l.to_compact().into());
+        if let Some(ps) = v["participants"].as_array_mut() {
+            for (p, spec) in ps.iter_mut().zip(&self.participants) {
+                p["tc"] = compact(&spec.time_control);
+            }
+        }
+        v.to_string()
     }
 }
 
@@ -112,6 +139,9 @@ pub struct Request {
     /// `participant` token may only end its own turn). Checked inside the
     /// script, so it costs no extra round trip.
     pub only_if_active: bool,
+    /// `switch`: the client's estimate of this move's network lag (ms),
+    /// credited from the mover's quota when the session compensates lag.
+    pub lag_ms: Option<i64>,
 }
 
 impl Request {
@@ -123,6 +153,7 @@ impl Request {
             expected_version: None,
             actor: None,
             only_if_active: false,
+            lag_ms: None,
         }
     }
 }

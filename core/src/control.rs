@@ -45,18 +45,27 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moves: Option<u32>,
     /// Time added to the bank when the stage begins (the first stage's time
-    /// is the participant's `total_time_ms`, so it adds nothing).
-    #[serde(default)]
+    /// is the participant's `total_time_ms`, so it adds nothing; 0 when
+    /// omitted).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub add_ms: i64,
-    /// Fischer increment of each move in the stage.
-    #[serde(default)]
+    /// Fischer increment of each move in the stage (0 when omitted).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub increment_ms: i64,
-    /// Delay of each move in the stage.
-    #[serde(default)]
+    /// Delay of each move in the stage (0 when omitted).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub delay_ms: i64,
-    /// The kind of `delay_ms`.
-    #[serde(default)]
+    /// The kind of `delay_ms` (`bronstein` when omitted).
+    #[serde(default, skip_serializing_if = "is_bronstein")]
     pub delay_kind: DelayKind,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_bronstein(k: &DelayKind) -> bool {
+    *k == DelayKind::Bronstein
 }
 
 /// **[ext]** A time control (docs/API.md §4.1).
@@ -100,6 +109,118 @@ pub enum TimeControl {
         /// The stages, in order; every one but the last has `moves`.
         stages: Vec<Stage>,
     },
+}
+
+impl TimeControl {
+    /// The compact form the session record keeps (core/src/record.rs; the
+    /// Lua reads the same): `f,<inc>`, `b,<delay>`, `s,<delay>`,
+    /// `y,<periods>,<period>`, `c,<moves>,<period>`, `h`, or `g` followed by
+    /// `;<moves|->,<add>,<inc>,<delay>,<b|s>` per stage.
+    pub fn to_compact(&self) -> String {
+        match self {
+            TimeControl::Fischer { increment_ms } => format!("f,{increment_ms}"),
+            TimeControl::Bronstein { delay_ms } => format!("b,{delay_ms}"),
+            TimeControl::SimpleDelay { delay_ms } => format!("s,{delay_ms}"),
+            TimeControl::Byoyomi { periods, period_ms } => format!("y,{periods},{period_ms}"),
+            TimeControl::Canadian { moves, period_ms } => format!("c,{moves},{period_ms}"),
+            TimeControl::Hourglass => "h".into(),
+            TimeControl::Stages { stages } => {
+                let mut out = String::from("g");
+                for st in stages {
+                    let moves = st.moves.map_or("-".to_string(), |m| m.to_string());
+                    let kind = match st.delay_kind {
+                        DelayKind::Bronstein => 'b',
+                        DelayKind::Simple => 's',
+                    };
+                    out.push_str(&format!(
+                        ";{moves},{},{},{},{kind}",
+                        st.add_ms, st.increment_ms, st.delay_ms
+                    ));
+                }
+                out
+            }
+        }
+    }
+
+    /// Reads [`TimeControl::to_compact`]'s form.
+    pub fn from_compact(text: &str) -> Option<TimeControl> {
+        let mut parts = text.split(';');
+        let head: Vec<&str> = parts.next()?.split(',').collect();
+        let n = |i: usize| -> Option<i64> { head.get(i)?.parse().ok() };
+        let u = |i: usize| -> Option<u32> { head.get(i)?.parse().ok() };
+        let c = match *head.first()? {
+            "f" => TimeControl::Fischer {
+                increment_ms: n(1)?,
+            },
+            "b" => TimeControl::Bronstein { delay_ms: n(1)? },
+            "s" => TimeControl::SimpleDelay { delay_ms: n(1)? },
+            "y" => TimeControl::Byoyomi {
+                periods: u(1)?,
+                period_ms: n(2)?,
+            },
+            "c" => TimeControl::Canadian {
+                moves: u(1)?,
+                period_ms: n(2)?,
+            },
+            "h" => TimeControl::Hourglass,
+            "g" => {
+                let mut stages = Vec::new();
+                for part in parts {
+                    let f: Vec<&str> = part.split(',').collect();
+                    if f.len() != 5 {
+                        return None;
+                    }
+                    stages.push(Stage {
+                        moves: if f[0] == "-" {
+                            None
+                        } else {
+                            Some(f[0].parse().ok()?)
+                        },
+                        add_ms: f[1].parse().ok()?,
+                        increment_ms: f[2].parse().ok()?,
+                        delay_ms: f[3].parse().ok()?,
+                        delay_kind: match f[4] {
+                            "b" => DelayKind::Bronstein,
+                            "s" => DelayKind::Simple,
+                            _ => return None,
+                        },
+                    });
+                }
+                return Some(TimeControl::Stages { stages });
+            }
+            _ => return None,
+        };
+        Some(c)
+    }
+
+    /// Which of a participant's clock fields this control keeps:
+    /// (periods_left, moves_left, stage, overtime).
+    pub fn keeps(&self) -> (bool, bool, bool, bool) {
+        match self {
+            TimeControl::Byoyomi { .. } => (true, false, false, false),
+            TimeControl::Canadian { .. } => (false, true, false, true),
+            TimeControl::Stages { .. } => (false, true, true, false),
+            _ => (false, false, false, false),
+        }
+    }
+}
+
+impl LagCompensation {
+    /// The compact form the record keeps: `<initial>,<gain>,<max>`.
+    pub fn to_compact(&self) -> String {
+        format!("{},{},{}", self.initial_ms, self.gain_ms, self.max_ms)
+    }
+
+    /// Reads [`LagCompensation::to_compact`]'s form.
+    pub fn from_compact(text: &str) -> Option<LagCompensation> {
+        let mut f = text.split(',').map(|x| x.parse::<i64>().ok());
+        let l = LagCompensation {
+            initial_ms: f.next()??,
+            gain_ms: f.next()??,
+            max_ms: f.next()??,
+        };
+        f.next().is_none().then_some(l)
+    }
 }
 
 /// One participant's clock under a control, at the start of a turn (or at
@@ -727,6 +848,56 @@ mod tests {
         assert_eq!(q, 1_000);
         // A negative claim is no claim.
         assert_eq!(lag.credit(-5, 300), (0, 400));
+    }
+
+    #[test]
+    fn the_compact_form_round_trips() {
+        for c in [
+            TimeControl::Fischer {
+                increment_ms: 2_000,
+            },
+            TimeControl::Bronstein { delay_ms: 2_000 },
+            TimeControl::SimpleDelay { delay_ms: 5_000 },
+            TimeControl::Byoyomi {
+                periods: 5,
+                period_ms: 30_000,
+            },
+            TimeControl::Canadian {
+                moves: 20,
+                period_ms: 300_000,
+            },
+            TimeControl::Hourglass,
+            TimeControl::Stages {
+                stages: vec![
+                    Stage {
+                        moves: Some(40),
+                        increment_ms: 30_000,
+                        ..Stage::default()
+                    },
+                    Stage {
+                        add_ms: 1_800_000,
+                        delay_ms: 5_000,
+                        delay_kind: DelayKind::Simple,
+                        ..Stage::default()
+                    },
+                ],
+            },
+        ] {
+            assert_eq!(TimeControl::from_compact(&c.to_compact()), Some(c.clone()));
+        }
+        assert_eq!(
+            TimeControl::from_compact("g;40,0,30000,0,b;-,1800000,30000,0,s")
+                .map(|c| c.to_compact()),
+            Some("g;40,0,30000,0,b;-,1800000,30000,0,s".into())
+        );
+        assert_eq!(TimeControl::from_compact("x,1"), None);
+        let l = LagCompensation {
+            initial_ms: 500,
+            gain_ms: 100,
+            max_ms: 1_000,
+        };
+        assert_eq!(LagCompensation::from_compact(&l.to_compact()), Some(l));
+        assert_eq!(LagCompensation::from_compact("1,2"), None);
     }
 
     #[test]

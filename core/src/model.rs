@@ -23,12 +23,13 @@
 
 use crate::audit::{AuditEvent, ChannelMessage, EventType};
 use crate::command::{Command, CreateSpec, Request};
+use crate::control::{self, TimeControl};
 use crate::error::{Action, DomainError};
 use crate::rate::{self, RateInfo, RateWindow};
 use crate::record;
 use crate::time::Timestamp;
 use crate::types::{CycleExpiry, ExpiryReason, Participant, Status, SyncMode, SyncState};
-use crate::view::{bank_sharers, deadline_ms, group_key, has_bank, wake_at};
+use crate::view::{bank_sharers, clock_of, control_of, deadline_ms, group_key, has_bank, wake_at};
 
 /// Inputs that are not part of the stored state.
 #[derive(Clone, Copy, Debug)]
@@ -234,7 +235,7 @@ pub fn apply(
         }
         Command::Switch {
             next_participant_id,
-        } => switch(&mut st, next_participant_id.as_deref(), now).map(Some),
+        } => switch(&mut st, next_participant_id.as_deref(), req.lag_ms, now).map(Some),
         Command::Start => start(&mut st, now).map(Some),
         Command::Pause => pause(&mut st, now).map(Some),
         Command::Resume => resume(&mut st, now).map(Some),
@@ -282,6 +283,12 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
             is_active: false,
             has_expired: false,
             group_id: p.group_id.clone(),
+            time_control: p.time_control.clone(),
+            periods_left: None,
+            moves_left: None,
+            stage: None,
+            overtime: false,
+            lag_quota_ms: None,
         })
         .collect();
     for i in 0..participants.len() {
@@ -301,8 +308,9 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
         };
         participants[i].total_time_ms = bank;
         participants[i].time_remaining_ms = bank;
+        participants[i].lag_quota_ms = spec.lag_compensation.map(|l| l.initial_ms);
     }
-    SyncState {
+    let mut st = SyncState {
         session_id: spec.session_id.clone(),
         sync_mode: spec.sync_mode,
         status: Status::Pending,
@@ -324,6 +332,40 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
         cycle_expiry: spec.cycle_expiry,
         idle_cycles: 0,
         expiry_reason: None,
+        time_control: spec.time_control.clone(),
+        lag_compensation: spec.lag_compensation,
+    };
+    for i in 0..st.participants.len() {
+        if let Some(c) = control_of(&st, i) {
+            let clock = control::Clock::new(&c, st.participants[i].time_remaining_ms);
+            store_clock(&mut st, i, &c, clock);
+        }
+    }
+    st
+}
+
+/// Writes participant `i`'s clock back, to every participant sharing its
+/// bank, keeping only the fields its control uses.
+fn store_clock(st: &mut SyncState, i: usize, c: &TimeControl, clock: control::Clock) {
+    let (periods, moves, stage, overtime) = c.keeps();
+    for j in bank_sharers(st, i) {
+        let p = &mut st.participants[j];
+        p.total_time_ms = clock.main_ms;
+        p.time_remaining_ms = clock.main_ms;
+        p.periods_left = periods.then_some(clock.periods_left);
+        p.moves_left = moves.then_some(clock.moves_left);
+        p.stage = stage.then_some(clock.stage);
+        p.overtime = overtime && clock.overtime;
+    }
+}
+
+/// Hourglass: what one participant's clock used goes to the other's bank.
+fn hourglass_gain(st: &mut SyncState, i: usize, c: &TimeControl, used: i64) {
+    if *c == TimeControl::Hourglass && st.participants.len() == 2 {
+        let o = 1 - i;
+        let bank = st.participants[o].time_remaining_ms + used;
+        st.participants[o].total_time_ms = bank;
+        st.participants[o].time_remaining_ms = bank;
     }
 }
 
@@ -342,12 +384,42 @@ fn set_bank(st: &mut SyncState, sharers_of: usize, bank: i64) {
     }
 }
 
-/// Charges `elapsed` to participant `i`: its time used grows, and the bank it
-/// shares (if the mode has banks) shrinks.
+/// Charges `elapsed` of a turn that ends without a move (pause, complete,
+/// cancel, expiry) to participant `i`: its time used grows, and the bank it
+/// shares (if the mode has banks) shrinks as its control says
+/// ([`control::on_stop`]).
 fn charge(st: &mut SyncState, i: usize, elapsed: i64) {
     st.participants[i].time_used_ms += elapsed;
-    if has_bank(st) {
+    if let Some(c) = control_of(st, i) {
+        let mut clock = clock_of(st, i);
+        control::on_stop(&c, &mut clock, elapsed);
+        store_clock(st, i, &c, clock);
+        hourglass_gain(st, i, &c, elapsed);
+    } else if has_bank(st) {
         let bank = st.participants[i].time_remaining_ms - elapsed;
+        set_bank(st, i, bank);
+    }
+}
+
+/// Charges a move made `elapsed` into participant `i`'s turn: the lag it
+/// claims is credited from its quota first (when the session compensates
+/// lag), then its control charges the rest ([`control::on_move`]).
+fn charge_move(st: &mut SyncState, i: usize, elapsed: i64, lag_ms: Option<i64>) {
+    let mut e = elapsed;
+    if let Some(lag) = st.lag_compensation {
+        let quota = st.participants[i].lag_quota_ms.unwrap_or(lag.initial_ms);
+        let (credited, quota) = lag.credit(lag_ms.unwrap_or(0), quota);
+        st.participants[i].lag_quota_ms = Some(quota);
+        e = (elapsed - credited).max(0);
+    }
+    st.participants[i].time_used_ms += e;
+    if let Some(c) = control_of(st, i) {
+        let mut clock = clock_of(st, i);
+        control::on_move(&c, &mut clock, e);
+        store_clock(st, i, &c, clock);
+        hourglass_gain(st, i, &c, e);
+    } else if has_bank(st) {
+        let bank = st.participants[i].time_remaining_ms - e;
         set_bank(st, i, bank);
     }
 }
@@ -420,8 +492,8 @@ fn settle(st: &mut SyncState, now: i64, ctx: &Ctx) -> Option<(EventType, Option<
         reason = ExpiryReason::IdleCycles;
     }
     let expired = st.participants[i].participant_id.clone();
-    let bank = st.participants[i].time_remaining_ms;
-    charge(st, i, bank);
+    let started = st.cycle_started_at.map_or(ends_at, Timestamp::ms);
+    charge(st, i, ends_at - started);
     st.participants[i].has_expired = true;
     end(st, Status::Expired, ends_at);
     st.expiry_reason = Some(reason);
@@ -504,7 +576,12 @@ fn rotation(st: &SyncState, i: usize) -> usize {
         .unwrap_or(i)
 }
 
-fn switch(st: &mut SyncState, next: Option<&str>, now: i64) -> Result<EventType, DomainError> {
+fn switch(
+    st: &mut SyncState,
+    next: Option<&str>,
+    lag_ms: Option<i64>,
+    now: i64,
+) -> Result<EventType, DomainError> {
     if st.status != Status::Running {
         return Err(refuse(st, Action::Switch));
     }
@@ -520,12 +597,7 @@ fn switch(st: &mut SyncState, next: Option<&str>, now: i64) -> Result<EventType,
     let Some((i, elapsed)) = running_turn(st, now) else {
         return Err(refuse(st, Action::Switch));
     };
-    charge(st, i, elapsed);
-    if st.increment_ms > 0 && matches!(st.sync_mode, SyncMode::PerParticipant | SyncMode::PerGroup)
-    {
-        let bank = st.participants[i].time_remaining_ms + st.increment_ms;
-        set_bank(st, i, bank);
-    }
+    charge_move(st, i, elapsed, lag_ms);
     st.participants[i].cycle_count += 1;
     let target = named.unwrap_or_else(|| rotation(st, i));
     if st.sync_mode == SyncMode::PerCycle {

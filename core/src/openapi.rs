@@ -3,6 +3,7 @@
 //! `schemars`), so it cannot drift from the wire.
 
 use crate::api::{ApiError, Route, SessionAction, SwitchResponse, TimeResponse};
+use crate::control::{LagCompensation, TimeControl};
 use crate::error::Issue;
 use crate::types::{CycleExpiry, Metadata, SyncMode, SyncState};
 use schemars::generate::SchemaSettings;
@@ -23,6 +24,8 @@ pub struct CreateParticipant {
     total_time_ms: i64,
     /// Team (`per_group`).
     group_id: Option<String>,
+    /// **[ext]** This participant's own time control (`per_participant` only).
+    time_control: Option<TimeControl>,
 }
 
 /// The body of `POST /v1/sessions` (validated by [`crate::validate::validate_create`]).
@@ -47,6 +50,11 @@ pub struct CreateSessionBody {
     metadata: Option<Metadata>,
     /// **[ext]** `per_cycle` only.
     cycle_expiry: Option<CycleExpiry>,
+    /// **[ext]** The time control (`per_participant` and `per_group`); not
+    /// together with `increment_ms` (a `fischer` control is stored as it).
+    time_control: Option<TimeControl>,
+    /// **[ext]** Lag compensation (`per_participant` and `per_group`).
+    lag_compensation: Option<LagCompensation>,
 }
 
 /// The optional body of `POST /v1/sessions/:id/switch`.
@@ -57,6 +65,9 @@ pub struct SwitchBody {
     next_participant_id: Option<String>,
     /// **[ext]** Same as `If-Match`.
     expected_version: Option<u64>,
+    /// **[ext]** This move's network lag as the client estimates it (ms),
+    /// credited from the mover's quota when the session compensates lag.
+    lag_ms: Option<i64>,
 }
 
 /// The body of every error response.
@@ -129,6 +140,48 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     let next = &mut schemas["SwitchBody"]["properties"]["next_participant_id"];
     next["format"] = json!("uuid");
     next["pattern"] = json!(UUID_PATTERN);
+    let bound = |p: &mut Value, b: &crate::validate::Bounds| {
+        p["minimum"] = json!(b.min);
+        p["maximum"] = json!(b.max);
+    };
+    bound(
+        &mut schemas["SwitchBody"]["properties"][crate::validate::LAG.field],
+        &crate::validate::LAG,
+    );
+    // Time controls, stages and lag compensation: every integer by its
+    // declaration in `validate`.
+    use crate::validate::{
+        ADD, DELAY, INCREMENT_BOUNDS, LAG_AMOUNTS, MAX_STAGES, MOVES, PERIOD, PERIODS,
+    };
+    let control_bounds = [&INCREMENT_BOUNDS, &DELAY, &PERIODS, &PERIOD, &MOVES, &ADD];
+    let mut objects: Vec<&mut Value> = Vec::new();
+    for (name, s) in schemas.iter_mut() {
+        match name.as_str() {
+            "TimeControl" => {
+                if let Some(variants) = s["oneOf"].as_array_mut() {
+                    objects.extend(variants.iter_mut());
+                }
+            }
+            "Stage" | "LagCompensation" => objects.push(s),
+            _ => {}
+        }
+    }
+    for o in objects {
+        let Some(props) = o["properties"].as_object_mut() else {
+            continue;
+        };
+        for (field, p) in props.iter_mut() {
+            for b in control_bounds.iter().copied().chain(LAG_AMOUNTS.iter()) {
+                if b.field == field {
+                    bound(p, b);
+                }
+            }
+            if field == "stages" {
+                p["minItems"] = json!(1);
+                p["maxItems"] = json!(MAX_STAGES);
+            }
+        }
+    }
 }
 
 /// `/health` and `/ready`: `{"status"}`, plus `error` when not ready.

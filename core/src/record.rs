@@ -9,32 +9,42 @@
 //! verbatim:
 //!
 //! ```text
-//! R2|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
+//! R3|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
 //!   |cycle_started_at|session_started_at|session_completed_at|increment_ms|max_time_ms
 //!   |created_at|updated_at|server_time_ms|expires_at|cycle_expiry|idle_cycles
-//!   |expiry_reason|participant_count
-//!   (|participant_id|participant_index|bank_ms|time_used_ms|cycle_count|has_expired|group_id)*
+//!   |expiry_reason|time_control|lag_compensation|participant_count
+//!   (|participant_id|participant_index|bank_ms|time_used_ms|cycle_count|has_expired|group_id
+//!    |time_control|clock|lag_quota_ms)*
 //! [\n metadata]
 //! ```
 //!
 //! Times are epoch ms, `-` is null, `has_expired` is `0`/`1`, the active
 //! participant is given by its position, and a participant's
-//! `total_time_ms` and `time_remaining_ms` are both its bank.
+//! `total_time_ms` and `time_remaining_ms` are both its bank. Time controls
+//! and lag compensation are in their compact forms
+//! ([`TimeControl::to_compact`], [`LagCompensation::to_compact`]); a
+//! participant's `clock` is `-`, or `periods_left,moves_left,stage,overtime`
+//! with `-` for what its control does not keep and `overtime` `0`/`1`.
 //!
-//! `R1` records (written before `idle_cycles` and `expiry_reason` existed:
-//! no such two fields) are still read, as `idle_cycles` 0 and no reason.
+//! Older records are still read: `R2` (no time controls: the last two header
+//! fields and the last three of each participant are absent) and `R1`
+//! (neither `idle_cycles` nor `expiry_reason`: `idle_cycles` 0, no reason).
 
+use crate::control::{LagCompensation, TimeControl};
 use crate::time::Timestamp;
 use crate::types::{CycleExpiry, ExpiryReason, Metadata, Participant, Status, SyncMode, SyncState};
 use std::fmt::Write;
 
 /// The first field of every record (format version).
-pub const TAG: &str = "R2";
-/// The earlier format, still read.
+pub const TAG: &str = "R3";
+/// Earlier formats, still read.
+const TAG_R2: &str = "R2";
 const TAG_R1: &str = "R1";
-const HEADER_FIELDS: usize = 21;
+const HEADER_FIELDS: usize = 23;
+const HEADER_FIELDS_R2: usize = 21;
 const HEADER_FIELDS_R1: usize = 19;
-const PARTICIPANT_FIELDS: usize = 7;
+const PARTICIPANT_FIELDS: usize = 10;
+const PARTICIPANT_FIELDS_R2: usize = 7;
 
 /// Why a text is not a valid record.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +91,16 @@ pub fn encode(st: &SyncState) -> String {
     opt(&mut out, st.cycle_expiry.map(CycleExpiry::as_str));
     write!(out, "|{}", st.idle_cycles).expect("write to String");
     opt(&mut out, st.expiry_reason.map(ExpiryReason::as_str));
+    opt(
+        &mut out,
+        st.time_control.as_ref().map(TimeControl::to_compact),
+    );
+    opt(
+        &mut out,
+        st.lag_compensation
+            .as_ref()
+            .map(LagCompensation::to_compact),
+    );
     write!(out, "|{}", st.participants.len()).expect("write to String");
     for p in &st.participants {
         write!(
@@ -95,6 +115,25 @@ pub fn encode(st: &SyncState) -> String {
         )
         .expect("write to String");
         opt(&mut out, p.group_id.as_deref());
+        opt(
+            &mut out,
+            p.time_control.as_ref().map(TimeControl::to_compact),
+        );
+        if p.periods_left.is_none() && p.moves_left.is_none() && p.stage.is_none() && !p.overtime {
+            out.push_str("|-");
+        } else {
+            let d = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+            write!(
+                out,
+                "|{},{},{},{}",
+                d(p.periods_left),
+                d(p.moves_left),
+                d(p.stage),
+                u8::from(p.overtime)
+            )
+            .expect("write to String");
+        }
+        opt(&mut out, p.lag_quota_ms);
     }
     if let Some(m) = &st.metadata {
         out.push('\n');
@@ -111,11 +150,13 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
         None => (text, None),
     };
     let f: Vec<&str> = line.split('|').collect();
-    let header = match f.first() {
-        Some(&TAG) => HEADER_FIELDS,
-        Some(&TAG_R1) => HEADER_FIELDS_R1,
+    let (header, per) = match f.first() {
+        Some(&TAG) => (HEADER_FIELDS, PARTICIPANT_FIELDS),
+        Some(&TAG_R2) => (HEADER_FIELDS_R2, PARTICIPANT_FIELDS_R2),
+        Some(&TAG_R1) => (HEADER_FIELDS_R1, PARTICIPANT_FIELDS_R2),
         _ => return Err(bad("not a record")),
     };
+    let r3 = header == HEADER_FIELDS;
     if f.len() < header {
         return Err(bad("not a record"));
     }
@@ -132,14 +173,43 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
     };
     let opt_ts = |i: usize| opt_int(i).map(|v| v.map(Timestamp));
     let n = usize::try_from(int(header - 1)?).map_err(|_| bad("participant count"))?;
-    if f.len() != header + n * PARTICIPANT_FIELDS {
+    if f.len() != header + n * per {
         return Err(bad("field count"));
     }
     let active = opt_int(5)?;
     let mut participants = Vec::with_capacity(n);
+    let control = |i: usize| -> Result<Option<TimeControl>, BadRecord> {
+        match f.get(i) {
+            None | Some(&"-") => Ok(None),
+            Some(c) => TimeControl::from_compact(c)
+                .map(Some)
+                .ok_or_else(|| bad("time_control")),
+        }
+    };
     for k in 0..n {
-        let b = header + k * PARTICIPANT_FIELDS;
+        let b = header + k * per;
         let bank = int(b + 2)?;
+        let (mut periods_left, mut moves_left, mut stage, mut overtime) = (None, None, None, false);
+        if r3 && f[b + 8] != "-" {
+            let c: Vec<&str> = f[b + 8].split(',').collect();
+            let part = |x: &str| -> Result<Option<u32>, BadRecord> {
+                match x {
+                    "-" => Ok(None),
+                    v => v.parse().map(Some).map_err(|_| bad("clock")),
+                }
+            };
+            if c.len() != 4 {
+                return Err(bad("clock"));
+            }
+            periods_left = part(c[0])?;
+            moves_left = part(c[1])?;
+            stage = part(c[2])?;
+            overtime = match c[3] {
+                "1" => true,
+                "0" => false,
+                _ => return Err(bad("clock")),
+            };
+        }
         participants.push(Participant {
             participant_id: f[b].to_string(),
             participant_index: int(b + 1)?,
@@ -154,6 +224,12 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
                 _ => return Err(bad("has_expired")),
             },
             group_id: (f[b + 6] != "-").then(|| f[b + 6].to_string()),
+            time_control: if r3 { control(b + 7)? } else { None },
+            periods_left,
+            moves_left,
+            stage,
+            overtime,
+            lag_quota_ms: if r3 { opt_int(b + 9)? } else { None },
         });
     }
     let active_participant_id = match active {
@@ -197,10 +273,21 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
             "auto_advance" => Some(CycleExpiry::AutoAdvance),
             _ => return Err(bad("cycle_expiry")),
         },
-        idle_cycles: if header == HEADER_FIELDS { int(18)? } else { 0 },
-        expiry_reason: match (header == HEADER_FIELDS).then(|| f[19]) {
+        idle_cycles: if header >= HEADER_FIELDS_R2 {
+            int(18)?
+        } else {
+            0
+        },
+        expiry_reason: match (header >= HEADER_FIELDS_R2).then(|| f[19]) {
             None | Some("-") => None,
             Some(r) => Some(ExpiryReason::parse(r).ok_or_else(|| bad("expiry_reason"))?),
+        },
+        time_control: if r3 { control(20)? } else { None },
+        lag_compensation: match (r3, f[21]) {
+            (false, _) | (true, "-") => None,
+            (true, l) => {
+                Some(LagCompensation::from_compact(l).ok_or_else(|| bad("lag_compensation"))?)
+            }
         },
     })
 }
@@ -220,6 +307,12 @@ mod tests {
             is_active: active,
             has_expired: i == 2,
             group_id: group.map(str::to_string),
+            time_control: None,
+            periods_left: None,
+            moves_left: None,
+            stage: None,
+            overtime: false,
+            lag_quota_ms: None,
         };
         SyncState {
             session_id: "00000000-0000-4000-8000-000000000000".into(),
@@ -247,6 +340,8 @@ mod tests {
             cycle_expiry: Some(CycleExpiry::AutoAdvance),
             idle_cycles: 3,
             expiry_reason: None,
+            time_control: None,
+            lag_compensation: None,
         }
     }
 
@@ -256,19 +351,53 @@ mod tests {
             let mut st = sample(m);
             let text = encode(&st);
             assert!(
-                text.starts_with("R2|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
+                text.starts_with("R3|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
             );
             assert_eq!(decode(&text), Ok(st.clone()));
             st.status = Status::Expired;
             st.expiry_reason = Some(ExpiryReason::IdleCycles);
-            assert_eq!(decode(&encode(&st)), Ok(st));
+            assert_eq!(decode(&encode(&st)), Ok(st.clone()));
+            // Time controls, a participant's own, its clock and lag quota.
+            st.time_control = Some(TimeControl::Byoyomi {
+                periods: 5,
+                period_ms: 30_000,
+            });
+            st.lag_compensation = Some(LagCompensation {
+                initial_ms: 500,
+                gain_ms: 100,
+                max_ms: 1_000,
+            });
+            st.participants[0].periods_left = Some(3);
+            st.participants[0].lag_quota_ms = Some(700);
+            st.participants[1].time_control = Some(TimeControl::Canadian {
+                moves: 20,
+                period_ms: 300_000,
+            });
+            st.participants[1].moves_left = Some(4);
+            st.participants[1].overtime = true;
+            st.participants[1].lag_quota_ms = Some(0);
+            let text = encode(&st);
+            assert!(text.contains("|y,5,30000|500,100,1000|2|"), "{text}");
+            assert!(text.contains("|c,20,300000|-,4,-,1|0"), "{text}");
+            assert_eq!(decode(&text), Ok(st));
         }
     }
 
+    /// The R2 form of an R3 record without time controls.
+    fn as_r2(r3: &str) -> String {
+        let r2 = format!("R2{}", &r3[2..]).replacen("|-|-|2|", "|2|", 1);
+        r2.replace("|-|-|-", "")
+    }
+
     #[test]
-    fn r1_records_are_still_read() {
+    fn r1_and_r2_records_are_still_read() {
         let mut st = sample(None);
-        let r2 = encode(&st);
+        let r2 = as_r2(&encode(&st));
+        assert!(
+            r2.ends_with("|00000000-0000-4000-8000-0000000000ff"),
+            "{r2}"
+        );
+        assert_eq!(decode(&r2), Ok(st.clone()));
         let r1 = format!(
             "R1{}",
             r2[2..].replacen("|auto_advance|3|-|", "|auto_advance|", 1)
@@ -285,6 +414,9 @@ mod tests {
             "R1",
             "R2|x",
             "R3|x",
+            "R4|x",
+            &good.replace("|-|-|2|", "|q,1|-|2|"),
+            &good.replace("|-|-|2|", "|-|1,2|2|"),
             &good.replace("|auto_advance|3|-|", "|auto_advance|3|bored|"),
             "{\"session_id\":1}",
             &good.replace("|12|", "|x|"),

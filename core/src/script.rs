@@ -200,6 +200,7 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
         settings.idempotency_keys.max(1).to_string(),
         crate::keys::WAKE_CHANNEL.to_string(),
         k.shard.to_string(),
+        req.lag_ms.map(|l| l.to_string()).unwrap_or_default(),
     ];
     Call {
         script: for_command(&req.command),

@@ -4,6 +4,7 @@
 //! order, so a snapshot from Redis and one from the Rust model are equal
 //! byte for byte.
 
+use crate::control::{LagCompensation, TimeControl};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,33 @@ pub struct Participant {
     /// Team, for `per_group` (omitted when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// **[ext]** This participant's own time control, overriding the
+    /// session's (omitted when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
+    /// **[ext]** Byo-yomi: periods left at the last checkpoint (omitted for
+    /// other controls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods_left: Option<u32>,
+    /// **[ext]** Canadian: moves left in the block (once blocks began);
+    /// stages: moves left in the stage (omitted for other controls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moves_left: Option<u32>,
+    /// **[ext]** Stages: the current stage, from 0 (omitted for other controls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
+    /// **[ext]** Canadian: main time is over and blocks began; the bank is
+    /// then the block's time (omitted when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overtime: bool,
+    /// **[ext]** Lag compensation: the quota left (omitted unless the session
+    /// compensates lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_quota_ms: Option<i64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// **[ext]** Free-form client data kept verbatim (a JSON object ≤ 16 KiB).
@@ -290,6 +318,13 @@ pub struct SyncState {
     /// **[ext]** Why an `expired` session ended (omitted otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_reason: Option<ExpiryReason>,
+    /// **[ext]** The session's time control (omitted when unset: Fischer
+    /// with `increment_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
+    /// **[ext]** Lag compensation, when the session opted in (omitted otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_compensation: Option<LagCompensation>,
 }
 
 fn is_zero(n: &i64) -> bool {

@@ -6,6 +6,7 @@
 //! Nothing here panics, whatever the input.
 
 use crate::command::{CreateSpec, ParticipantSpec};
+use crate::control::{DelayKind, LagCompensation, Stage, TimeControl};
 use crate::error::{Issue, IssueCode};
 use crate::types::{CycleExpiry, Metadata, SyncMode};
 use serde_json::value::RawValue;
@@ -169,6 +170,70 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
         None => None,
     };
 
+    let control_given = present(obj.get("time_control"));
+    let mut time_control = control_given.and_then(|v| c.time_control("time_control", v));
+    if control_given.is_some() && present(obj.get("increment_ms")).is_some() {
+        c.push(
+            "increment_ms",
+            "Give either increment_ms or time_control, not both",
+            IssueCode::InvalidValue,
+        );
+    }
+    let lag_given = present(obj.get("lag_compensation"));
+    let lag_compensation = lag_given.and_then(|v| c.lag_compensation(v));
+    let controlled = matches!(
+        sync_mode,
+        Some(SyncMode::PerParticipant) | Some(SyncMode::PerGroup)
+    );
+    if let Some(mode) = sync_mode {
+        for (field, given) in [
+            ("time_control", control_given.is_some()),
+            ("lag_compensation", lag_given.is_some()),
+        ] {
+            if given && !controlled {
+                c.push(
+                    field,
+                    format!("{field} applies only to per_participant and per_group mode"),
+                    IssueCode::InvalidValue,
+                );
+            }
+        }
+        if let Value::Array(items) = obj.get("participants").unwrap_or(&Value::Null) {
+            for (i, item) in items.iter().enumerate() {
+                let own = present(item.get("time_control")).is_some();
+                if own && mode != SyncMode::PerParticipant {
+                    c.push(
+                        &format!("participants.{i}.time_control"),
+                        "A participant's own time_control applies only to per_participant mode",
+                        IssueCode::InvalidValue,
+                    );
+                } else if own && time_control == Some(TimeControl::Hourglass) {
+                    c.push(
+                        &format!("participants.{i}.time_control"),
+                        "An hourglass session has one control for both participants",
+                        IssueCode::InvalidValue,
+                    );
+                }
+            }
+        }
+        if time_control == Some(TimeControl::Hourglass) {
+            let two = participants.as_ref().is_some_and(|p| p.len() == 2);
+            if mode != SyncMode::PerParticipant || !two {
+                c.push(
+                    "time_control",
+                    "hourglass needs per_participant mode with exactly two participants",
+                    IssueCode::InvalidValue,
+                );
+            }
+        }
+    }
+    // Fischer has one declaration on the wire: increment_ms.
+    let mut increment_ms = increment_ms;
+    if let Some(TimeControl::Fischer { increment_ms: inc }) = time_control {
+        increment_ms = inc;
+        time_control = None;
+    }
+
     match (session_id, sync_mode, participants, total_time_ms) {
         (Some(session_id), Some(sync_mode), Some(mut participants), Some(total_time_ms))
             if c.issues.is_empty() =>
@@ -184,6 +249,8 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
                 max_time_ms,
                 metadata,
                 cycle_expiry,
+                time_control,
+                lag_compensation,
             })
         }
         _ => Err(c.issues),
@@ -257,6 +324,9 @@ const TIME_PER_CYCLE: Bounds = Bounds {
     too_big: "Time per cycle cannot exceed 86400000ms (24 hours)",
 };
 
+/// The Fischer increment (also a stage's).
+pub const INCREMENT_BOUNDS: Bounds = INCREMENT;
+
 const INCREMENT: Bounds = Bounds {
     field: "increment_ms",
     min: 0,
@@ -271,6 +341,100 @@ const MAX_TIME: Bounds = Bounds {
     max: 86_400_000,
     too_small: "Max time must be at least 1000ms (1 second)",
     too_big: "Max time cannot exceed 86400000ms (24 hours)",
+};
+
+/// Bounds of a time control's integers (docs/API.md §4.1), read by
+/// validation and the OpenAPI document alike.
+pub const DELAY: Bounds = Bounds {
+    field: "delay_ms",
+    min: 0,
+    max: 60_000,
+    too_small: "Delay cannot be negative",
+    too_big: "Delay cannot exceed 60000ms (1 minute)",
+};
+
+/// Byo-yomi periods.
+pub const PERIODS: Bounds = Bounds {
+    field: "periods",
+    min: 1,
+    max: 100,
+    too_small: "Periods must be at least 1",
+    too_big: "Periods cannot exceed 100",
+};
+
+/// A byo-yomi period or a Canadian block.
+pub const PERIOD: Bounds = Bounds {
+    field: "period_ms",
+    min: 1000,
+    max: 86_400_000,
+    too_small: "Period must be at least 1000ms (1 second)",
+    too_big: "Period cannot exceed 86400000ms (24 hours)",
+};
+
+/// Moves of a Canadian block or a stage.
+pub const MOVES: Bounds = Bounds {
+    field: "moves",
+    min: 1,
+    max: 1000,
+    too_small: "Moves must be at least 1",
+    too_big: "Moves cannot exceed 1000",
+};
+
+/// Time a stage adds.
+pub const ADD: Bounds = Bounds {
+    field: "add_ms",
+    min: 0,
+    max: 86_400_000,
+    too_small: "Added time cannot be negative",
+    too_big: "Added time cannot exceed 86400000ms (24 hours)",
+};
+
+/// At most this many stages.
+pub const MAX_STAGES: usize = 10;
+
+/// The `type`s of a time control.
+pub const TIME_CONTROL_TYPES: [&str; 7] = [
+    "fischer",
+    "bronstein",
+    "simple_delay",
+    "byoyomi",
+    "canadian",
+    "hourglass",
+    "stages",
+];
+
+/// Lag compensation's three amounts.
+pub const LAG_AMOUNTS: [Bounds; 3] = [
+    Bounds {
+        field: "initial_ms",
+        min: 0,
+        max: 60_000,
+        too_small: "Initial quota cannot be negative",
+        too_big: "Initial quota cannot exceed 60000ms (1 minute)",
+    },
+    Bounds {
+        field: "gain_ms",
+        min: 0,
+        max: 60_000,
+        too_small: "Quota gain cannot be negative",
+        too_big: "Quota gain cannot exceed 60000ms (1 minute)",
+    },
+    Bounds {
+        field: "max_ms",
+        min: 0,
+        max: 60_000,
+        too_small: "Quota maximum cannot be negative",
+        too_big: "Quota maximum cannot exceed 60000ms (1 minute)",
+    },
+];
+
+/// The lag a switch may claim (`lag_ms`).
+pub const LAG: Bounds = Bounds {
+    field: "lag_ms",
+    min: 0,
+    max: 60_000,
+    too_small: "Lag cannot be negative",
+    too_big: "Lag cannot exceed 60000ms (1 minute)",
 };
 
 /// Whether any key or string in `v` holds a NUL character.
@@ -456,6 +620,191 @@ impl Checker {
         None
     }
 
+    /// A `time_control` object at `field`.
+    fn time_control(&mut self, field: &str, v: &Value) -> Option<TimeControl> {
+        let Value::Object(o) = v else {
+            self.wrong_type(field, "object", Some(v));
+            return None;
+        };
+        let f = |name: &str| format!("{field}.{name}");
+        let kind = match self.take(&f("type"), o.get("type"), true, "string")? {
+            Value::String(t) if TIME_CONTROL_TYPES.contains(&t.as_str()) => t.as_str(),
+            Value::String(_) => {
+                self.push(
+                    &f("type"),
+                    format!(
+                        "Invalid time control. Must be one of: {}",
+                        TIME_CONTROL_TYPES.join(", ")
+                    ),
+                    IssueCode::InvalidValue,
+                );
+                return None;
+            }
+            other => {
+                self.wrong_type(&f("type"), "string", Some(other));
+                return None;
+            }
+        };
+        let int = |c: &mut Checker, b: &Bounds| c.int(&f(b.field), o.get(b.field), true, b);
+        Some(match kind {
+            "fischer" => TimeControl::Fischer {
+                increment_ms: int(self, &INCREMENT)?,
+            },
+            "bronstein" => TimeControl::Bronstein {
+                delay_ms: int(self, &DELAY)?,
+            },
+            "simple_delay" => TimeControl::SimpleDelay {
+                delay_ms: int(self, &DELAY)?,
+            },
+            "byoyomi" => {
+                let (periods, period_ms) = (int(self, &PERIODS), int(self, &PERIOD));
+                TimeControl::Byoyomi {
+                    periods: u32::try_from(periods?).ok()?,
+                    period_ms: period_ms?,
+                }
+            }
+            "canadian" => {
+                let (moves, period_ms) = (int(self, &MOVES), int(self, &PERIOD));
+                TimeControl::Canadian {
+                    moves: u32::try_from(moves?).ok()?,
+                    period_ms: period_ms?,
+                }
+            }
+            "hourglass" => TimeControl::Hourglass,
+            _ => {
+                let items = match self.take(&f("stages"), o.get("stages"), true, "array")? {
+                    Value::Array(items) if items.is_empty() => {
+                        self.push(
+                            &f("stages"),
+                            "At least one stage is required",
+                            IssueCode::TooSmall,
+                        );
+                        return None;
+                    }
+                    Value::Array(items) if items.len() > MAX_STAGES => {
+                        self.push(
+                            &f("stages"),
+                            format!("Cannot exceed {MAX_STAGES} stages"),
+                            IssueCode::TooBig,
+                        );
+                        return None;
+                    }
+                    Value::Array(items) => items,
+                    other => {
+                        self.wrong_type(&f("stages"), "array", Some(other));
+                        return None;
+                    }
+                };
+                let mut stages = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    let sf = |name: &str| format!("{field}.stages.{i}.{name}");
+                    let Value::Object(so) = item else {
+                        self.wrong_type(&format!("{field}.stages.{i}"), "object", Some(item));
+                        ok = false;
+                        continue;
+                    };
+                    let last = i + 1 == items.len();
+                    let moves = self.int(&sf("moves"), so.get("moves"), !last, &MOVES);
+                    if last && moves.is_some() {
+                        self.push(
+                            &sf("moves"),
+                            "The last stage lasts to the end: it has no moves",
+                            IssueCode::InvalidValue,
+                        );
+                        ok = false;
+                    }
+                    let add_ms = self.int(&sf("add_ms"), so.get("add_ms"), false, &ADD);
+                    if i == 0 && add_ms.unwrap_or(0) != 0 {
+                        self.push(
+                            &sf("add_ms"),
+                            "The first stage's time is total_time_ms: it adds nothing",
+                            IssueCode::InvalidValue,
+                        );
+                        ok = false;
+                    }
+                    let increment_ms = self.int(
+                        &sf("increment_ms"),
+                        so.get("increment_ms"),
+                        false,
+                        &INCREMENT,
+                    );
+                    let delay_ms = self.int(&sf("delay_ms"), so.get("delay_ms"), false, &DELAY);
+                    let delay_kind = match present(so.get("delay_kind")) {
+                        None => Some(DelayKind::Bronstein),
+                        Some(Value::String(k)) if k == "bronstein" => Some(DelayKind::Bronstein),
+                        Some(Value::String(k)) if k == "simple" => Some(DelayKind::Simple),
+                        Some(Value::String(_)) => {
+                            self.push(
+                                &sf("delay_kind"),
+                                "Invalid delay kind. Must be one of: bronstein, simple",
+                                IssueCode::InvalidValue,
+                            );
+                            None
+                        }
+                        Some(other) => {
+                            self.wrong_type(&sf("delay_kind"), "string", Some(other));
+                            None
+                        }
+                    };
+                    let given = |k: &str| present(so.get(k)).is_some();
+                    let complete = (last || moves.is_some())
+                        && (add_ms.is_some() || !given("add_ms"))
+                        && (increment_ms.is_some() || !given("increment_ms"))
+                        && (delay_ms.is_some() || !given("delay_ms"))
+                        && delay_kind.is_some();
+                    if !complete {
+                        ok = false;
+                        continue;
+                    }
+                    stages.push(Stage {
+                        moves: moves.and_then(|m| u32::try_from(m).ok()),
+                        add_ms: add_ms.unwrap_or(0),
+                        increment_ms: increment_ms.unwrap_or(0),
+                        delay_ms: delay_ms.unwrap_or(0),
+                        delay_kind: delay_kind.unwrap_or_default(),
+                    });
+                }
+                if !ok {
+                    return None;
+                }
+                TimeControl::Stages { stages }
+            }
+        })
+    }
+
+    /// A `lag_compensation` object.
+    fn lag_compensation(&mut self, v: &Value) -> Option<LagCompensation> {
+        let Value::Object(o) = v else {
+            self.wrong_type("lag_compensation", "object", Some(v));
+            return None;
+        };
+        let [a, b, c] = &LAG_AMOUNTS;
+        let mut get = |bounds: &Bounds| {
+            self.int(
+                &format!("lag_compensation.{}", bounds.field),
+                o.get(bounds.field),
+                true,
+                bounds,
+            )
+        };
+        let (initial_ms, gain_ms, max_ms) = (get(a), get(b), get(c));
+        let l = LagCompensation {
+            initial_ms: initial_ms?,
+            gain_ms: gain_ms?,
+            max_ms: max_ms?,
+        };
+        if l.max_ms < l.initial_ms {
+            self.push(
+                "lag_compensation.max_ms",
+                "Quota maximum cannot be below the initial quota",
+                IssueCode::TooSmall,
+            );
+            return None;
+        }
+        Some(l)
+    }
+
     /// The items of a `participants` array of allowed length.
     fn participants(&mut self, items: &[Value]) -> Option<Vec<ParticipantSpec>> {
         let mut seen = HashSet::with_capacity(items.len());
@@ -505,15 +854,27 @@ impl Checker {
                 false,
                 "Group ID must be a valid UUID",
             );
+            let control_field = format!("{base}.time_control");
+            let own_given = present(p.get("time_control"));
+            let own_control = own_given.and_then(|v| self.time_control(&control_field, v));
+            if own_control == Some(TimeControl::Hourglass) {
+                self.push(
+                    &control_field,
+                    "hourglass applies to the session, not to one participant",
+                    IssueCode::InvalidValue,
+                );
+            }
             match (participant_id, participant_index, total_time_ms) {
                 (Some(participant_id), Some(participant_index), Some(total_time_ms))
-                    if group_given == group_id.is_some() =>
+                    if group_given == group_id.is_some()
+                        && own_given.is_some() == own_control.is_some() =>
                 {
                     specs.push(ParticipantSpec {
                         participant_id,
                         participant_index,
                         total_time_ms,
                         group_id,
+                        time_control: own_control,
                     })
                 }
                 _ => all_ok = false,

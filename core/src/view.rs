@@ -1,5 +1,6 @@
 //! Live views of a clock at a given `now` (what every client computes).
 
+use crate::control::{self, TimeControl};
 use crate::types::{Status, SyncMode, SyncState};
 
 /// Whether participants' banks count down in this session (everything but a
@@ -31,14 +32,51 @@ pub fn bank_sharers(st: &SyncState, i: usize) -> Vec<usize> {
     }
 }
 
+/// The time control that runs participant `i`'s clock: its own, else the
+/// session's, else Fischer with `increment_ms`. Only `per_participant` and
+/// `per_group` have controls (a `per_cycle` turn, the `global` countdown and a
+/// stopwatch are charged as they run): `None` for the other modes.
+pub fn control_of(st: &SyncState, i: usize) -> Option<TimeControl> {
+    if !matches!(st.sync_mode, SyncMode::PerParticipant | SyncMode::PerGroup) {
+        return None;
+    }
+    let p = st.participants.get(i)?;
+    Some(
+        p.time_control
+            .clone()
+            .or_else(|| st.time_control.clone())
+            .unwrap_or(TimeControl::Fischer {
+                increment_ms: st.increment_ms,
+            }),
+    )
+}
+
+/// Participant `i`'s clock as its control sees it.
+pub fn clock_of(st: &SyncState, i: usize) -> control::Clock {
+    let p = &st.participants[i];
+    control::Clock {
+        main_ms: p.time_remaining_ms,
+        periods_left: p.periods_left.unwrap_or(0),
+        moves_left: p.moves_left.unwrap_or(0),
+        stage: p.stage.unwrap_or(0),
+        overtime: p.overtime,
+    }
+}
+
 /// When the running clock runs out if nobody acts (epoch ms), or `None` when
-/// nothing is running or the clock has no end.
+/// nothing is running or the clock has no end. Under a time control it is
+/// when the control lets the clock fall ([`control::fall_after`]): delays
+/// and byo-yomi periods included, so the scheduler expires it exactly.
 pub fn deadline_ms(st: &SyncState) -> Option<i64> {
     if st.status != Status::Running || !has_bank(st) {
         return None;
     }
     let i = st.active_index()?;
-    Some(st.cycle_started_at?.ms() + st.participants[i].time_remaining_ms)
+    let left = match control_of(st, i) {
+        Some(c) => control::fall_after(&c, &clock_of(st, i)),
+        None => st.participants[i].time_remaining_ms,
+    };
+    Some(st.cycle_started_at?.ms() + left)
 }
 
 /// When the scheduler must next look at a session: its clock's deadline, or,

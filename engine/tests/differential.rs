@@ -6,6 +6,13 @@
 //! small here (3 idle cycles, 40 s idle TTL) so that random cases reach them.
 //!
 //! `DIFF_CASES` raises the case count (default 256 per mode, the CI minimum).
+//!
+//! Time controls get the same treatment, one test per control (at least 256
+//! cases each, `per_participant` and `per_group`, some participants with
+//! their own control, half of the cases with lag compensation and moves that
+//! claim lag), and each test requires that its control's own events really
+//! happened: periods consumed, stage transitions, delays used, Canadian blocks
+//! begun and renewed, hourglass time passed over, lag credited.
 
 mod common;
 
@@ -17,6 +24,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 use synckairos_core::audit::ChannelMessage;
+use synckairos_core::control::{DelayKind, LagCompensation, Stage, TimeControl};
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::model::{self, Ctx, Reply};
 use synckairos_core::rate::{self, RateWindow};
@@ -63,6 +71,29 @@ struct Step {
     version: Version,
     actor: Actor,
     only_if_active: bool,
+    /// The lag a switch claims.
+    lag_ms: Option<i64>,
+}
+
+/// A case's time control: the session's, some participants' own, and lag
+/// compensation.
+#[derive(Clone, Debug)]
+struct Controls {
+    session: TimeControl,
+    own: Vec<Option<TimeControl>>,
+    lag: Option<LagCompensation>,
+}
+
+/// The controls, one differential test each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Fischer,
+    Bronstein,
+    SimpleDelay,
+    Byoyomi,
+    Canadian,
+    Hourglass,
+    Stages,
 }
 
 /// Who sends a command: nobody known, the active participant (in a random
@@ -81,6 +112,7 @@ struct Case {
     start_ms: i64,
     switch_limit: u64,
     steps: Vec<Step>,
+    controls: Option<Controls>,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -124,17 +156,88 @@ fn step() -> impl Strategy<Value = Step> {
         version,
         actor,
         prop::bool::weighted(0.3),
+        prop::option::of(prop_oneof![3 => 0i64..400, 1 => 0i64..5_000]),
     )
         .prop_map(
-            |(delay_ms, at_deadline, op, version, actor, only_if_active)| Step {
+            |(delay_ms, at_deadline, op, version, actor, only_if_active, lag_ms)| Step {
                 delay_ms,
                 at_deadline,
                 op,
                 version,
                 actor,
                 only_if_active,
+                lag_ms,
             },
         )
+}
+
+fn control(kind: Kind) -> BoxedStrategy<TimeControl> {
+    match kind {
+        Kind::Fischer => (0i64..3_000)
+            .prop_map(|increment_ms| TimeControl::Fischer { increment_ms })
+            .boxed(),
+        Kind::Bronstein => (0i64..4_000)
+            .prop_map(|delay_ms| TimeControl::Bronstein { delay_ms })
+            .boxed(),
+        Kind::SimpleDelay => (0i64..4_000)
+            .prop_map(|delay_ms| TimeControl::SimpleDelay { delay_ms })
+            .boxed(),
+        Kind::Byoyomi => (1u32..5, 1_000i64..4_000)
+            .prop_map(|(periods, period_ms)| TimeControl::Byoyomi { periods, period_ms })
+            .boxed(),
+        Kind::Canadian => (1u32..4, 2_000i64..8_000)
+            .prop_map(|(moves, period_ms)| TimeControl::Canadian { moves, period_ms })
+            .boxed(),
+        Kind::Hourglass => Just(TimeControl::Hourglass).boxed(),
+        Kind::Stages => {
+            let stage = (
+                1u32..4,
+                0i64..5_000,
+                0i64..2_000,
+                0i64..2_000,
+                prop_oneof![Just(DelayKind::Bronstein), Just(DelayKind::Simple)],
+            )
+                .prop_map(
+                    |(moves, add_ms, increment_ms, delay_ms, delay_kind)| Stage {
+                        moves: Some(moves),
+                        add_ms,
+                        increment_ms,
+                        delay_ms,
+                        delay_kind,
+                    },
+                );
+            prop::collection::vec(stage, 1..4)
+                .prop_map(|mut stages| {
+                    stages[0].add_ms = 0;
+                    if let Some(last) = stages.last_mut() {
+                        last.moves = None;
+                    }
+                    TimeControl::Stages { stages }
+                })
+                .boxed()
+        }
+    }
+}
+
+fn controls(kind: Kind) -> impl Strategy<Value = Controls> {
+    let own_kind = prop_oneof![
+        Just(Kind::Fischer),
+        Just(Kind::Bronstein),
+        Just(Kind::SimpleDelay),
+        Just(Kind::Byoyomi),
+        Just(Kind::Canadian),
+        Just(Kind::Stages),
+    ];
+    let own = prop::option::weighted(0.25, own_kind.prop_flat_map(control));
+    let lag = prop::option::of((0i64..1_500, 0i64..500, 0i64..1_500).prop_map(
+        |(initial_ms, gain_ms, extra)| LagCompensation {
+            initial_ms,
+            gain_ms,
+            max_ms: initial_ms + extra,
+        },
+    ));
+    (control(kind), prop::collection::vec(own, 6..=6), lag)
+        .prop_map(|(session, own, lag)| Controls { session, own, lag })
 }
 
 fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
@@ -205,6 +308,7 @@ fn case(mode: SyncMode) -> impl Strategy<Value = Case> {
                     version: Version::Any,
                     actor: Actor::Other,
                     only_if_active: false,
+                    lag_ms: None,
                 },
             );
             Case {
@@ -212,8 +316,38 @@ fn case(mode: SyncMode) -> impl Strategy<Value = Case> {
                 start_ms,
                 switch_limit,
                 steps,
+                controls: None,
             }
         })
+}
+
+/// A case under a time control: `per_participant` or `per_group` (hourglass:
+/// `per_participant` with two participants), some participants with their
+/// own control (`per_participant` only), lag compensation in half of them.
+fn control_case(kind: Kind) -> impl Strategy<Value = Case> {
+    let mode = if kind == Kind::Hourglass {
+        Just(SyncMode::PerParticipant).boxed()
+    } else {
+        prop_oneof![2 => Just(SyncMode::PerParticipant), 1 => Just(SyncMode::PerGroup)].boxed()
+    };
+    (mode.prop_flat_map(case), controls(kind)).prop_map(move |(mut c, mut ctl)| {
+        let mode = c.body["sync_mode"].as_str().unwrap_or_default().to_string();
+        if kind == Kind::Hourglass {
+            let ps = c.body["participants"].as_array_mut().expect("participants");
+            while ps.len() < 2 {
+                let mut p = ps[0].clone();
+                p["participant_id"] = json!(uuid(0xbeef_1000 + ps.len() as u128));
+                ps.push(p);
+            }
+            ps.truncate(2);
+        }
+        if mode != "per_participant" || kind == Kind::Hourglass {
+            ctl.own = vec![None; 6];
+        }
+        c.body["increment_ms"] = json!(0);
+        c.controls = Some(ctl);
+        c
+    })
 }
 
 #[derive(Default, Debug)]
@@ -233,6 +367,20 @@ struct Tally {
     recreate_refused: u64,
     /// `per_cycle` (with `auto_advance` cases) must reach the idle-cycle end.
     needs_idle_cycles: bool,
+    /// Time controls: byo-yomi periods that ran out.
+    periods_consumed: u64,
+    /// Stages begun after a stage's moves.
+    stage_transitions: u64,
+    /// Moves that got time back or waited out a delay.
+    delays_used: u64,
+    /// Canadian: main time over, blocks begun.
+    overtime_begun: u64,
+    /// Canadian: blocks whose moves were made and that were renewed.
+    blocks_renewed: u64,
+    /// Hourglass: time one participant used, given to the other.
+    hourglass_passed: u64,
+    /// Moves that had lag credited.
+    lag_credited: u64,
 }
 
 /// The harness's lifetimes: small, so that random cases reach them.
@@ -335,7 +483,14 @@ impl Harness {
         // A fresh session per run: shrinking re-runs cases with equal bodies.
         let mut body = c.body.clone();
         body["session_id"] = json!(uuid(0x5e55_0000_0000 + tally.cases as u128));
-        let create = common::create(&body);
+        let mut create = common::create(&body);
+        if let (Some(ctl), Command::Create(spec)) = (&c.controls, &mut create.command) {
+            spec.time_control = Some(ctl.session.clone());
+            spec.lag_compensation = ctl.lag;
+            for (p, own) in spec.participants.iter_mut().zip(&ctl.own) {
+                p.time_control = own.clone();
+            }
+        }
         let sid = create.session_id.clone();
         let keys = SessionKeys::new(&sid, Settings::default().shards);
         let engine = self.engines[&c.switch_limit].clone();
@@ -408,6 +563,7 @@ impl Harness {
                     }
                 },
                 only_if_active: s.only_if_active,
+                lag_ms: s.lag_ms,
             };
             let ctx = Ctx {
                 now_ms: now,
@@ -538,11 +694,78 @@ impl Harness {
                     at
                 );
             }
+            if let (Some(before), Some(after)) = (&state, &expect.state) {
+                if before.created_at == after.created_at {
+                    tally_controls(tally, before, after, &req, now);
+                }
+            }
             state = expect.state;
             window = expect.rate_window;
             tombstone = expect.tombstone;
         }
         Ok(())
+    }
+}
+
+/// Counts what the time controls did between two states of one session.
+fn tally_controls(t: &mut Tally, before: &SyncState, after: &SyncState, req: &Request, now: i64) {
+    let pairs = before.participants.iter().zip(&after.participants);
+    for (b, a) in pairs.clone() {
+        if a.periods_left < b.periods_left {
+            t.periods_consumed += 1;
+        }
+        if a.stage > b.stage {
+            t.stage_transitions += 1;
+        }
+        if a.overtime && !b.overtime {
+            t.overtime_begun += 1;
+        }
+        if a.overtime && b.overtime && a.moves_left > b.moves_left {
+            t.blocks_renewed += 1;
+        }
+    }
+    // A switch by the participant that was active: what its move was charged.
+    let (Command::Switch { .. }, Some(i), Some(started)) =
+        (&req.command, before.active_index(), before.cycle_started_at)
+    else {
+        return;
+    };
+    if after.version != before.version + 1
+        || after.participants[i].cycle_count <= before.participants[i].cycle_count
+    {
+        return;
+    }
+    let elapsed = (now - started.ms()).max(0);
+    let (b, a) = (&before.participants[i], &after.participants[i]);
+    if let (Some(qb), Some(qa), Some(lag)) =
+        (b.lag_quota_ms, a.lag_quota_ms, before.lag_compensation)
+    {
+        if qa < (qb + lag.gain_ms).min(lag.max_ms) {
+            t.lag_credited += 1;
+        }
+    }
+    let control = b.time_control.as_ref().or(before.time_control.as_ref());
+    let delay = match control {
+        Some(TimeControl::Bronstein { delay_ms }) | Some(TimeControl::SimpleDelay { delay_ms }) => {
+            *delay_ms
+        }
+        Some(TimeControl::Stages { stages }) => stages
+            .get(b.stage.unwrap_or(0) as usize)
+            .map_or(0, |s| s.delay_ms),
+        _ => 0,
+    };
+    if delay > 0
+        && elapsed > 0
+        && a.time_used_ms - b.time_used_ms == elapsed
+        && a.time_remaining_ms > b.time_remaining_ms - elapsed
+    {
+        t.delays_used += 1;
+    }
+    if control == Some(&TimeControl::Hourglass) {
+        let o = 1 - i;
+        if after.participants[o].time_remaining_ms > before.participants[o].time_remaining_ms {
+            t.hourglass_passed += 1;
+        }
     }
 }
 
@@ -658,4 +881,87 @@ fn global_matches_the_model() {
 #[test]
 fn count_up_matches_the_model() {
     run_mode(SyncMode::CountUp);
+}
+
+impl Tally {
+    /// Whether `kind`'s own events (and lag credits) have happened.
+    fn control_paths_hit(&self, kind: Kind) -> bool {
+        let own = match kind {
+            Kind::Fischer => true,
+            Kind::Bronstein | Kind::SimpleDelay => self.delays_used > 0,
+            Kind::Byoyomi => self.periods_consumed > 0,
+            Kind::Canadian => self.overtime_begun > 0 && self.blocks_renewed > 0,
+            Kind::Hourglass => self.hourglass_passed > 0,
+            Kind::Stages => self.stage_transitions > 0 && self.delays_used > 0,
+        };
+        own && self.expired > 0 && self.lag_credited > 0 && self.at_deadline > 0
+    }
+}
+
+fn run_control(kind: Kind) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = RedisServer::start();
+    let harness = std::cell::RefCell::new(rt.block_on(Harness::new(&server)));
+    let tally = std::cell::RefCell::new(Tally::default());
+    for _ in 0..4 {
+        let mut runner = TestRunner::new(Config {
+            cases: cases(),
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let result = runner.run(&control_case(kind), |c| {
+            rt.block_on(harness.borrow_mut().run(&c, &mut tally.borrow_mut()))
+        });
+        if let Err(e) = result {
+            panic!("{kind:?} differs from the model: {e}");
+        }
+        if tally.borrow().control_paths_hit(kind) {
+            break;
+        }
+    }
+    let tally = tally.into_inner();
+    eprintln!("differential {kind:?}: {tally:?}");
+    assert!(tally.cases >= 256, "at least 256 cases per control");
+    assert!(
+        tally.control_paths_hit(kind),
+        "{kind:?}: its own events did not all happen: {tally:?}"
+    );
+}
+
+#[test]
+fn fischer_matches_the_model() {
+    run_control(Kind::Fischer);
+}
+
+#[test]
+fn bronstein_matches_the_model() {
+    run_control(Kind::Bronstein);
+}
+
+#[test]
+fn simple_delay_matches_the_model() {
+    run_control(Kind::SimpleDelay);
+}
+
+#[test]
+fn byoyomi_matches_the_model() {
+    run_control(Kind::Byoyomi);
+}
+
+#[test]
+fn canadian_matches_the_model() {
+    run_control(Kind::Canadian);
+}
+
+#[test]
+fn hourglass_matches_the_model() {
+    run_control(Kind::Hourglass);
+}
+
+#[test]
+fn stages_match_the_model() {
+    run_control(Kind::Stages);
 }

@@ -22,6 +22,8 @@ export type CreateParticipant = {
   participant_id: string;
   /** Position, ≥ 0; participants are ordered by it. */
   participant_index: number;
+  /** **[ext]** This participant's own time control (`per_participant` only). */
+  time_control?: TimeControl | null;
   /** Initial bank. */
   total_time_ms: number;
 };
@@ -32,6 +34,8 @@ export type CreateSessionBody = {
   cycle_expiry?: CycleExpiry | null;
   /** Fischer increment. */
   increment_ms?: number | null;
+  /** **[ext]** Lag compensation (`per_participant` and `per_group`). */
+  lag_compensation?: LagCompensation | null;
   /** Stopwatch cap (`count_up`). */
   max_time_ms?: number | null;
   /** **[ext]** Client data (≤ 16 KiB). */
@@ -42,6 +46,11 @@ export type CreateSessionBody = {
   session_id: string;
   /** Clock semantics. */
   sync_mode: SyncMode;
+  /**
+   * **[ext]** The time control (`per_participant` and `per_group`); not
+   * together with `increment_ms` (a `fischer` control is stored as it).
+   */
+  time_control?: TimeControl | null;
   /** Time per turn; required for `per_cycle`. */
   time_per_cycle_ms?: number | null;
   /** Session-wide time (the countdown of `global`). */
@@ -55,6 +64,14 @@ export type CreateSessionBody = {
  * - `"auto_advance"`: The turn passes to the next participant and the session keeps running.
  */
 export type CycleExpiry = "expire" | "auto_advance";
+
+/**
+ * A delay's kind within a stage.
+ *
+ * - `"bronstein"`: Bronstein: the time used, up to the delay, is given back after the move.
+ * - `"simple"`: Simple (US) delay: the clock waits for the delay before it runs.
+ */
+export type DelayKind = "bronstein" | "simple";
 
 /** `details` of an [`ErrorObject`]. */
 export type ErrorDetails = Issue[] | ConflictDetails;
@@ -112,6 +129,19 @@ export type IssueCode =
   | "too_small"
   | "too_big";
 
+/**
+ * Lag compensation (opt in per session): the quota a participant's moves
+ * may claim network lag from, as Lichess does it.
+ */
+export type LagCompensation = {
+  /** Added to the quota after every move, up to `max_ms` (ms). */
+  gain_ms: number;
+  /** Each participant's quota at the start (ms). */
+  initial_ms: number;
+  /** The most a quota holds (ms). */
+  max_ms: number;
+};
+
 /** Client data kept verbatim (at most 16 KiB of compact JSON). */
 export type Metadata = Record<string, unknown>;
 
@@ -125,10 +155,37 @@ export type Participant = {
   has_expired: boolean;
   /** Whether it is this participant's turn. */
   is_active: boolean;
+  /**
+   * **[ext]** Lag compensation: the quota left (omitted unless the session
+   * compensates lag).
+   */
+  lag_quota_ms?: number | null;
+  /**
+   * **[ext]** Canadian: moves left in the block (once blocks began);
+   * stages: moves left in the stage (omitted for other controls).
+   */
+  moves_left?: number | null;
+  /**
+   * **[ext]** Canadian: main time is over and blocks began; the bank is
+   * then the block's time (omitted when false).
+   */
+  overtime?: boolean;
   /** Lower-case UUID. */
   participant_id: string;
   /** Position given at creation; participants are kept sorted by it. */
   participant_index: number;
+  /**
+   * **[ext]** Byo-yomi: periods left at the last checkpoint (omitted for
+   * other controls).
+   */
+  periods_left?: number | null;
+  /** **[ext]** Stages: the current stage, from 0 (omitted for other controls). */
+  stage?: number | null;
+  /**
+   * **[ext]** This participant's own time control, overriding the
+   * session's (omitted when unset).
+   */
+  time_control?: TimeControl | null;
   /**
    * The bank at the last checkpoint; live value for the active participant is
    * `time_remaining_ms - (server_now - cycle_started_at)`.
@@ -146,6 +203,27 @@ export type ProbeBody = {
   error?: string | null;
   /** `ok`, `ready` or `not_ready`. */
   status: string;
+};
+
+/**
+ * One stage of a multi-stage control (for example 40 moves in 90 min, then
+ * 30 min more, each with a 30 s increment).
+ */
+export type Stage = {
+  /**
+   * Time added to the bank when the stage begins (the first stage's time
+   * is the participant's `total_time_ms`, so it adds nothing; 0 when
+   * omitted).
+   */
+  add_ms?: number;
+  /** The kind of `delay_ms` (`bronstein` when omitted). */
+  delay_kind?: DelayKind;
+  /** Delay of each move in the stage (0 when omitted). */
+  delay_ms?: number;
+  /** Fischer increment of each move in the stage (0 when omitted). */
+  increment_ms?: number;
+  /** Moves in this stage; the last stage has none (it lasts to the end). */
+  moves?: number | null;
 };
 
 /**
@@ -170,6 +248,11 @@ export type Status =
 export type SwitchBody = {
   /** **[ext]** Same as `If-Match`. */
   expected_version?: number | null;
+  /**
+   * **[ext]** This move's network lag as the client estimates it (ms),
+   * credited from the mover's quota when the session compensates lag.
+   */
+  lag_ms?: number | null;
   /** Who plays next (default: rotation). */
   next_participant_id?: string | null;
 };
@@ -236,6 +319,8 @@ export type SyncState = {
   idle_cycles?: number;
   /** Fischer increment added to the bank on switch. */
   increment_ms: number;
+  /** **[ext]** Lag compensation, when the session opted in (omitted otherwise). */
+  lag_compensation?: LagCompensation | null;
   /** Cap of a `count_up` stopwatch (omitted when unset). */
   max_time_ms?: number | null;
   /** **[ext]** Client data, kept verbatim (omitted when unset). */
@@ -254,6 +339,11 @@ export type SyncState = {
   status: Status;
   /** How the clock runs. */
   sync_mode: SyncMode;
+  /**
+   * **[ext]** The session's time control (omitted when unset: Fischer
+   * with `increment_ms`).
+   */
+  time_control?: TimeControl | null;
   /** Time per turn (`per_cycle`). */
   time_per_cycle_ms: number | null;
   /** The session-wide time (the bank of `global` mode). */
@@ -263,6 +353,46 @@ export type SyncState = {
   /** 1 at create, +1 per mutation. */
   version: number;
 };
+
+/** **[ext]** A time control (docs/API.md §4.1). */
+export type TimeControl =
+  | {
+    /** Added after each move (ms). */
+    increment_ms: number;
+    type: "fischer";
+  }
+  | {
+    /** The most a move gets back (ms). */
+    delay_ms: number;
+    type: "bronstein";
+  }
+  | {
+    /** The wait before the clock runs (ms). */
+    delay_ms: number;
+    type: "simple_delay";
+  }
+  | {
+    /** Length of each period (ms). */
+    period_ms: number;
+    /** Periods after main time. */
+    periods: number;
+    type: "byoyomi";
+  }
+  | {
+    /** Moves per block. */
+    moves: number;
+    /** Time per block (ms). */
+    period_ms: number;
+    type: "canadian";
+  }
+  | {
+    type: "hourglass";
+  }
+  | {
+    /** The stages, in order; every one but the last has `moves`. */
+    stages: Stage[];
+    type: "stages";
+  };
 
 /** The body of `GET /v1/time` (not wrapped in `data`, as the contract shows it). */
 export type TimeResponse = {
