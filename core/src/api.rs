@@ -498,7 +498,13 @@ pub fn switch_lag(body: &Value) -> Result<Option<i64>, ApiError> {
             ))
         }
     };
-    match n.as_i64() {
+    // An integral float is an integer (as everywhere in validation).
+    let exact = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+            .map(|f| f as i64)
+    });
+    match exact {
         Some(v) if v < LAG.min => Err(invalid(LAG.field, LAG.too_small, IssueCode::TooSmall)),
         Some(v) if v > LAG.max => Err(invalid(LAG.field, LAG.too_big, IssueCode::TooBig)),
         Some(v) => Ok(Some(v)),
@@ -810,10 +816,18 @@ mod tests {
                 next_participant_id: Some(SID.into())
             }))
         );
+        assert_eq!(switch_lag(&json!({"lag_ms": 120})), Ok(Some(120)));
+        assert_eq!(switch_lag(&json!({"lag_ms": null})), Ok(None));
+        assert_eq!(switch_lag(&json!({"lag_ms": 60_000.0})), Ok(Some(60_000)));
         for bad in [
             json!({"next_participant_id": "x"}),
             json!({"next_participant_id": 3}),
             json!([1]),
+            json!({"lag_ms": -1}),
+            json!({"lag_ms": 60_001}),
+            json!({"lag_ms": 1.5}),
+            json!({"lag_ms": "5"}),
+            json!({"lag_ms": 1e30}),
         ] {
             assert_eq!(
                 command(&r, &bad).unwrap_err().code(),

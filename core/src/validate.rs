@@ -1892,4 +1892,162 @@ mod tests {
             check_outcome(validate_create(&body))?;
         }
     }
+
+    #[test]
+    fn time_controls_are_read_and_refused_by_their_rules() {
+        use crate::control::{DelayKind, LagCompensation, Stage, TimeControl};
+        let tc = |v: Value| with("time_control", v);
+        assert_eq!(
+            ok(tc(
+                json!({"type": "byoyomi", "periods": 5, "period_ms": 30_000})
+            ))
+            .time_control,
+            Some(TimeControl::Byoyomi {
+                periods: 5,
+                period_ms: 30_000
+            })
+        );
+        // Fischer is stored as increment_ms: one declaration on the wire.
+        let f = ok(tc(json!({"type": "fischer", "increment_ms": 2_000})));
+        assert_eq!((f.increment_ms, f.time_control), (2_000, None));
+        let s = ok(tc(json!({"type": "stages", "stages": [
+            {"moves": 40, "increment_ms": 30_000},
+            {"add_ms": 1_800_000, "delay_ms": 5_000, "delay_kind": "simple"}]})));
+        assert_eq!(
+            s.time_control,
+            Some(TimeControl::Stages {
+                stages: vec![
+                    Stage {
+                        moves: Some(40),
+                        increment_ms: 30_000,
+                        ..Stage::default()
+                    },
+                    Stage {
+                        add_ms: 1_800_000,
+                        delay_ms: 5_000,
+                        delay_kind: DelayKind::Simple,
+                        ..Stage::default()
+                    },
+                ]
+            })
+        );
+        assert_one(
+            tc(json!({"type": "sandglass"})),
+            "time_control.type",
+            "Invalid time control. Must be one of: fischer, bronstein, simple_delay, byoyomi, canadian, hourglass, stages",
+            IssueCode::InvalidValue,
+        );
+        assert_one(
+            tc(json!({"type": "bronstein", "delay_ms": 60_001})),
+            "time_control.delay_ms",
+            "Delay cannot exceed 60000ms (1 minute)",
+            IssueCode::TooBig,
+        );
+        assert_one(
+            tc(json!({"type": "byoyomi", "periods": 0, "period_ms": 30_000})),
+            "time_control.periods",
+            "Periods must be at least 1",
+            IssueCode::TooSmall,
+        );
+        assert_one(
+            tc(json!({"type": "stages", "stages": [{"moves": 40}, {"moves": 10}]})),
+            "time_control.stages.1.moves",
+            "The last stage lasts to the end: it has no moves",
+            IssueCode::InvalidValue,
+        );
+        assert_one(
+            tc(json!({"type": "stages", "stages": [{"add_ms": 5}]})),
+            "time_control.stages.0.add_ms",
+            "The first stage's time is total_time_ms: it adds nothing",
+            IssueCode::InvalidValue,
+        );
+        assert_one(
+            tc(json!({"type": "stages", "stages": [{}, {}]})),
+            "time_control.stages.0.moves",
+            "Invalid input: expected number, received undefined",
+            IssueCode::InvalidType,
+        );
+        // Both declarations of an increment.
+        let mut both = tc(json!({"type": "bronstein", "delay_ms": 2_000}));
+        both["increment_ms"] = json!(0);
+        assert_one(
+            both,
+            "increment_ms",
+            "Give either increment_ms or time_control, not both",
+            IssueCode::InvalidValue,
+        );
+        // Modes without controls.
+        let mut cycle = tc(json!({"type": "bronstein", "delay_ms": 2_000}));
+        cycle["sync_mode"] = json!("global");
+        assert_one(
+            cycle,
+            "time_control",
+            "time_control applies only to per_participant and per_group mode",
+            IssueCode::InvalidValue,
+        );
+        // Hourglass: two participants, one control.
+        let hg = ok(tc(json!({"type": "hourglass"})));
+        assert_eq!(hg.time_control, Some(TimeControl::Hourglass));
+        let mut three = tc(json!({"type": "hourglass"}));
+        three["participants"]
+            .as_array_mut()
+            .unwrap()
+            .push(participant(3, 2));
+        assert_one(
+            three,
+            "time_control",
+            "hourglass needs per_participant mode with exactly two participants",
+            IssueCode::InvalidValue,
+        );
+        assert_one(
+            with("participants.0.time_control", json!({"type": "hourglass"})),
+            "participants.0.time_control",
+            "hourglass applies to the session, not to one participant",
+            IssueCode::InvalidValue,
+        );
+        // A participant's own control.
+        let own = ok(with(
+            "participants.1.time_control",
+            json!({"type": "simple_delay", "delay_ms": 5_000}),
+        ));
+        assert_eq!(
+            own.participants[1].time_control,
+            Some(TimeControl::SimpleDelay { delay_ms: 5_000 })
+        );
+        let mut grouped = with("participants.1.time_control", json!({"type": "hourglass"}));
+        grouped["sync_mode"] = json!("per_group");
+        assert!(issues(&grouped).iter().any(|i| i.message
+            == "A participant's own time_control applies only to per_participant mode"));
+        // Lag compensation.
+        let lag = ok(with(
+            "lag_compensation",
+            json!({"initial_ms": 500, "gain_ms": 100, "max_ms": 1_000}),
+        ));
+        assert_eq!(
+            lag.lag_compensation,
+            Some(LagCompensation {
+                initial_ms: 500,
+                gain_ms: 100,
+                max_ms: 1_000
+            })
+        );
+        assert_one(
+            with(
+                "lag_compensation",
+                json!({"initial_ms": 500, "gain_ms": 100, "max_ms": 100}),
+            ),
+            "lag_compensation.max_ms",
+            "Quota maximum cannot be below the initial quota",
+            IssueCode::TooSmall,
+        );
+        assert_one(
+            with(
+                "lag_compensation",
+                json!({"initial_ms": 500, "gain_ms": 100}),
+            ),
+            "lag_compensation.max_ms",
+            "Invalid input: expected number, received undefined",
+            IssueCode::InvalidType,
+        );
+    }
 }

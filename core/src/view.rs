@@ -105,6 +105,20 @@ pub struct Clock {
     pub is_active: bool,
     /// Whether this participant's time ran out.
     pub has_expired: bool,
+    /// Until this clock falls if it runs (live for the active participant;
+    /// `None` without a bank).
+    pub until_fall_ms: Option<i64>,
+    /// The delay still to run in this turn (simple delay), or that a move now
+    /// gets back in full (Bronstein); 0 otherwise.
+    pub delay_left_ms: i64,
+    /// Byo-yomi: the running period's time left, once main time is over.
+    pub period_left_ms: Option<i64>,
+    /// Byo-yomi: periods left, the running one included.
+    pub periods_left: Option<u32>,
+    /// Canadian: moves left in the block; stages: moves left in the stage.
+    pub moves_left: Option<u32>,
+    /// Stages: the current stage (from 0).
+    pub stage: Option<u32>,
 }
 
 /// Every participant's clock at `now_ms`.
@@ -134,19 +148,32 @@ pub fn clocks(st: &SyncState, now_ms: i64) -> Vec<Clock> {
     let sharers = running
         .map(|(i, _)| bank_sharers(st, i))
         .unwrap_or_default();
+    let elapsed = running.map_or(0, |(_, e)| e);
+    // Hourglass: what the running clock uses goes to the other one.
+    let hourglass = running
+        .filter(|&(i, _)| control_of(st, i) == Some(TimeControl::Hourglass))
+        .map(|(i, _)| 1 - i);
     st.participants
         .iter()
         .enumerate()
         .map(|(j, p)| {
-            let elapsed = running.map_or(0, |(_, e)| e);
             let live = has_bank(st) && sharers.contains(&j);
+            let control = control_of(st, j);
+            let at = if live { elapsed } else { 0 };
+            let view = control
+                .as_ref()
+                .map(|c| control::live(c, &clock_of(st, j), at));
+            let mut remaining_ms = match (&view, live) {
+                (Some(v), _) => v.main_ms,
+                (None, true) => (p.time_remaining_ms - elapsed).max(0),
+                (None, false) => p.time_remaining_ms,
+            };
+            if hourglass == Some(j) {
+                remaining_ms += elapsed;
+            }
             Clock {
                 participant_id: p.participant_id.clone(),
-                remaining_ms: if live {
-                    (p.time_remaining_ms - elapsed).max(0)
-                } else {
-                    p.time_remaining_ms
-                },
+                remaining_ms,
                 used_ms: p.time_used_ms
                     + if running.map(|(i, _)| i) == Some(j) {
                         elapsed
@@ -155,7 +182,96 @@ pub fn clocks(st: &SyncState, now_ms: i64) -> Vec<Clock> {
                     },
                 is_active: p.is_active,
                 has_expired: p.has_expired,
+                until_fall_ms: match &view {
+                    Some(v) => {
+                        Some(v.until_fall_ms + if hourglass == Some(j) { elapsed } else { 0 })
+                    }
+                    None if has_bank(st) => Some(remaining_ms),
+                    None => None,
+                },
+                delay_left_ms: view.filter(|_| live).map_or(0, |v| v.delay_left_ms),
+                period_left_ms: view.and_then(|v| v.period_left_ms),
+                periods_left: p.periods_left.and(view.map(|v| v.periods_left)),
+                moves_left: p.moves_left.and(view.map(|v| v.moves_left)),
+                stage: p.stage,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{apply, Ctx};
+    use crate::{validate::validate_create, Command, Request};
+    use serde_json::json;
+
+    const A: &str = "00000000-0000-4000-8000-0000000000a1";
+    const B: &str = "00000000-0000-4000-8000-0000000000a2";
+
+    /// A two-player session under `control`, started at t = 1000.
+    fn started(control: serde_json::Value, bank: i64) -> SyncState {
+        let body = json!({"session_id": "00000000-0000-4000-8000-000000000001",
+            "sync_mode": "per_participant", "total_time_ms": bank, "time_control": control,
+            "participants": [
+                {"participant_id": A, "participant_index": 0, "total_time_ms": bank},
+                {"participant_id": B, "participant_index": 1, "total_time_ms": bank}]});
+        let spec = validate_create(&body).expect("valid");
+        let id = spec.session_id.clone();
+        let created = apply(
+            None,
+            None,
+            &Request::new(&id, Command::Create(Box::new(spec))),
+            &Ctx::at(0),
+        )
+        .state
+        .expect("created");
+        apply(
+            Some(&created),
+            None,
+            &Request::new(&id, Command::Start),
+            &Ctx::at(1_000),
+        )
+        .state
+        .expect("started")
+    }
+
+    #[test]
+    fn byoyomi_shows_the_running_period_and_falls_at_the_last() {
+        let st = started(
+            json!({"type": "byoyomi", "periods": 3, "period_ms": 10_000}),
+            5_000,
+        );
+        assert_eq!(deadline_ms(&st), Some(1_000 + 5_000 + 30_000));
+        let c = &clocks(&st, 1_000 + 17_000)[0];
+        // Main time over 12 s ago: the first period ran out, 8 s left in the second.
+        assert_eq!(
+            (
+                c.remaining_ms,
+                c.periods_left,
+                c.period_left_ms,
+                c.until_fall_ms
+            ),
+            (0, Some(2), Some(8_000), Some(18_000))
+        );
+        // The waiting player's periods are all there.
+        assert_eq!(clocks(&st, 18_000)[1].periods_left, Some(3));
+    }
+
+    #[test]
+    fn a_simple_delay_holds_the_clock_and_hourglass_fills_the_other() {
+        let st = started(json!({"type": "simple_delay", "delay_ms": 5_000}), 60_000);
+        let c = &clocks(&st, 1_000 + 3_000)[0];
+        assert_eq!(
+            (c.remaining_ms, c.delay_left_ms, c.until_fall_ms),
+            (60_000, 2_000, Some(62_000))
+        );
+        let c = &clocks(&st, 1_000 + 9_000)[0];
+        assert_eq!((c.remaining_ms, c.delay_left_ms), (56_000, 0));
+        assert_eq!(deadline_ms(&st), Some(1_000 + 65_000));
+
+        let st = started(json!({"type": "hourglass"}), 60_000);
+        let c = clocks(&st, 1_000 + 7_000);
+        assert_eq!((c[0].remaining_ms, c[1].remaining_ms), (53_000, 67_000));
+    }
 }
