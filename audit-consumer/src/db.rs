@@ -57,7 +57,10 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
         Vec::with_capacity(n),
     );
     let mut created = Vec::with_capacity(n);
+    let (mut claimed, mut credited) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in rows {
+        claimed.push(r.event.lag.map(|l| l.0));
+        credited.push(r.event.lag.map(|l| l.1));
         ids.push(r.event_id.as_str());
         shards.push(r.shard as i16);
         sids.push(r.event.session_id.as_str());
@@ -71,11 +74,12 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
     let done = sqlx::query(
         "INSERT INTO sync_events
              (event_id, shard, session_id, event_type, version, occurred_at, actor, snapshot,
-              session_created_at)
-         SELECT e, s, sid, t, v, to_timestamp(at / 1000.0), a, snap::jsonb, to_timestamp(c / 1000.0)
+              session_created_at, lag_claimed_ms, lag_credited_ms)
+         SELECT e, s, sid, t, v, to_timestamp(at / 1000.0), a, snap::jsonb, to_timestamp(c / 1000.0),
+                lc, lr
          FROM UNNEST($1::text[], $2::int2[], $3::text[], $4::text[], $5::int8[],
-                     $6::int8[], $7::text[], $8::text[], $9::int8[])
-              AS u(e, s, sid, t, v, at, a, snap, c)
+                     $6::int8[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
+              AS u(e, s, sid, t, v, at, a, snap, c, lc, lr)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&ids)
@@ -87,6 +91,8 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
     .bind(&actors)
     .bind(&snaps)
     .bind(&created)
+    .bind(&claimed)
+    .bind(&credited)
     .execute(&mut *conn)
     .await?;
     let events = done.rows_affected();

@@ -257,3 +257,34 @@ async fn the_migration_gives_existing_rows_their_incarnation() {
     );
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_records_the_lag_it_claimed_and_the_lag_credited() {
+    let s = stack().await;
+    let (mut c, _) = s.consumer("lag", ConsumerConfig::default()).await;
+    let sid = fixtures::uuid(0xF_0002);
+    let mut body = fixtures::body(&sid, "per_participant", 2, 600_000);
+    body["lag_compensation"] =
+        serde_json::json!({"initial_ms": 300, "gain_ms": 50, "max_ms": 1_000});
+    run(&s, fixtures::create(&body).unwrap()).await;
+    run(&s, Request::new(&sid, Cmd::Start)).await;
+    // Each player has its own quota of 300 (+50 a move, at most 1,000):
+    // white claims 200 (all credited, 150 left), black claims 1,000 (its 300
+    // credited), white claims 1,000 again (its 150 credited).
+    for claim in [200, 1_000, 1_000] {
+        let mut req = switch(&sid);
+        req.lag_ms = Some(claim);
+        run(&s, req).await;
+    }
+    drain(&mut c, &s, 5).await;
+    let rows = s.db.query(&format!(
+        "SELECT version, event_type, lag_claimed_ms, lag_credited_ms FROM sync_events \
+         WHERE session_id = '{sid}' ORDER BY version"
+    ));
+    assert_eq!(
+        rows,
+        "1|session_created||\n2|session_started||\n\
+         3|participant_switched|200|200\n4|participant_switched|1000|300\n\
+         5|participant_switched|1000|150"
+    );
+}

@@ -311,6 +311,10 @@ local function charge(st, i, elapsed)
   end
 end
 
+-- The lag of the switch being applied, '<claimed>,<credited>', for its audit
+-- event (sessions that compensate lag only).
+local switch_lag = nil
+
 -- A move: the claimed lag is credited from the quota first.
 local function charge_move(st, i, elapsed)
   local p = st.participants[i]
@@ -327,6 +331,7 @@ local function charge_move(st, i, elapsed)
     if quota > lmax then quota = lmax end
     p.lag_quota = quota
     e = max(0, elapsed - credited)
+    switch_lag = claim .. ',' .. credited
   end
   p.time_used_ms = p.time_used_ms + e
   local c = control_of(st, i)
@@ -565,13 +570,11 @@ end
 -- effects ------------------------------------------------------------------
 
 local function xadd(ev)
-  if ARGV[5] ~= '' then
-    redis.call('XADD', KEYS[3], '*', 'type', ev[1], 'sid', ARGV[2], 'v', ev[2],
-      'at', ev[3], 'actor', ARGV[5], 'snap', ev[4])
-  else
-    redis.call('XADD', KEYS[3], '*', 'type', ev[1], 'sid', ARGV[2], 'v', ev[2],
-      'at', ev[3], 'snap', ev[4])
-  end
+  local f = { 'XADD', KEYS[3], '*', 'type', ev[1], 'sid', ARGV[2], 'v', ev[2], 'at', ev[3] }
+  if ARGV[5] ~= '' then f[#f + 1], f[#f + 2] = 'actor', ARGV[5] end
+  if ev[5] then f[#f + 1], f[#f + 2] = 'lag', ev[5] end
+  f[#f + 1], f[#f + 2] = 'snap', ev[4]
+  redis.call(unpack(f))
 end
 
 -- The shard's earliest scheduled session, as a JSON value for the expire
@@ -616,7 +619,9 @@ end
 local function event(events, st, t, now, by_command)
   if by_command then st.idle_cycles = 0 end
   bump(st, now)
-  events[#events + 1] = { t, st.version, now, encode_state(st) }
+  local lag = nil
+  if by_command and t == 'participant_switched' then lag = switch_lag end
+  events[#events + 1] = { t, st.version, now, encode_state(st), lag }
 end
 
 local function state_header(expired)

@@ -74,7 +74,8 @@ impl EventType {
 /// One entry of a shard's audit stream.
 ///
 /// Stream fields: `type`, `sid`, `v`, `at` (epoch ms), `actor` (only when
-/// known), `snap` (the full snapshot after the transition as a
+/// known), `lag` (`<claimed>,<credited>` ms, only for a switch of a session
+/// that compensates lag), `snap` (the full snapshot after the transition as a
 /// [`crate::record`]; for `session_deleted`, the last stored state).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -89,6 +90,9 @@ pub struct AuditEvent {
     pub at_ms: i64,
     /// The caller (JWT `sub`), when known.
     pub actor: Option<String>,
+    /// A switch in a session that compensates lag: the lag the move claimed
+    /// and the lag credited from the mover's quota (ms).
+    pub lag: Option<(i64, i64)>,
     /// The snapshot, as a [`crate::record`].
     pub snapshot: String,
 }
@@ -110,6 +114,9 @@ impl AuditEvent {
         if let Some(a) = &self.actor {
             f.push(("actor", a.clone()));
         }
+        if let Some((claimed, credited)) = self.lag {
+            f.push(("lag", format!("{claimed},{credited}")));
+        }
         f.push(("snap", self.snapshot.clone()));
         f
     }
@@ -118,8 +125,8 @@ impl AuditEvent {
     pub fn from_fields<'a>(
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<AuditEvent, MalformedEvent> {
-        let (mut t, mut sid, mut v, mut at, mut actor, mut snap) =
-            (None, None, None, None, None, None);
+        let (mut t, mut sid, mut v, mut at, mut actor, mut snap, mut lag) =
+            (None, None, None, None, None, None, None);
         for (k, val) in fields {
             match k {
                 "type" => t = Some(val),
@@ -128,6 +135,7 @@ impl AuditEvent {
                 "at" => at = Some(val),
                 "actor" => actor = Some(val.to_string()),
                 "snap" => snap = Some(val),
+                "lag" => lag = Some(val),
                 _ => {}
             }
         }
@@ -146,6 +154,14 @@ impl AuditEvent {
                 .parse()
                 .map_err(|_| MalformedEvent("bad at".into()))?,
             actor,
+            lag: match lag {
+                None => None,
+                Some(l) => {
+                    let bad = || MalformedEvent("bad lag".into());
+                    let (a, b) = l.split_once(',').ok_or_else(bad)?;
+                    Some((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+                }
+            },
             snapshot: snap.ok_or_else(|| missing("snap"))?.to_string(),
         })
     }
@@ -230,11 +246,29 @@ mod tests {
             version: 3,
             at_ms: 42,
             actor: Some("a".into()),
+            lag: None,
             snapshot: "{}".into(),
         };
         let f = e.to_fields();
         let back = AuditEvent::from_fields(f.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
         assert_eq!(back, e);
+        let lagged = AuditEvent {
+            lag: Some((250, 120)),
+            ..e.clone()
+        };
+        let f = lagged.to_fields();
+        assert!(f.contains(&("lag", "250,120".to_string())));
+        let back = AuditEvent::from_fields(f.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(back, lagged);
+        assert!(AuditEvent::from_fields([
+            ("type", "session_paused"),
+            ("sid", "s"),
+            ("v", "1"),
+            ("at", "1"),
+            ("lag", "x"),
+            ("snap", "")
+        ])
+        .is_err());
         assert!(AuditEvent::from_fields([("type", "nope")]).is_err());
     }
 

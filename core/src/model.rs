@@ -129,8 +129,10 @@ pub fn apply(
         version,
         at_ms: now,
         actor: req.actor.clone(),
+        lag: None,
         snapshot: record::encode(st),
     };
+    let mut lag = None;
 
     match &req.command {
         Command::Create(spec) => {
@@ -235,7 +237,14 @@ pub fn apply(
         }
         Command::Switch {
             next_participant_id,
-        } => switch(&mut st, next_participant_id.as_deref(), req.lag_ms, now).map(Some),
+        } => switch(
+            &mut st,
+            next_participant_id.as_deref(),
+            req.lag_ms,
+            &mut lag,
+            now,
+        )
+        .map(Some),
         Command::Start => start(&mut st, now).map(Some),
         Command::Pause => pause(&mut st, now).map(Some),
         Command::Resume => resume(&mut st, now).map(Some),
@@ -248,7 +257,10 @@ pub fn apply(
             if let Some(t) = t {
                 st.idle_cycles = 0;
                 bump(&mut st, now);
-                out.events.push(event(t, &st, st.version));
+                out.events.push(AuditEvent {
+                    lag,
+                    ..event(t, &st, st.version)
+                });
                 changed = true;
             }
             Ok(Reply::State {
@@ -403,14 +415,24 @@ fn charge(st: &mut SyncState, i: usize, elapsed: i64) {
 
 /// Charges a move made `elapsed` into participant `i`'s turn: the lag it
 /// claims is credited from its quota first (when the session compensates
-/// lag), then its control charges the rest ([`control::on_move`]).
-fn charge_move(st: &mut SyncState, i: usize, elapsed: i64, lag_ms: Option<i64>) {
+/// lag), then its control charges the rest ([`control::on_move`]). Returns
+/// the lag claimed and credited, for the audit event, when the session
+/// compensates lag.
+fn charge_move(
+    st: &mut SyncState,
+    i: usize,
+    elapsed: i64,
+    lag_ms: Option<i64>,
+) -> Option<(i64, i64)> {
     let mut e = elapsed;
+    let mut noted = None;
     if let Some(lag) = st.lag_compensation {
+        let claimed = lag_ms.unwrap_or(0).max(0);
         let quota = st.participants[i].lag_quota_ms.unwrap_or(lag.initial_ms);
-        let (credited, quota) = lag.credit(lag_ms.unwrap_or(0), quota);
+        let (credited, quota) = lag.credit(claimed, quota);
         st.participants[i].lag_quota_ms = Some(quota);
         e = (elapsed - credited).max(0);
+        noted = Some((claimed, credited));
     }
     st.participants[i].time_used_ms += e;
     if let Some(c) = control_of(st, i) {
@@ -422,6 +444,7 @@ fn charge_move(st: &mut SyncState, i: usize, elapsed: i64, lag_ms: Option<i64>) 
         let bank = st.participants[i].time_remaining_ms - e;
         set_bank(st, i, bank);
     }
+    noted
 }
 
 fn running_turn(st: &SyncState, now: i64) -> Option<(usize, i64)> {
@@ -580,6 +603,7 @@ fn switch(
     st: &mut SyncState,
     next: Option<&str>,
     lag_ms: Option<i64>,
+    lag: &mut Option<(i64, i64)>,
     now: i64,
 ) -> Result<EventType, DomainError> {
     if st.status != Status::Running {
@@ -597,7 +621,7 @@ fn switch(
     let Some((i, elapsed)) = running_turn(st, now) else {
         return Err(refuse(st, Action::Switch));
     };
-    charge_move(st, i, elapsed, lag_ms);
+    *lag = charge_move(st, i, elapsed, lag_ms);
     st.participants[i].cycle_count += 1;
     let target = named.unwrap_or_else(|| rotation(st, i));
     if st.sync_mode == SyncMode::PerCycle {

@@ -720,9 +720,6 @@ fn tally_controls(t: &mut Tally, before: &SyncState, after: &SyncState, req: &Re
         if a.overtime && !b.overtime {
             t.overtime_begun += 1;
         }
-        if a.overtime && b.overtime && a.moves_left > b.moves_left {
-            t.blocks_renewed += 1;
-        }
     }
     // A switch by the participant that was active: what its move was charged.
     let (Command::Switch { .. }, Some(i), Some(started)) =
@@ -760,6 +757,12 @@ fn tally_controls(t: &mut Tally, before: &SyncState, after: &SyncState, req: &Re
         && a.time_remaining_ms > b.time_remaining_ms - elapsed
     {
         t.delays_used += 1;
+    }
+    // Canadian: the block's last move renews it (a fresh block, all its moves).
+    if let Some(TimeControl::Canadian { moves, period_ms }) = control {
+        if a.overtime && a.moves_left == Some(*moves) && a.time_remaining_ms == *period_ms {
+            t.blocks_renewed += 1;
+        }
     }
     if control == Some(&TimeControl::Hourglass) {
         let o = 1 - i;
