@@ -732,6 +732,110 @@ async fn every_rest_command_is_one_redis_call(t: Transport) {
 }
 
 /// One `#[tokio::test]` per transport of each test.
+/// Time controls and lag compensation over HTTP: a byo-yomi session keeps
+/// its periods in the state, a switch's lag is credited from the mover's
+/// quota and audited, and the rules of a control are refused with the field.
+async fn time_controls_and_lag_over_http(t: Transport) {
+    let api = Api::new(t);
+    let auth = admin();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    let mut b = create_body(&sid, &p1, &p2);
+    b["time_control"] = json!({"type": "byoyomi", "periods": 5, "period_ms": 30000});
+    b["lag_compensation"] = json!({"initial_ms": 400, "gain_ms": 100, "max_ms": 1000});
+    let r = api
+        .call(Method::POST, "/v1/sessions", Some(&auth), &[], Some(b))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let st = body(r).await["data"].clone();
+    assert_eq!(
+        st["time_control"],
+        json!({"type": "byoyomi", "periods": 5, "period_ms": 30000})
+    );
+    assert_eq!(st["participants"][0]["periods_left"], 5);
+    assert_eq!(st["participants"][0]["lag_quota_ms"], 400);
+    let r = api
+        .send(Method::POST, &format!("/v1/sessions/{sid}/start"), &auth)
+        .await;
+    let started = body(r).await["data"].clone();
+    // The deadline counts every period: 60 s of main time + 5 × 30 s.
+    let cs =
+        synckairos_core::time::parse_iso(started["cycle_started_at"].as_str().unwrap()).unwrap();
+    let exp = synckairos_core::time::parse_iso(started["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(exp - cs, 60_000 + 150_000);
+    let path = format!("/v1/sessions/{sid}/switch");
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&auth),
+            &[],
+            Some(json!({"lag_ms": 10000})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let st = body(
+        api.send(Method::GET, &format!("/v1/sessions/{sid}"), &auth)
+            .await,
+    )
+    .await["data"]
+        .clone();
+    // A huge claim gets the quota (400) and no more: 400 + 100 − 400.
+    assert_eq!(st["participants"][0]["lag_quota_ms"], 100);
+    let keys = SessionKeys::new(&sid, synckairos_core::keys::DEFAULT_SHARDS);
+    let lags: Vec<Option<(i64, i64)>> = api
+        .stack
+        .redis
+        .stream_entries(&keys.audit)
+        .iter()
+        .map(|(_, f)| {
+            AuditEvent::from_fields(f.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
+        })
+        .filter(|e| e.session_id == sid)
+        .map(|e| e.lag)
+        .collect();
+    assert_eq!(lags, vec![None, None, Some((10_000, 400))]);
+    // Refusals name the field.
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&auth),
+            &[],
+            Some(json!({"lag_ms": -1})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(r).await["error"]["details"][0]["field"], "lag_ms");
+    for (control, field) in [
+        (
+            json!({"type": "byoyomi", "periods": 0, "period_ms": 30000}),
+            "time_control.periods",
+        ),
+        (
+            json!({"type": "stages", "stages": [{"moves": 40}, {"moves": 1}]}),
+            "time_control.stages.1.moves",
+        ),
+        (json!({"type": "hourglass", "increment": 1}), ""),
+    ] {
+        let mut b = create_body(&uuid(), &p1, &p2);
+        b["time_control"] = control.clone();
+        if field.is_empty() {
+            b["increment_ms"] = json!(1000);
+        }
+        let r = api
+            .call(Method::POST, "/v1/sessions", Some(&auth), &[], Some(b))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{control}");
+        let e = body(r).await;
+        let want = if field.is_empty() {
+            "increment_ms"
+        } else {
+            field
+        };
+        assert_eq!(e["error"]["details"][0]["field"], want, "{e}");
+    }
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod edge {
@@ -784,4 +888,5 @@ both!(
     auth_fails_closed_without_a_key,
     the_rest_of_the_routes_and_refusals,
     every_rest_command_is_one_redis_call,
+    time_controls_and_lag_over_http,
 );
