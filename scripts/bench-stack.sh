@@ -9,11 +9,20 @@
 # Debian's wrk (--wrk switch|get: one thread, WRK_SESSIONS running sessions,
 # WRK_SECS seconds, WRK_CONNECTIONS connections, a `{}` switch body). Prints
 # the result, then the CPU each process used per request while it ran (from
-# /proc, which holds on a noisy machine better than throughput does).
+# /proc, which holds on a noisy machine better than throughput does), the time
+# Redis spent in scripts (INFO commandstats) over the same window, and (loadgen
+# with a warm-up) each script's own time from a SLOWLOG sample of the warm-up.
 #
 #   scripts/bench-stack.sh --shape self-hosted --sessions 1000 --concurrency 16
 #   scripts/bench-stack.sh --shape edge --wrk switch
 #   scripts/bench-stack.sh --shape self-hosted --mode ws-fanout --clients-per-session 10 --rate 1000
+#   scripts/bench-stack.sh --shape edge --sessions 1000 --concurrency 16 --control byoyomi
+#
+# --control fischer|bronstein|byoyomi (anywhere in the arguments) is the time
+# control of every session the run creates, through loadgen or for wrk:
+# fischer (the default) is the body without `time_control` (increment 0),
+# bronstein {"type":"bronstein","delay_ms":2000}, byoyomi
+# {"type":"byoyomi","periods":5,"period_ms":30000}.
 #
 # The servers run with AUTH_MODE=disabled and no per-address limits
 # (IP_RATE_LIMIT=0, CONNECTIONS_PER_IP_PER_SECOND=0, MAX_CONNECTIONS_PER_IP=0:
@@ -33,6 +42,23 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$shape" in edge | self-hosted) ;; *) log "--shape edge|self-hosted"; exit 2 ;; esac
+# --control may come anywhere among loadgen's arguments: taken out here, and
+# given to loadgen (or used for wrk's sessions) below.
+control=fischer rest=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --control) control=${2:-}; shift 2 || shift ;;
+    --control=*) control=${1#--control=}; shift ;;
+    *) rest+=("$1"); shift ;;
+  esac
+done
+set -- ${rest[@]+"${rest[@]}"}
+case "$control" in
+  fischer) time_control= ;;
+  bronstein) time_control='"time_control":{"type":"bronstein","delay_ms":2000},' ;;
+  byoyomi) time_control='"time_control":{"type":"byoyomi","periods":5,"period_ms":30000},' ;;
+  *) log "--control fischer|bronstein|byoyomi"; exit 2 ;;
+esac
 ensure_redis_binary
 ensure_postgres_running
 command -v jq >/dev/null || apt_install jq
@@ -44,6 +70,16 @@ fi
 cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-loadgen \
   -p synckairos-fanout-gateway -p synckairos-audit-consumer
 bin=${CARGO_TARGET_DIR:-target}/release
+# The scripts' names by SHA (as core/src/script.rs and the consumer compute
+# them), to name them in the SLOWLOG sample below.
+script_names=$(
+  for c in create start switch pause resume complete cancel expire delete; do
+    sha=$(cat core/lua/lib.lua "core/lua/$c.lua" | sha1sum | cut -c1-8)
+    printf '"%s":"%s %s",' "$sha" "$c" "$sha"
+  done
+  printf '"%s":"lease","%s":"trim (audit consumer)"' "$(sha1sum <core/lua/lease.lua | cut -c1-8)" \
+    "$(sha1sum <audit-consumer/src/lua/trim.lua | cut -c1-8)"
+)
 
 pg_admin=$(pg_admin_url)
 db=bench_$$_$RANDOM
@@ -109,6 +145,24 @@ ticks() {
     echo "$t"
   done
 }
+# Redis's own account of the scripts (INFO commandstats): EVAL + EVALSHA calls
+# and their µs (a script's commands included), and PUBLISH calls (one per state
+# change; a refused command and the audit consumer's trim scripts publish
+# nothing).
+scripts() {
+  redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:=,]' '
+    $1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" { calls += $3; usec += $5 }
+    $1 == "cmdstat_publish" { pub = $3 }
+    END { print calls + 0, usec + 0, pub + 0 }'
+}
+scripts_report() { # $1 before, $2 after (scripts' output)
+  awk -v b="$1" -v a="$2" 'BEGIN {
+    split(b, x, " "); split(a, y, " ")
+    calls = y[1] - x[1]; usec = y[2] - x[2]; pub = y[3] - x[3]
+    if (calls > 0 && pub > 0)
+      printf "Redis scripts while measured: %d calls, %.1f us each; %d of them state changes (PUBLISH; the others are refusals and the audit consumer'"'"'s trims): %.1f us of script time per state change\n",
+        calls, usec / calls, pub, usec / pub }'
+}
 report() { # $1 op, $2 rate per second, $3 seconds sampled, $4 before, $5 after
   paste <(printf '%s\n' "${names[@]}") <(echo "$4") <(echo "$5") |
     awk -v hz="$(getconf CLK_TCK)" -v secs="$3" -v rate="$2" -v op="$1" '
@@ -121,8 +175,8 @@ if [ -n "$wrk_op" ]; then
   : >"$tmp/ids"
   for _ in $(seq "$sessions"); do
     sid=$(python3 -c 'import uuid; print(uuid.uuid4())')
-    body=$(printf '{"session_id":"%s","sync_mode":"per_participant","total_time_ms":86400000,"participants":[{"participant_id":"%s","participant_index":0,"total_time_ms":86400000},{"participant_id":"%s","participant_index":1,"total_time_ms":86400000}]}' \
-      "$sid" "$(python3 -c 'import uuid; print(uuid.uuid4())')" "$(python3 -c 'import uuid; print(uuid.uuid4())')")
+    body=$(printf '{"session_id":"%s","sync_mode":"per_participant","total_time_ms":86400000,%s"participants":[{"participant_id":"%s","participant_index":0,"total_time_ms":86400000},{"participant_id":"%s","participant_index":1,"total_time_ms":86400000}]}' \
+      "$sid" "$time_control" "$(python3 -c 'import uuid; print(uuid.uuid4())')" "$(python3 -c 'import uuid; print(uuid.uuid4())')")
     curl -sf -o /dev/null -H 'content-type: application/json' -d "$body" "$base/v1/sessions"
     curl -sf -o /dev/null -X POST "$base/v1/sessions/$sid/start"
     echo "$sid" >>"$tmp/ids"
@@ -149,13 +203,15 @@ done = function(summary, latency)
       + summary.errors.write + summary.errors.timeout))
 end
 LUA
-  before=$(ticks)
+  before=$(ticks) scripts_before=$(scripts)
   SK_IDS=$tmp/ids SK_OP=$wrk_op wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$tmp/wrk.lua" "$base" >"$tmp/wrk.out"
-  after=$(ticks)
+  after=$(ticks) scripts_after=$(scripts)
+  echo "control: $control"
   grep '^wrk ' "$tmp/wrk.out"
   grep -A1 'Non-2xx' "$tmp/wrk.out" || true
   rate=$(sed -n 's/.* = \([0-9]*\)\/s;.*/\1/p' "$tmp/wrk.out")
   report "$wrk_op" "$rate" "$secs" "$before" "$after"
+  scripts_report "$scripts_before" "$scripts_after"
   exit 0
 fi
 
@@ -164,7 +220,7 @@ extra=()
 case "$*" in *reconnect-storm* | *ws-idle*) extra=(--gateway-pid "${pids[${#pids[@]} - 1]}") ;; esac
 # The expiry mode reads the lag histogram from the internal /metrics port.
 case "$*" in *expiry*) extra+=(--gateway-metrics "http://127.0.0.1:$metrics_port/metrics") ;; esac
-"$bin/loadgen" --base-url "$base" --gateway "$ws" "${extra[@]}" "$@" >"$tmp/loadgen.json" 2>"$tmp/loadgen.err" &
+"$bin/loadgen" --base-url "$base" --gateway "$ws" --control "$control" "${extra[@]}" "$@" >"$tmp/loadgen.json" 2>"$tmp/loadgen.err" &
 lg=$!
 # The measured phase starts once the sessions exist and the warm-up is over.
 until grep -q 'created and started\|sessions ready\|connected' "$tmp/loadgen.err" 2>/dev/null; do
@@ -173,12 +229,24 @@ until grep -q 'created and started\|sessions ready\|connected' "$tmp/loadgen.err
 done
 arg() { sed -n "s/.*--$1[ =]\([0-9]*\).*/\1/p" <<<"$*"; }
 warmup=$(arg warmup-secs "$@") duration=$(arg duration-secs "$@")
-sleep "${warmup:-1}"
-sleep 0.5
-before=$(ticks)
+rcli() { redis-cli -p "$redis_port" "$@" >/dev/null; }
+if [ "${warmup:-1}" -ge 1 ]; then
+  # A sample of each script's own time: SLOWLOG logs every command for 0.6 s
+  # of loadgen's warm-up, before its measurement and the CPU window.
+  sleep 0.2
+  rcli config set slowlog-max-len 1000000
+  rcli slowlog reset
+  rcli config set slowlog-log-slower-than 0
+  sleep 0.6
+  rcli config set slowlog-log-slower-than -1
+  sleep "$(awk -v w="${warmup:-1}" 'BEGIN { print w - 0.3 }')"
+else
+  sleep 0.5
+fi
+before=$(ticks) scripts_before=$(scripts)
 window=$(awk -v d="${duration:-10}" 'BEGIN { print (d > 2 ? d - 1 : d) }')
 sleep "$window"
-after=$(ticks)
+after=$(ticks) scripts_after=$(scripts)
 wait "$lg" || { cat "$tmp/loadgen.err" >&2; exit 1; }
 jq -c . "$tmp/loadgen.json"
 # A storm or idle sockets have no request rate to divide by; their JSON says
@@ -187,3 +255,12 @@ case "$*" in *reconnect-storm* | *ws-idle*) exit 0 ;; esac
 op=$(jq -r 'if (.switch.ok // 0) > 0 then "switch" elif (.get.ok // 0) > 0 then "get" else "request" end' "$tmp/loadgen.json")
 rate=$(jq -r "(.$op.per_s // .switches_per_s // 1)" "$tmp/loadgen.json" 2>/dev/null || echo 1)
 report "$op" "$rate" "$window" "$before" "$after"
+scripts_report "$scripts_before" "$scripts_after"
+# The warm-up's SLOWLOG sample, per script (the commands scripts call are
+# logged too, so each call carries the cost of logging them).
+redis-cli --json -p "$redis_port" slowlog get 1000000 2>/dev/null | jq -r --argjson names "{$script_names}" '
+  [.[] | select(.[3][0] | ascii_downcase | test("^eval(sha)?$"))
+    | {script: ($names[.[3][1][0:8]] // .[3][1][0:8]), us: .[2]}]
+  | group_by(.script) | map({script: .[0].script, n: length, us: (map(.us) | sort)}) | sort_by(-.n)
+  | if length > 0 then "Script time in Redis (SLOWLOG, 0.6 s of the warm-up; us each):" else empty end,
+    (.[] | "  \(.script): \(.n) calls, mean \(.us | add / length | . * 10 | round / 10), p50 \(.us[.n / 2 | floor]), p99 \(.us[.n * 0.99 | floor])")' || true

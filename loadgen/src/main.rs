@@ -47,6 +47,29 @@ enum Mix {
     Both,
 }
 
+/// The time control of every session a run creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Control {
+    /// No `time_control`: Fischer with `increment_ms` 0, the body of every
+    /// run before time controls.
+    Fischer,
+    /// `{"type":"bronstein","delay_ms":2000}`.
+    Bronstein,
+    /// `{"type":"byoyomi","periods":5,"period_ms":30000}`.
+    Byoyomi,
+}
+
+impl Control {
+    /// The create body's `time_control`, or `None` for today's body.
+    pub(crate) fn body(self) -> Option<serde_json::Value> {
+        match self {
+            Control::Fischer => None,
+            Control::Bronstein => Some(json!({"type": "bronstein", "delay_ms": 2000})),
+            Control::Byoyomi => Some(json!({"type": "byoyomi", "periods": 5, "period_ms": 30000})),
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Closed-loop load generator for the SyncKairos REST API")]
 struct Args {
@@ -75,6 +98,11 @@ struct Args {
     /// Which requests.
     #[arg(long, value_enum, default_value_t = Mix::Switch)]
     mix: Mix,
+    /// The time control of every session created, in every mode (each
+    /// switch then runs it; expiry: a byoyomi clock falls only after its
+    /// periods, 150 s later).
+    #[arg(long, value_enum, default_value_t = Control::Fischer)]
+    control: Control,
     /// `Authorization: Bearer <token>` on every request (an admin or host token).
     #[arg(long, env = "LOADGEN_TOKEN")]
     token: Option<String>,
@@ -340,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
         json!({
             "base_url": args.base_url, "sessions": ids.len(), "concurrency": args.concurrency,
             "duration_s": args.duration_secs, "mix": format!("{:?}", args.mix).to_lowercase(),
+            "control": format!("{:?}", args.control).to_lowercase(),
             "switch": switch.report(seconds), "get": get.report(seconds),
         })
     );

@@ -31,15 +31,25 @@ pub(crate) async fn connect(gateway: &str, sid: &str, token: Option<&str>) -> an
 /// Where sessions are made: the REST API (`--base-url`), or, with
 /// `--redis-url`, straight in Redis through the engine (for a gateway with no
 /// REST API in front of its Redis).
-enum Creator {
+/// Each created session gets `control`'s `time_control` (none for fischer).
+struct Creator {
+    via: Via,
+    control: Option<Value>,
+}
+
+enum Via {
     Rest(Arc<Client>),
     Redis(Engine),
 }
 
 impl Creator {
     async fn new(args: &Args, c: &Arc<Client>) -> anyhow::Result<Creator> {
+        let control = args.control.body();
         let Some(url) = &args.redis_url else {
-            return Ok(Creator::Rest(c.clone()));
+            return Ok(Creator {
+                via: Via::Rest(c.clone()),
+                control,
+            });
         };
         let settings = Settings {
             shards: args.shards,
@@ -48,24 +58,35 @@ impl Creator {
         let engine = Engine::connect(url, settings)
             .await
             .with_context(|| format!("connecting to {url}"))?;
-        Ok(Creator::Redis(engine))
+        Ok(Creator {
+            via: Via::Redis(engine),
+            control,
+        })
     }
 
-    /// Creates `id`, a 2-player chess clock with `bank` ms each, and starts it.
+    /// Creates `id`, a 2-player chess clock with `bank` ms each (under the
+    /// run's `--control`), and starts it.
     async fn create_started(&self, id: &str, run: u64, bank: u64) -> anyhow::Result<()> {
-        match self {
-            Creator::Rest(c) => {
+        match &self.via {
+            Via::Rest(c) => {
                 let players: Vec<_> = (0..2)
                     .map(|p| json!({"participant_id": uuid(run ^ 0xffff, p), "participant_index": p, "total_time_ms": bank}))
                     .collect();
-                c.must(reqwest::Method::POST, "/v1/sessions", Some(json!({"session_id": id,
-                    "sync_mode": "per_participant", "total_time_ms": bank, "participants": players})))
+                let mut body = json!({"session_id": id, "sync_mode": "per_participant",
+                    "total_time_ms": bank, "participants": players});
+                if let Some(tc) = &self.control {
+                    body["time_control"] = tc.clone();
+                }
+                c.must(reqwest::Method::POST, "/v1/sessions", Some(body))
                     .await?;
                 let start = format!("/v1/sessions/{id}/start");
                 c.must(reqwest::Method::POST, &start, None).await
             }
-            Creator::Redis(engine) => {
-                let body = fixtures::body(id, "per_participant", 2, bank as i64);
+            Via::Redis(engine) => {
+                let mut body = fixtures::body(id, "per_participant", 2, bank as i64);
+                if let Some(tc) = &self.control {
+                    body["time_control"] = tc.clone();
+                }
                 let create = fixtures::create(&body)
                     .map_err(|issues| anyhow!("create body rejected: {issues:?}"))?;
                 for req in [create, Request::new(id, Command::Start)] {
