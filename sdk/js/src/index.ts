@@ -8,7 +8,10 @@
  *   resync, several sessions per socket, heartbeats and token refresh, and
  *   the server-clock estimate.
  * - {@link clocks}, {@link remainingMs}: each participant's clock at any
- *   instant, for every sync mode; {@link tick} redraws them.
+ *   instant, for every sync mode and time control (delays, byo-yomi periods,
+ *   Canadian blocks, stages, hourglass); {@link tick} redraws them.
+ * - {@link fallAfter}, {@link live}, {@link onMove}, {@link onStop}: the
+ *   arithmetic of the time controls on one participant's clock.
  */
 export * from "./generated/api.js";
 export * from "./generated/ws.js";
@@ -28,8 +31,21 @@ export type {
 } from "./watcher.js";
 export { ServerClock, estimate, sampleOf } from "./time.js";
 export type { LocalClock, TimeEstimate, TimeSample } from "./time.js";
-export { activeIndex, bankSharers, clockOf, clocks, deadlineMs, hasBank, parseTimestamp, remainingMs } from "./clock.js";
+export {
+  activeIndex,
+  bankSharers,
+  clockOf,
+  clocks,
+  controlClockOf,
+  controlOf,
+  deadlineMs,
+  hasBank,
+  parseTimestamp,
+  remainingMs,
+} from "./clock.js";
 export type { Clock } from "./clock.js";
+export { creditLag, fallAfter, incrementAndDelay, live, onMove, onStop, startClock } from "./control.js";
+export type { ControlClock, ControlLive, MoveEvents } from "./control.js";
 export { tick, formatClock } from "./tick.js";
 export type { TickOptions } from "./tick.js";
 export { backoffDelay } from "./backoff.js";

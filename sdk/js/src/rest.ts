@@ -8,6 +8,7 @@ import {
   type CreateSessionBody,
   type OperationId,
   type ProbeBody,
+  type SwitchBody,
   type SwitchResponse,
   type SyncState,
   type TimeResponse,
@@ -69,6 +70,12 @@ export interface ReadOptions {
 export interface SwitchOptions extends CommandOptions {
   /** Who plays next (default: the next in rotation). */
   nextParticipantId?: string;
+  /**
+   * This move's network lag as the client estimates it (ms, 0 to 60,000;
+   * `lag_ms`): when the session compensates lag (`lag_compensation`), up to
+   * the mover's quota of it is not charged.
+   */
+  lagMs?: number;
 }
 
 /** A successful answer with its HTTP details. */
@@ -170,7 +177,10 @@ export class SyncKairos {
 
   /** `POST /v1/sessions/:id/switch`: ends the running turn and passes it on. */
   async switchTurn(sessionId: string, options: SwitchOptions = {}): Promise<SwitchResponse> {
-    const body = options.nextParticipantId === undefined ? undefined : { next_participant_id: options.nextParticipantId };
+    const fields: SwitchBody = {};
+    if (options.nextParticipantId !== undefined) fields.next_participant_id = options.nextParticipantId;
+    if (options.lagMs !== undefined) fields.lag_ms = options.lagMs;
+    const body = Object.keys(fields).length === 0 ? undefined : fields;
     return (await this.request<SwitchResponse>("switchTurn", { sessionId, body, command: options })).data;
   }
 
