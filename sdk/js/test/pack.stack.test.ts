@@ -55,6 +55,8 @@ const watcher = new SessionWatcher({ url: base, sessionId: sid, token });
 await sk.start(sid);
 await sk.switchTurn(sid);
 const st = await watcher.waitFor((s) => s.version === 3);
+// The first TIME_SYNC answer may come after the states (a loaded machine).
+if (!watcher.clock.synced) await new Promise((r) => watcher.on("time", r));
 const c = watcher.clocks();
 console.log(JSON.stringify({ version: st.version, active: st.active_participant_id, faces: c.map((x) => formatClock(x.remainingMs)), offset: watcher.clock.estimate }));
 watcher.close();
