@@ -5,6 +5,11 @@
 // estimate of the server's clock. Nothing counts down here; every frame
 // computes each clock from that state at the estimated server time.
 //
+// The host's form offers every time control of the API (docs/DESIGN.md §4);
+// each face shows what its control needs beyond the main time: the delay
+// left this turn, the byo-yomi period and the periods left, the moves left
+// in a Canadian block or a stage, the stage.
+//
 // Configuration is the URL fragment (never sent to a server, so the token
 // stays out of every log):
 //   #api=<REST base URL>&ws=<gateway base URL>&session=<uuid>&token=<JWT>
@@ -28,7 +33,34 @@ const el = {
   form: document.getElementById("create"),
   minutes: document.getElementById("minutes"),
   increment: document.getElementById("increment"),
+  control: document.getElementById("control"),
+  delay: document.getElementById("delay"),
+  periods: document.getElementById("periods"),
+  period: document.getElementById("period"),
+  moves: document.getElementById("moves"),
+  block: document.getElementById("block"),
+  controlHint: document.getElementById("control-hint"),
   createButton: document.getElementById("create-button"),
+  summary: byId("summary"),
+};
+
+/** The FIDE classical control: 40 moves, then 30 min more, with 30 s a move from the first. */
+const FIDE = {
+  type: "stages",
+  stages: [
+    { moves: 40, increment_ms: 30_000 },
+    { add_ms: 1_800_000, increment_ms: 30_000 },
+  ],
+};
+/** What each choice of the form means, in a sentence. */
+const CONTROL_HINTS = {
+  fischer: "The increment is added after each move.",
+  bronstein: "A move gets back the time it used, up to the delay.",
+  simple_delay: "The clock waits for the delay before it runs, every move.",
+  byoyomi: "Main time, then the periods: a move made inside a period keeps it; a period that runs out is gone.",
+  canadian: "Main time, then blocks: the moves of a block within its time, then a fresh block.",
+  hourglass: "The time one side uses is added to the other's.",
+  fide: "Main time for 40 moves, then 30 more minutes; 30 s added after every move. 90 minutes is the classical game.",
 };
 
 /** @type {SessionWatcher | undefined} */
@@ -63,10 +95,12 @@ const chessClock = {
   /** The server-clock estimate: server = local + offsetMs, within ± errorBoundMs. */
   offset: () => ({ offsetMs: watcher?.clock.offsetMs ?? 0, errorBoundMs: watcher?.clock.errorBoundMs ?? Infinity }),
   /** Each clock's remaining ms at the server time `localEpochMs + offsetMs`, in participant order. */
-  remainingAt: (localEpochMs) => {
+  remainingAt: (localEpochMs) => chessClock.clocksAt(localEpochMs).map((c) => c.remainingMs),
+  /** Each clock (the SDK's `clocks()`: remaining, delay, period, moves, stage…) at server time `localEpochMs + offsetMs`. */
+  clocksAt: (localEpochMs) => {
     const state = watcher?.state();
     if (watcher === undefined || state === undefined) return [];
-    return clocks(state, localEpochMs + watcher.clock.offsetMs).map((c) => c.remainingMs);
+    return clocks(state, localEpochMs + watcher.clock.offsetMs);
   },
   applied,
   /** Switches the running turn (as Space does); resolves with Date.now() taken just before the REST call. */
@@ -169,6 +203,8 @@ function wireControls() {
     ev.preventDefault();
     void create();
   });
+  el.control?.addEventListener("change", showControlFields);
+  showControlFields();
   el.start?.addEventListener("click", () => void command("start"));
   el.pause?.addEventListener("click", () => {
     const status = watcher?.state()?.status;
@@ -190,12 +226,70 @@ function isTextField(target) {
   return target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement || target instanceof HTMLSelectElement;
 }
 
+/** Shows the form's fields of the chosen control (the others are hidden and not submitted). */
+function showControlFields() {
+  if (el.form === null || el.control === null) return;
+  const kind = el.control.value;
+  for (const label of el.form.querySelectorAll("label[data-for]")) {
+    const on = label.dataset.for.split(" ").includes(kind);
+    label.hidden = !on;
+    const input = label.querySelector("input");
+    if (input !== null) input.disabled = !on;
+  }
+  setText(el.controlHint, CONTROL_HINTS[kind] ?? "");
+  // The classical FIDE game is 90 minutes; the others start from 5.
+  if (el.minutes !== null) {
+    if (kind === "fide" && el.minutes.value === "5") el.minutes.value = "90";
+    else if (kind !== "fide" && el.minutes.value === "90") el.minutes.value = "5";
+  }
+}
+
+/** The form's control as the create body's fields: `{increment_ms}` or `{time_control}`; a string says what is wrong. */
+function controlFields() {
+  const kind = el.control?.value ?? "fischer";
+  const num = (input) => Number(input?.value);
+  const ms = (x, unit) => Math.round(x * unit);
+  switch (kind) {
+    case "fischer": {
+      const inc = num(el.increment);
+      return inc >= 0 ? { increment_ms: ms(inc, 1000) } : "The increment must be 0 or more.";
+    }
+    case "bronstein":
+    case "simple_delay": {
+      const d = num(el.delay);
+      return d >= 0 ? { time_control: { type: kind, delay_ms: ms(d, 1000) } } : "The delay must be 0 or more.";
+    }
+    case "byoyomi": {
+      const n = num(el.periods);
+      const p = num(el.period);
+      if (!(Number.isInteger(n) && n >= 1 && p > 0)) return "Byo-yomi needs at least 1 period, of more than 0 seconds.";
+      return { time_control: { type: "byoyomi", periods: n, period_ms: ms(p, 1000) } };
+    }
+    case "canadian": {
+      const m = num(el.moves);
+      const b = num(el.block);
+      if (!(Number.isInteger(m) && m >= 1 && b > 0)) return "A Canadian block needs at least 1 move and more than 0 minutes.";
+      return { time_control: { type: "canadian", moves: m, period_ms: ms(b, 60_000) } };
+    }
+    case "hourglass":
+      return { time_control: { type: "hourglass" } };
+    case "fide":
+      return { time_control: FIDE };
+    default:
+      return `Unknown time control ${kind}.`;
+  }
+}
+
 async function create() {
-  if (client === undefined || config === undefined || el.minutes === null || el.increment === null) return;
+  if (client === undefined || config === undefined || el.minutes === null) return;
   const minutes = Number(el.minutes.value);
-  const incrementSecs = Number(el.increment.value);
-  if (!(minutes > 0) || !(incrementSecs >= 0)) {
-    showMessage("Minutes must be above 0 and the increment 0 or more.");
+  if (!(minutes > 0)) {
+    showMessage("Minutes must be above 0.");
+    return;
+  }
+  const control = controlFields();
+  if (typeof control === "string") {
+    showMessage(control);
     return;
   }
   const totalMs = Math.round(minutes * 60_000);
@@ -208,7 +302,7 @@ async function create() {
       session_id: config.session,
       sync_mode: "per_participant",
       total_time_ms: totalMs,
-      increment_ms: Math.round(incrementSecs * 1000),
+      ...control,
       participants: ids.map((participant_id, participant_index) => ({
         participant_id,
         participant_index,
@@ -264,7 +358,11 @@ function showCommandError(e) {
 }
 
 function describe(e) {
-  if (e instanceof SyncKairosError) return `${e.code}${e.status ? ` (${e.status})` : ""}: ${e.message}`;
+  if (e instanceof SyncKairosError) {
+    // A refused create says which field broke which rule.
+    const details = Array.isArray(e.details) ? e.details.map((d) => `${d.field}: ${d.message}`).join("; ") : "";
+    return `${e.code}${e.status ? ` (${e.status})` : ""}: ${e.message}${details ? ` (${details})` : ""}`;
+  }
   return e instanceof Error ? e.message : String(e);
 }
 
@@ -279,15 +377,22 @@ function draw() {
   const live = watcher.clocks();
   ensureFaces(state);
   const running = state.status === "running";
+  setText(el.summary, summaryOf(state));
+  el.summary.hidden = false;
   live.forEach((c, i) => {
     const face = faces[i];
     if (face === undefined) return;
-    setText(face.querySelector(".time"), formatClock(c.remainingMs));
+    // In byo-yomi, once main time is over, the face counts the period down.
+    const shown = c.periodLeftMs !== null && c.remainingMs === 0 && c.periodsLeft ? c.periodLeftMs : c.remainingMs;
+    const text = formatClock(shown);
+    setText(face.querySelector(".time"), text);
+    face.classList.toggle("long", text.length > 7);
+    setText(face.querySelector(".detail"), detailOf(c));
     setText(face.querySelector(".flag"), c.hasExpired ? "Out of time" : c.isActive && running ? "Running" : "");
     face.classList.toggle("active", c.isActive);
     face.classList.toggle("running", c.isActive && running);
     face.classList.toggle("expired", c.hasExpired);
-    face.classList.toggle("low", c.remainingMs < LOW_TIME_MS && !c.hasExpired);
+    face.classList.toggle("low", (c.untilFallMs ?? c.remainingMs) < LOW_TIME_MS && !c.hasExpired);
     if (face instanceof HTMLButtonElement) setDisabled(face, !(running && c.isActive));
   });
   if (role === "host" && el.controls !== null) {
@@ -323,7 +428,7 @@ function ensureFaces(state) {
       } else {
         face.setAttribute("role", "group");
       }
-      face.innerHTML = '<span class="name"></span><span class="time"></span><span class="flag"></span>';
+      face.innerHTML = '<span class="name"></span><span class="time"></span><span class="detail"></span><span class="flag"></span>';
       el.board.append(face);
       return face;
     });
@@ -333,6 +438,85 @@ function ensureFaces(state) {
     const face = faces[i];
     if (face !== undefined) setText(face.querySelector(".name"), name);
   });
+}
+
+/** A duration for people: `30 s`, `5 min`, `1.5 s`. */
+function duration(ms) {
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000} min`;
+  return `${ms / 1000} s`;
+}
+
+/** A control in a few words, after the main time (`5 min` + this). */
+function controlText(control) {
+  switch (control?.type) {
+    case undefined:
+      return "";
+    case "fischer":
+      return control.increment_ms > 0 ? ` + ${duration(control.increment_ms)} a move (Fischer)` : "";
+    case "bronstein":
+      return `, Bronstein delay ${duration(control.delay_ms)}`;
+    case "simple_delay":
+      return `, US delay ${duration(control.delay_ms)}`;
+    case "byoyomi":
+      return `, then byo-yomi ${control.periods} × ${duration(control.period_ms)}`;
+    case "canadian":
+      return `, then ${control.moves} moves in ${duration(control.period_ms)} (Canadian)`;
+    case "hourglass":
+      return " hourglass: the time one side uses goes to the other";
+    case "stages":
+      return control.stages
+        .map((st, i) => {
+          const parts = [];
+          if (i > 0) parts.push(`then + ${duration(st.add_ms ?? 0)}`);
+          if (st.moves) parts.push(`for ${st.moves} moves`);
+          if (st.increment_ms) parts.push(`${duration(st.increment_ms)} a move`);
+          if (st.delay_ms) parts.push(`${st.delay_kind === "simple" ? "US" : "Bronstein"} delay ${duration(st.delay_ms)}`);
+          return parts.join(", ");
+        })
+        .map((t, i) => (i === 0 ? (t ? ` ${t}` : "") : `; ${t}`))
+        .join("");
+    default:
+      return ` (${control.type})`;
+  }
+}
+
+/** The game's time control, one line for both pages. */
+function summaryOf(state) {
+  const texts = clocks(state, state.server_time_ms).map((c) => controlText(c.control));
+  const main = duration(state.total_time_ms);
+  if (texts.every((t) => t === texts[0])) return `${main}${texts[0] ?? ""}`;
+  // Each participant with its own control.
+  const names = state.metadata?.names ?? {};
+  return state.participants
+    .map((p, i) => `${typeof names[p.participant_id] === "string" ? names[p.participant_id] : DEFAULT_NAMES[i] ?? `Player ${i + 1}`}:${texts[i]}`)
+    .join(" · ");
+}
+
+/** What a face shows under its time: what its control needs beyond the main time. */
+function detailOf(c) {
+  const control = c.control;
+  switch (control?.type) {
+    case "bronstein":
+    case "simple_delay":
+      return `delay ${formatClock(c.delayLeftMs ?? 0)}`;
+    case "byoyomi": {
+      if (c.periodLeftMs === null) return `then ${c.periodsLeft} × ${duration(control.period_ms)}`;
+      if (!c.periodsLeft) return "no period left";
+      return `period ${control.periods - c.periodsLeft + 1} of ${control.periods}, ${formatClock(c.periodLeftMs)}`;
+    }
+    case "canadian":
+      if (!c.overtime) return `then ${control.moves} moves in ${duration(control.period_ms)}`;
+      return `${c.movesLeft} ${c.movesLeft === 1 ? "move" : "moves"} left in the block`;
+    case "stages": {
+      const stage = c.stage ?? 0;
+      const parts = [`stage ${stage + 1} of ${control.stages.length}`];
+      if (control.stages[stage]?.moves) parts.push(`${c.movesLeft} ${c.movesLeft === 1 ? "move" : "moves"} to go`);
+      if (c.delayLeftMs !== null) parts.push(`delay ${formatClock(c.delayLeftMs)}`);
+      return parts.join(" · ");
+    }
+    default:
+      return "";
+  }
 }
 
 function statusLine(state) {

@@ -226,3 +226,64 @@ test("web chess clock: host and viewer stay in step, and recover from a killed s
   );
   console.log(`results: ${file}`);
 });
+
+test("web chess clock: a byo-yomi game shows its period on both pages", async () => {
+  const server = stack.servers[1];
+  const sid = uuid();
+  const fragment = (role) => ({ api: server.url, ws: server.url, session: sid, token: stack.token({ role, sid, sub: role, ttlSecs: 3600 }) });
+  const viewer = await openPage("/viewer.html", fragment("viewer"), { width: 390, height: 844 });
+  await viewer.until(() => window.chessClock.connection() === "open");
+  const host = await openPage("/", fragment("host"), { width: 1000, height: 700 });
+  await host.page.locator("#create").waitFor({ state: "visible", timeout: 10_000 });
+
+  // The form shows the fields of the control chosen: 3 s of main time, then 3 periods of 5 s.
+  await host.page.locator("#control").selectOption("byoyomi");
+  assert.equal(await host.page.locator("#increment").isVisible(), false, "no increment for byo-yomi");
+  assert.equal(await host.page.locator("#periods").inputValue(), "5");
+  await host.page.locator("#minutes").fill("0.05");
+  await host.page.locator("#periods").fill("3");
+  await host.page.locator("#period").fill("5");
+  await host.page.getByRole("button", { name: "Create" }).click();
+  await host.until(() => window.chessClock.ready && window.chessClock.version() === 1);
+  await viewer.until(() => window.chessClock.ready && window.chessClock.version() === 1);
+  const created = await host.page.evaluate(() => window.chessClock.state());
+  assert.deepEqual(created.time_control, { type: "byoyomi", periods: 3, period_ms: 5_000 });
+  assert.equal(created.increment_ms, 0);
+  assert.deepEqual(created.participants.map((p) => [p.total_time_ms, p.periods_left]), [[3_000, 3], [3_000, 3]]);
+
+  const details = (p) => p.page.locator(".clock .detail").allTextContents();
+  const detailIs = (p, i, pattern) =>
+    p.until(([i, src]) => new RegExp(src).test(document.querySelectorAll(".clock .detail")[i]?.textContent ?? ""), [i, pattern.source], 10_000);
+  for (const p of [host, viewer]) {
+    await detailIs(p, 0, /^then 3 × 5 s$/);
+    assert.deepEqual(await details(p), ["then 3 × 5 s", "then 3 × 5 s"]);
+    assert.equal(await p.page.locator("#summary").textContent(), "3 s, then byo-yomi 3 × 5 s");
+  }
+
+  // Start: White's 3 s of main time run out, then its first period counts down on both pages.
+  await host.page.getByRole("button", { name: "Start" }).click();
+  await untilVersion(viewer, 2);
+  await detailIs(host, 0, /^period 1 of 3, 0:0[0-4]\.\d$/);
+  await detailIs(viewer, 0, /^period 1 of 3, 0:0[0-4]\.\d$/);
+  const t = Date.now();
+  const [a, b] = await Promise.all([host, viewer].map((p) => p.page.evaluate((t) => window.chessClock.clocksAt(t)[0], t)));
+  assert.deepEqual([a.remainingMs, a.periodsLeft, b.remainingMs, b.periodsLeft], [0, 3, 0, 3]);
+  assert.ok(Math.abs(a.periodLeftMs - b.periodLeftMs) <= 100, `both pages read the same period (${a.periodLeftMs} and ${b.periodLeftMs} ms)`);
+  // The face counts the period down.
+  assert.match(await viewer.page.locator(".clock .time").first().textContent(), /^0:0[0-5]\.\d$/);
+
+  // White moves inside a period and keeps it: its face shows the whole period again, Black's main time runs.
+  await host.page.evaluate(() => window.chessClock.tap());
+  await untilVersion(host, 3);
+  await untilVersion(viewer, 3);
+  const moved = await host.page.evaluate(() => window.chessClock.state());
+  const white = moved.participants[0];
+  assert.equal(white.time_remaining_ms, 0);
+  const kept = new RegExp(`^period ${3 - white.periods_left + 1} of 3, 0:05\\.0$`);
+  for (const p of [host, viewer]) {
+    await detailIs(p, 0, kept);
+    await detailIs(p, 1, /^then 3 × 5 s$/);
+    assert.equal(await p.page.locator(".clock .time").first().textContent(), "0:05.0");
+  }
+  assert.deepEqual(pageErrors, [], "no uncaught error in either page");
+});
