@@ -387,7 +387,7 @@ function draw() {
     const text = formatClock(shown);
     setText(face.querySelector(".time"), text);
     face.classList.toggle("long", text.length > 7);
-    setText(face.querySelector(".detail"), detailOf(c));
+    setText(face.querySelector(".detail"), detailOf(c, c.isActive && running));
     setText(face.querySelector(".flag"), c.hasExpired ? "Out of time" : c.isActive && running ? "Running" : "");
     face.classList.toggle("active", c.isActive);
     face.classList.toggle("running", c.isActive && running);
@@ -492,13 +492,17 @@ function summaryOf(state) {
     .join(" · ");
 }
 
-/** What a face shows under its time: what its control needs beyond the main time. */
-function detailOf(c) {
+/**
+ * What a face shows under its time: what its control needs beyond the main
+ * time. A delay counts down in the running turn; a waiting clock shows the
+ * whole delay its turn will begin with.
+ */
+function detailOf(c, running) {
   const control = c.control;
   switch (control?.type) {
     case "bronstein":
     case "simple_delay":
-      return `delay ${formatClock(c.delayLeftMs ?? 0)}`;
+      return `delay ${formatClock(running ? c.delayLeftMs ?? 0 : control.delay_ms)}`;
     case "byoyomi": {
       if (c.periodLeftMs === null) return `then ${c.periodsLeft} × ${duration(control.period_ms)}`;
       if (!c.periodsLeft) return "no period left";
@@ -511,7 +515,8 @@ function detailOf(c) {
       const stage = c.stage ?? 0;
       const parts = [`stage ${stage + 1} of ${control.stages.length}`];
       if (control.stages[stage]?.moves) parts.push(`${c.movesLeft} ${c.movesLeft === 1 ? "move" : "moves"} to go`);
-      if (c.delayLeftMs !== null) parts.push(`delay ${formatClock(c.delayLeftMs)}`);
+      const delay = control.stages[stage]?.delay_ms ?? 0;
+      if (delay > 0) parts.push(`delay ${formatClock(running ? c.delayLeftMs ?? 0 : delay)}`);
       return parts.join(" · ");
     }
     default:

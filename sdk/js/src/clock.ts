@@ -39,10 +39,10 @@ export interface Clock {
    */
   untilFallMs: number | null;
   /**
-   * The delay left this turn (ms): simple delay, the wait before the bank
-   * runs; Bronstein, what a move now gets back in full. For a clock that is
-   * not running, the whole delay its next turn begins with. `null` when the
-   * control (or the current stage) has no delay.
+   * The delay left in this turn (ms): simple delay, the wait before the bank
+   * runs; Bronstein, what a move now gets back in full. 0 for a clock that
+   * is not running (as `view::clocks` says); `null` when the control (or the
+   * current stage) has no delay.
    */
   delayLeftMs: number | null;
   /**
@@ -163,7 +163,11 @@ function delayOf(control: TimeControl, clock: ControlClock): number | null {
   return delay > 0 ? delay : null;
 }
 
-/** Every participant's clock at the server time `nowMs` (epoch ms). */
+/**
+ * Every participant's clock at the server time `nowMs` (epoch ms), as
+ * `view::clocks` computes it (and, beyond it, 0 left for a participant the
+ * server marked out of time).
+ */
 export function clocks(state: SyncState, nowMs: number): Clock[] {
   const i = activeIndex(state);
   const started = parseTimestamp(state.cycle_started_at);
@@ -216,7 +220,7 @@ export function clocks(state: SyncState, nowMs: number): Clock[] {
       remainingMs: out ? 0 : v.mainMs,
       control,
       untilFallMs: out ? 0 : v.untilFallMs,
-      delayLeftMs: delay === null ? null : v.delayLeftMs,
+      delayLeftMs: delay === null ? null : live ? v.delayLeftMs : 0,
       periodLeftMs: byoyomi ? v.periodLeftMs : null,
       periodsLeft: byoyomi ? v.periodsLeft : null,
       movesLeft: canadian || control.type === "stages" ? v.movesLeft : null,

@@ -200,8 +200,8 @@ test("Bronstein 3 + 2: the bank runs at once; the delay is what a move now gets 
   const st = state("per_participant", [participant(0, 172 * S, { is_active: true }), participant(1, 180 * S)], { time_control: c });
   const live = clocks(st, T0 + 500);
   assert.deepEqual(reading(live[0]), { ...plain, remainingMs: 171_500, untilFallMs: 171_500, delayLeftMs: 1_500 });
-  // The other clock shows the whole delay its next turn begins with.
-  assert.deepEqual(reading(live[1]), { ...plain, remainingMs: 180 * S, untilFallMs: 180 * S, delayLeftMs: 2 * S });
+  // The delay runs only in a turn: 0 for the clock that waits.
+  assert.deepEqual(reading(live[1]), { ...plain, remainingMs: 180 * S, untilFallMs: 180 * S, delayLeftMs: 0 });
   assert.equal(clocks(st, T0 + 3_000)[0]?.delayLeftMs, 0);
   assert.equal(deadlineMs(st), T0 + 172 * S);
 });
@@ -211,7 +211,7 @@ test("US delay 5 + 5: the bank waits for the delay, and the deadline includes it
   const st = state("per_participant", [participant(0, 293 * S, { is_active: true }), participant(1, 300 * S)], { time_control: c });
   assert.deepEqual(reading(clocks(st, T0 + 2 * S)[0]), { ...plain, remainingMs: 293 * S, untilFallMs: 296 * S, delayLeftMs: 3 * S });
   assert.deepEqual(reading(clocks(st, T0 + 8 * S)[0]), { ...plain, remainingMs: 290 * S, untilFallMs: 290 * S, delayLeftMs: 0 });
-  assert.deepEqual(reading(clocks(st, T0)[1]), { ...plain, remainingMs: 300 * S, untilFallMs: 305 * S, delayLeftMs: 5 * S });
+  assert.deepEqual(reading(clocks(st, T0)[1]), { ...plain, remainingMs: 300 * S, untilFallMs: 305 * S, delayLeftMs: 0 });
   assert.equal(deadlineMs(st), T0 + 298 * S);
 });
 
@@ -284,8 +284,8 @@ test("stages: the stage, its moves left, and its own increment or delay", () => 
   );
   const live = clocks(st, T0 + 60 * S);
   assert.deepEqual(reading(live[0]), { ...plain, remainingMs: 1_440 * S, untilFallMs: 1_440 * S, movesLeft: 1, stage: 0 });
-  // The second stage has a simple delay: it shows, and its fall waits for it.
-  assert.deepEqual(reading(live[1]), { ...plain, remainingMs: 3_000 * S, untilFallMs: 3_005 * S, delayLeftMs: 5 * S, movesLeft: 0, stage: 1 });
+  // The second stage has a simple delay: its fall waits for it.
+  assert.deepEqual(reading(live[1]), { ...plain, remainingMs: 3_000 * S, untilFallMs: 3_005 * S, delayLeftMs: 0, movesLeft: 0, stage: 1 });
   assert.equal(deadlineMs(st), T0 + 1_500 * S);
 });
 
@@ -300,7 +300,7 @@ test("a participant's own control runs its clock; the other keeps the session's"
   );
   assert.equal(deadlineMs(st), T0 + 30 * S);
   const live = clocks(st, T0 + 25 * S);
-  assert.deepEqual(reading(live[0]), { ...plain, remainingMs: 60 * S, untilFallMs: 70 * S, delayLeftMs: 10 * S });
+  assert.deepEqual(reading(live[0]), { ...plain, remainingMs: 60 * S, untilFallMs: 70 * S, delayLeftMs: 0 });
   assert.deepEqual(reading(live[1]), { ...plain, remainingMs: 0, untilFallMs: 5 * S, periodLeftMs: 5 * S, periodsLeft: 1 });
 });
 
@@ -335,4 +335,38 @@ test("an expired participant under a control reads 0", () => {
   const c = clocks(st, T0);
   assert.deepEqual([c[0]?.remainingMs, c[0]?.untilFallMs], [0, 0]);
   assert.equal(deadlineMs(st), null);
+});
+
+// core/src/view.rs's own tests of its clocks, with the same numbers.
+test("view.rs: byo-yomi shows the running period and falls at the last", () => {
+  const st = state(
+    "per_participant",
+    [participant(0, 5 * S, { is_active: true, periods_left: 3 }), participant(1, 5 * S, { periods_left: 3 })],
+    { time_control: { type: "byoyomi", periods: 3, period_ms: 10 * S }, cycle_started_at: iso(T0 + 1_000) },
+  );
+  assert.equal(deadlineMs(st), T0 + 1_000 + 5_000 + 30_000);
+  const c = clocks(st, T0 + 1_000 + 17_000)[0];
+  // Main time over 12 s ago: the first period ran out, 8 s left in the second.
+  assert.deepEqual([c?.remainingMs, c?.periodsLeft, c?.periodLeftMs, c?.untilFallMs], [0, 2, 8 * S, 18 * S]);
+  // The waiting player's periods are all there.
+  assert.equal(clocks(st, T0 + 18_000)[1]?.periodsLeft, 3);
+});
+
+test("view.rs: a simple delay holds the clock and hourglass fills the other", () => {
+  const started = (control: TimeControl): SyncState =>
+    state("per_participant", [participant(0, 60 * S, { is_active: true }), participant(1, 60 * S)], {
+      time_control: control,
+      cycle_started_at: iso(T0 + 1_000),
+    });
+  let st = started({ type: "simple_delay", delay_ms: 5 * S });
+  let c = clocks(st, T0 + 1_000 + 3_000)[0];
+  assert.deepEqual([c?.remainingMs, c?.delayLeftMs, c?.untilFallMs], [60 * S, 2 * S, 62 * S]);
+  c = clocks(st, T0 + 1_000 + 9_000)[0];
+  assert.deepEqual([c?.remainingMs, c?.delayLeftMs], [56 * S, 0]);
+  assert.equal(deadlineMs(st), T0 + 1_000 + 65_000);
+  st = started({ type: "hourglass" });
+  assert.deepEqual(
+    clocks(st, T0 + 1_000 + 7_000).map((x) => x.remainingMs),
+    [53 * S, 67 * S],
+  );
 });
