@@ -92,8 +92,9 @@ local function decode_state(raw)
       lag_quota = num(quota), overtime = false,
     }
     if clock ~= '-' then
-      local pl, ml, sg, ot = string.match(clock, '^([^,]*),([^,]*),([^,]*),([01])$')
+      local pl, ml, sg, ot, tm = string.match(clock, '^([^,]*),([^,]*),([^,]*),([01]),(%d+)$')
       p.periods_left, p.moves_left, p.stage, p.overtime = num(pl), num(ml), num(sg), ot == '1'
+      p.turn_ms = tonumber(tm)
     end
     st.participants[k] = p
     pos = next_pos
@@ -116,11 +117,13 @@ local function encode_state(st)
     t[n + 1], t[n + 2], t[n + 3], t[n + 4] = p.participant_id, p.participant_index, p.bank, p.time_used_ms
     t[n + 5], t[n + 6], t[n + 7] = p.cycle_count, p.has_expired and '1' or '0', p.group_id or '-'
     t[n + 8] = p.control or '-'
-    if p.periods_left == nil and p.moves_left == nil and p.stage == nil and not p.overtime then
+    local tm = p.turn_ms or 0
+    if p.periods_left == nil and p.moves_left == nil and p.stage == nil and not p.overtime
+      and tm == 0 then
       t[n + 9] = '-'
     else
       t[n + 9] = dash(p.periods_left) .. ',' .. dash(p.moves_left) .. ',' .. dash(p.stage) .. ','
-        .. (p.overtime and '1' or '0')
+        .. (p.overtime and '1' or '0') .. ',' .. tm
     end
     t[n + 10] = dash(p.lag_quota)
     n = n + 10
@@ -187,7 +190,7 @@ end
 local function clock_of(st, i)
   local p = st.participants[i]
   return { main = p.bank, periods = p.periods_left or 0, moves = p.moves_left or 0,
-    stage = p.stage or 0, overtime = p.overtime }
+    stage = p.stage or 0, overtime = p.overtime, turn = p.turn_ms or 0 }
 end
 
 -- increment, delay, simple? of a move (the current stage's for stages)
@@ -201,21 +204,30 @@ local function inc_delay(c, k)
 end
 
 local function fall_after(c, k)
-  if c.kind == 'y' then return k.main + k.periods * c.period end
+  if c.kind == 'y' then return k.main + k.periods * c.period - k.turn end
   if c.kind == 'c' and not k.overtime then return k.main + c.period end
   local _, delay, simple = inc_delay(c, k)
-  if simple then return delay + k.main end
+  if simple then return max(0, delay - k.turn) + k.main end
   return k.main
+end
+
+-- Byo-yomi: main time first, then periods from the running one's progress;
+-- returns the progress into the period left running.
+local function byoyomi_charge(c, k, e)
+  if e <= k.main then k.main = k.main - e; return k.turn end
+  local over = e - k.main + k.turn
+  k.main = 0
+  local used = floor(over / c.period)
+  if used > k.periods then used = k.periods end
+  k.periods = k.periods - used
+  if k.periods == 0 then return 0 end
+  return over % c.period
 end
 
 local function on_move(c, k, e)
   if c.kind == 'y' then
-    if e <= k.main then k.main = k.main - e; return end
-    local over = e - k.main
-    k.main = 0
-    local used = floor(over / c.period)
-    if used > k.periods then used = k.periods end
-    k.periods = k.periods - used
+    byoyomi_charge(c, k, e)
+    k.turn = 0
   elseif c.kind == 'c' then
     if not k.overtime then
       if e <= k.main then k.main = k.main - e; return end
@@ -230,9 +242,12 @@ local function on_move(c, k, e)
   elseif c.kind == 'h' then
     k.main = k.main - e
   else
-    local inc, delay = inc_delay(c, k)
-    local used = delay < e and delay or e
-    k.main = k.main - (e - used) + inc
+    local inc, delay, simple = inc_delay(c, k)
+    local tm = k.turn
+    local used = delay < tm + e and delay or tm + e
+    if simple then k.main = k.main - (tm + e - used) + inc
+    else k.main = k.main - (e - used) + inc end
+    k.turn = 0
     if c.kind == 'g' and c.stages[k.stage + 1].moves then
       k.moves = k.moves - 1
       if k.moves <= 0 and k.stage + 1 < #c.stages then
@@ -248,16 +263,17 @@ local function on_move(c, k, e)
 end
 
 local function on_stop(c, k, e)
-  if c.kind == 'y' then on_move(c, k, e); return end
+  if c.kind == 'y' then k.turn = byoyomi_charge(c, k, e); return end
   if c.kind == 'c' then
     if k.overtime or e <= k.main then k.main = k.main - e
     else k.overtime, k.main, k.moves = true, c.period - (e - k.main), c.count end
     return
   end
   local _, delay, simple = inc_delay(c, k)
-  local shielded = 0
-  if simple then shielded = delay < e and delay or e end
-  k.main = k.main - (e - shielded)
+  local tm = k.turn
+  local waited = delay < tm + e and delay or tm + e
+  if simple then k.main = k.main - (tm + e - waited) else k.main = k.main - e end
+  if delay > 0 then k.turn = waited else k.turn = 0 end
 end
 
 -- Writes participant i's clock to every participant sharing its bank,
@@ -271,6 +287,7 @@ local function store_clock(st, i, c, k)
     p.moves_left = (cn or g) and k.moves or nil
     p.stage = g and k.stage or nil
     p.overtime = cn and k.overtime or false
+    p.turn_ms = k.turn
   end
   if m == 'per_group' then
     local key = gkey(ps[i])

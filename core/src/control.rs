@@ -238,6 +238,11 @@ pub struct Clock {
     pub stage: u32,
     /// Canadian: whether main time is over (blocks have begun).
     pub overtime: bool,
+    /// What the running turn has already spent that the control remembers
+    /// across a pause: the delay already waited or run (delays), or the time
+    /// used of the running byo-yomi period. 0 when a turn starts; so a pause
+    /// and a resume continue the turn instead of starting a fresh one.
+    pub turn_ms: i64,
 }
 
 impl Clock {
@@ -289,21 +294,40 @@ fn increment_and_delay(control: &TimeControl, clock: &Clock) -> (i64, i64, Delay
     }
 }
 
-/// How long after the turn's start the clock falls if no move comes (ms).
+/// How long after the turn's start (or its resumption) the clock falls if
+/// no move comes (ms).
 pub fn fall_after(control: &TimeControl, clock: &Clock) -> i64 {
     match control {
         TimeControl::Byoyomi { period_ms, .. } => {
-            clock.main_ms + i64::from(clock.periods_left) * period_ms
+            clock.main_ms + i64::from(clock.periods_left) * period_ms - clock.turn_ms
         }
         TimeControl::Canadian { period_ms, .. } if !clock.overtime => clock.main_ms + period_ms,
         _ => {
             let (_, delay, kind) = increment_and_delay(control, clock);
             match kind {
-                DelayKind::Simple => delay + clock.main_ms,
+                DelayKind::Simple => (delay - clock.turn_ms).max(0) + clock.main_ms,
                 DelayKind::Bronstein => clock.main_ms,
             }
         }
     }
+}
+
+/// Byo-yomi: charges `e` ms (main time first, then periods from the running
+/// one's progress); returns the periods used up and the progress into the
+/// period left running.
+fn byoyomi_charge(clock: &mut Clock, period_ms: i64, e: i64) -> (u32, i64) {
+    if e <= clock.main_ms {
+        clock.main_ms -= e;
+        return (0, clock.turn_ms);
+    }
+    let over = e - clock.main_ms + clock.turn_ms;
+    clock.main_ms = 0;
+    let p = period_ms.max(1);
+    let used = u32::try_from(over / p).unwrap_or(u32::MAX);
+    let consumed = used.min(clock.periods_left);
+    clock.periods_left -= consumed;
+    let progress = if clock.periods_left == 0 { 0 } else { over % p };
+    (consumed, progress)
 }
 
 /// Charges a move made `elapsed` ms into the turn (`elapsed` <
@@ -313,15 +337,9 @@ pub fn on_move(control: &TimeControl, clock: &mut Clock, elapsed: i64) -> MoveEv
     let mut ev = MoveEvents::default();
     match control {
         TimeControl::Byoyomi { period_ms, .. } => {
-            if e <= clock.main_ms {
-                clock.main_ms -= e;
-            } else {
-                let over = e - clock.main_ms;
-                clock.main_ms = 0;
-                let used = u32::try_from(over / period_ms.max(&1)).unwrap_or(u32::MAX);
-                ev.periods_consumed = used.min(clock.periods_left);
-                clock.periods_left -= ev.periods_consumed;
-            }
+            // The period the move is made in is kept: the next turn starts it afresh.
+            ev.periods_consumed = byoyomi_charge(clock, *period_ms, e).0;
+            clock.turn_ms = 0;
         }
         TimeControl::Canadian { moves, period_ms } => {
             if !clock.overtime {
@@ -348,10 +366,18 @@ pub fn on_move(control: &TimeControl, clock: &mut Clock, elapsed: i64) -> MoveEv
         TimeControl::Hourglass => clock.main_ms -= e,
         _ => {
             let (increment, delay, kind) = increment_and_delay(control, clock);
-            ev.delay_used_ms = delay.min(e);
-            clock.main_ms -= e - ev.delay_used_ms;
+            // Over the whole turn (a pause included), the delay shields or
+            // gives back at most `delay`.
+            let tm = clock.turn_ms;
+            ev.delay_used_ms = delay.min(tm + e);
+            clock.main_ms -= match kind {
+                // The part before a pause was charged then, in full.
+                DelayKind::Bronstein => e - ev.delay_used_ms,
+                // The part before a pause was charged beyond the delay only.
+                DelayKind::Simple => tm + e - ev.delay_used_ms,
+            };
             clock.main_ms += increment;
-            let _ = kind; // both delays leave the same bank after the move
+            clock.turn_ms = 0;
             if let TimeControl::Stages { stages } = control {
                 if stages[clock.stage as usize].moves.is_some() {
                     clock.moves_left = clock.moves_left.saturating_sub(1);
@@ -378,8 +404,9 @@ pub fn on_move(control: &TimeControl, clock: &mut Clock, elapsed: i64) -> MoveEv
 pub fn on_stop(control: &TimeControl, clock: &mut Clock, elapsed: i64) {
     let e = elapsed.max(0);
     match control {
-        TimeControl::Byoyomi { .. } => {
-            on_move(control, clock, e);
+        TimeControl::Byoyomi { period_ms, .. } => {
+            // The running period's progress is remembered for the resumption.
+            clock.turn_ms = byoyomi_charge(clock, *period_ms, e).1;
         }
         TimeControl::Canadian { moves, period_ms } => {
             if clock.overtime || e <= clock.main_ms {
@@ -392,12 +419,14 @@ pub fn on_stop(control: &TimeControl, clock: &mut Clock, elapsed: i64) {
         }
         _ => {
             let (_, delay, kind) = increment_and_delay(control, clock);
-            let shielded = if kind == DelayKind::Simple {
-                delay.min(e)
-            } else {
-                0
+            let tm = clock.turn_ms;
+            let waited = delay.min(tm + e);
+            clock.main_ms -= match kind {
+                DelayKind::Simple => tm + e - waited,
+                DelayKind::Bronstein => e,
             };
-            clock.main_ms -= e - shielded;
+            // The delay run so far goes on after a resume.
+            clock.turn_ms = if delay > 0 { waited } else { 0 };
         }
     }
 }
@@ -433,7 +462,7 @@ pub fn live(control: &TimeControl, clock: &Clock, t: i64) -> Live {
     };
     match control {
         TimeControl::Byoyomi { period_ms, .. } if t >= clock.main_ms => {
-            let over = t - clock.main_ms;
+            let over = t - clock.main_ms + clock.turn_ms;
             let used = u32::try_from(over / period_ms.max(&1)).unwrap_or(u32::MAX);
             v.periods_left = clock.periods_left.saturating_sub(used);
             v.period_left_ms = Some(if v.periods_left == 0 {
@@ -448,9 +477,10 @@ pub fn live(control: &TimeControl, clock: &Clock, t: i64) -> Live {
         }
         _ => {
             let (_, delay, kind) = increment_and_delay(control, clock);
-            v.delay_left_ms = (delay - t).max(0);
+            let tm = clock.turn_ms;
+            v.delay_left_ms = (delay - tm - t).max(0);
             if kind == DelayKind::Simple {
-                v.main_ms = (clock.main_ms - (t - delay).max(0)).max(0);
+                v.main_ms = (clock.main_ms - (tm + t - delay).max(0)).max(0);
             }
         }
     }
@@ -782,13 +812,15 @@ mod tests {
             on_stop(&c, &mut k, 10 * S);
             assert_eq!(k.main_ms, 50 * S, "{c:?}");
         }
-        // A simple delay still waits first.
+        // A simple delay still waits first, once per turn: a pause 3 s in
+        // leaves 2 s of it for the resumed turn.
         let c = TimeControl::SimpleDelay { delay_ms: 5 * S };
         let mut k = Clock::new(&c, 60 * S);
         on_stop(&c, &mut k, 3 * S);
-        assert_eq!(k.main_ms, 60 * S);
+        assert_eq!((k.main_ms, k.turn_ms), (60 * S, 3 * S));
+        assert_eq!(fall_after(&c, &k), 62 * S);
         on_stop(&c, &mut k, 8 * S);
-        assert_eq!(k.main_ms, 57 * S);
+        assert_eq!((k.main_ms, k.turn_ms), (54 * S, 5 * S));
         // Byo-yomi: whole periods that ran out are gone.
         let c = TimeControl::Byoyomi {
             periods: 3,
@@ -796,7 +828,9 @@ mod tests {
         };
         let mut k = Clock::new(&c, 5 * S);
         on_stop(&c, &mut k, 27 * S);
-        assert_eq!((k.main_ms, k.periods_left), (0, 1));
+        // 2 s into the last period, which the resumed turn continues.
+        assert_eq!((k.main_ms, k.periods_left, k.turn_ms), (0, 1, 2 * S));
+        assert_eq!(fall_after(&c, &k), 8 * S);
         // Canadian: main time that ran out begins a block; no move is counted.
         let c = TimeControl::Canadian {
             moves: 5,
@@ -823,6 +857,54 @@ mod tests {
         let mut k = Clock::new(&c, 30 * S);
         on_stop(&c, &mut k, 10 * S);
         assert_eq!((k.main_ms, k.stage, k.moves_left), (20 * S, 0, 1));
+    }
+
+    #[test]
+    fn a_pause_and_a_resume_continue_the_turn() {
+        // Each control: a 9 s turn in one go, and the same turn paused every
+        // 0.9 s, fall at the same time and end alike (a pause earns nothing
+        // and costs nothing).
+        for c in [
+            TimeControl::SimpleDelay { delay_ms: 5 * S },
+            TimeControl::Bronstein { delay_ms: 5 * S },
+            TimeControl::Byoyomi {
+                periods: 3,
+                period_ms: 4 * S,
+            },
+            TimeControl::Canadian {
+                moves: 2,
+                period_ms: 6 * S,
+            },
+            TimeControl::Stages {
+                stages: vec![
+                    Stage {
+                        moves: Some(1),
+                        delay_ms: 3 * S,
+                        delay_kind: DelayKind::Simple,
+                        ..Stage::default()
+                    },
+                    Stage::default(),
+                ],
+            },
+        ] {
+            let start = Clock::new(&c, 2 * S);
+            let fall = fall_after(&c, &start);
+            let mut paused = start;
+            let mut t = 0;
+            while t < 9 * S && t + 900 < fall {
+                // Resumed, the clock falls when the unpaused one would.
+                assert_eq!(fall_after(&c, &paused), fall - t, "{c:?} at {t}");
+                on_stop(&c, &mut paused, 900);
+                t += 900;
+            }
+            assert_eq!(fall_after(&c, &paused), fall - t, "{c:?} at {t}");
+            if t < fall {
+                let mut whole = start;
+                on_move(&c, &mut whole, t);
+                on_move(&c, &mut paused, 0);
+                assert_eq!(paused, whole, "{c:?}: the move ends the turn alike");
+            }
+        }
     }
 
     #[test]

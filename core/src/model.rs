@@ -300,6 +300,7 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
             moves_left: None,
             stage: None,
             overtime: false,
+            turn_ms: 0,
             lag_quota_ms: None,
         })
         .collect();
@@ -368,6 +369,7 @@ fn store_clock(st: &mut SyncState, i: usize, c: &TimeControl, clock: control::Cl
         p.moves_left = moves.then_some(clock.moves_left);
         p.stage = stage.then_some(clock.stage);
         p.overtime = overtime && clock.overtime;
+        p.turn_ms = clock.turn_ms;
     }
 }
 

@@ -23,7 +23,7 @@
 //! `total_time_ms` and `time_remaining_ms` are both its bank. Time controls
 //! and lag compensation are in their compact forms
 //! ([`TimeControl::to_compact`], [`LagCompensation::to_compact`]); a
-//! participant's `clock` is `-`, or `periods_left,moves_left,stage,overtime`
+//! participant's `clock` is `-`, or `periods_left,moves_left,stage,overtime,turn_ms`
 //! with `-` for what its control does not keep and `overtime` `0`/`1`.
 //!
 //! Older records are still read: `R2` (no time controls: the last two header
@@ -119,17 +119,23 @@ pub fn encode(st: &SyncState) -> String {
             &mut out,
             p.time_control.as_ref().map(TimeControl::to_compact),
         );
-        if p.periods_left.is_none() && p.moves_left.is_none() && p.stage.is_none() && !p.overtime {
+        if p.periods_left.is_none()
+            && p.moves_left.is_none()
+            && p.stage.is_none()
+            && !p.overtime
+            && p.turn_ms == 0
+        {
             out.push_str("|-");
         } else {
             let d = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
             write!(
                 out,
-                "|{},{},{},{}",
+                "|{},{},{},{},{}",
                 d(p.periods_left),
                 d(p.moves_left),
                 d(p.stage),
-                u8::from(p.overtime)
+                u8::from(p.overtime),
+                p.turn_ms
             )
             .expect("write to String");
         }
@@ -189,7 +195,8 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
     for k in 0..n {
         let b = header + k * per;
         let bank = int(b + 2)?;
-        let (mut periods_left, mut moves_left, mut stage, mut overtime) = (None, None, None, false);
+        let (mut periods_left, mut moves_left, mut stage, mut overtime, mut turn_ms) =
+            (None, None, None, false, 0);
         if r3 && f[b + 8] != "-" {
             let c: Vec<&str> = f[b + 8].split(',').collect();
             let part = |x: &str| -> Result<Option<u32>, BadRecord> {
@@ -198,9 +205,10 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
                     v => v.parse().map(Some).map_err(|_| bad("clock")),
                 }
             };
-            if c.len() != 4 {
+            if c.len() != 5 {
                 return Err(bad("clock"));
             }
+            turn_ms = c[4].parse().map_err(|_| bad("clock"))?;
             periods_left = part(c[0])?;
             moves_left = part(c[1])?;
             stage = part(c[2])?;
@@ -229,6 +237,7 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
             moves_left,
             stage,
             overtime,
+            turn_ms,
             lag_quota_ms: if r3 { opt_int(b + 9)? } else { None },
         });
     }
@@ -312,6 +321,7 @@ mod tests {
             moves_left: None,
             stage: None,
             overtime: false,
+            turn_ms: 0,
             lag_quota_ms: None,
         };
         SyncState {
@@ -378,8 +388,11 @@ mod tests {
             st.participants[1].lag_quota_ms = Some(0);
             let text = encode(&st);
             assert!(text.contains("|y,5,30000|500,100,1000|2|"), "{text}");
-            assert!(text.contains("|c,20,300000|-,4,-,1|0"), "{text}");
-            assert_eq!(decode(&text), Ok(st));
+            assert!(text.contains("|c,20,300000|-,4,-,1,0|0"), "{text}");
+            assert_eq!(decode(&text), Ok(st.clone()));
+            st.participants[0].turn_ms = 1_234;
+            assert!(encode(&st).contains("|3,-,-,0,1234|700"));
+            assert_eq!(decode(&encode(&st)), Ok(st));
         }
     }
 

@@ -214,6 +214,12 @@ pub struct Participant {
     /// then the block's time (omitted when false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub overtime: bool,
+    /// **[ext]** A paused turn: what it already spent that its control
+    /// remembers (the delay waited or run, the time used of the running
+    /// byo-yomi period), so the resumed turn goes on where it stopped
+    /// (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turn_ms: i64,
     /// **[ext]** Lag compensation: the quota left (omitted unless the session
     /// compensates lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]

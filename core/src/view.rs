@@ -60,6 +60,7 @@ pub fn clock_of(st: &SyncState, i: usize) -> control::Clock {
         moves_left: p.moves_left.unwrap_or(0),
         stage: p.stage.unwrap_or(0),
         overtime: p.overtime,
+        turn_ms: p.turn_ms,
     }
 }
 

@@ -174,3 +174,45 @@ async fn fide_stages_add_30_min_after_move_40_and_canadian_blocks_renew() {
         ]
     );
 }
+
+#[tokio::test]
+async fn pausing_never_earns_time_the_turn_goes_on_where_it_stopped() {
+    let server = RedisServer::start();
+    let e = Engine::connect(&server.url(), Settings::default())
+        .await
+        .unwrap();
+    // A US delay of 1 s on a 1 s bank, and byo-yomi 1 s + 1 × 2 s: each
+    // clock falls after 2 s and 3 s of running, however often a host
+    // pauses it (every 0.9 s here, for 5 s each time).
+    for (control, runs_ms) in [
+        (json!({"type": "simple_delay", "delay_ms": 1_000}), 2_000),
+        (
+            json!({"type": "byoyomi", "periods": 1, "period_ms": 2_000}),
+            3_000,
+        ),
+        (json!({"type": "bronstein", "delay_ms": 1_000}), 1_000),
+    ] {
+        let sid = game(&e, control.clone(), S).await;
+        at(&e, &cmd(&sid, Command::Pause), T0).await;
+        let (mut t, mut ran) = (T0, 0);
+        loop {
+            let st = state(&at(&e, &cmd(&sid, Command::Resume), t).await).clone();
+            if ran > 0 {
+                assert_eq!(
+                    st.expires_at.map(|x| x.ms() - t),
+                    Some(runs_ms - ran),
+                    "{control}: resumed after {ran} ms of running"
+                );
+            }
+            if ran + 900 >= runs_ms {
+                break;
+            }
+            t += 900;
+            ran += 900;
+            at(&e, &cmd(&sid, Command::Pause), t).await;
+            t += 5_000;
+        }
+        let r = at(&e, &cmd(&sid, Command::Expire), t + runs_ms - ran).await;
+        assert_eq!(state(&r).status, Status::Expired, "{control}");
+    }
+}
