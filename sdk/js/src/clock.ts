@@ -136,6 +136,7 @@ export function controlClockOf(state: SyncState, i: number): ControlClock | unde
     movesLeft: p.moves_left ?? 0,
     stage: p.stage ?? 0,
     overtime: p.overtime ?? false,
+    turnMs: p.turn_ms ?? 0,
   };
 }
 

@@ -38,6 +38,12 @@ export interface ControlClock {
   stage: number;
   /** Canadian: whether main time is over (blocks have begun). */
   overtime: boolean;
+  /**
+   * What the running turn already spent that the control remembers across a
+   * pause (the delay waited or run, or the time used of the running byo-yomi
+   * period); 0 when a turn starts. A participant's `turn_ms`.
+   */
+  turnMs: number;
 }
 
 /** What a move did beyond charging time. */
@@ -75,7 +81,7 @@ export interface ControlLive {
 
 /** The clock at the start of a game with `mainMs` of main time (`Clock::new`). */
 export function startClock(control: TimeControl, mainMs: number): ControlClock {
-  const c: ControlClock = { mainMs, periodsLeft: 0, movesLeft: 0, stage: 0, overtime: false };
+  const c: ControlClock = { mainMs, periodsLeft: 0, movesLeft: 0, stage: 0, overtime: false, turnMs: 0 };
   if (control.type === "byoyomi") c.periodsLeft = control.periods;
   if (control.type === "stages") c.movesLeft = control.stages[0]?.moves ?? 0;
   return c;
@@ -107,12 +113,30 @@ export function incrementAndDelay(control: TimeControl, clock: ControlClock): [n
   }
 }
 
-/** How long after the turn's start the clock falls if no move comes (ms). */
+/** How long after the turn's start (or its resumption) the clock falls if no move comes (ms). */
 export function fallAfter(control: TimeControl, clock: ControlClock): number {
-  if (control.type === "byoyomi") return clock.mainMs + clock.periodsLeft * control.period_ms;
+  if (control.type === "byoyomi") return clock.mainMs + clock.periodsLeft * control.period_ms - clock.turnMs;
   if (control.type === "canadian" && !clock.overtime) return clock.mainMs + control.period_ms;
   const [, delay, kind] = incrementAndDelay(control, clock);
-  return kind === "simple" ? delay + clock.mainMs : clock.mainMs;
+  return kind === "simple" ? Math.max(0, delay - clock.turnMs) + clock.mainMs : clock.mainMs;
+}
+
+/**
+ * Byo-yomi: charges `e` ms (main time first, then periods from the running
+ * one's progress); returns the periods used up and the progress into the
+ * period left running. Mutates `k`.
+ */
+function byoyomiCharge(k: ControlClock, periodMs: number, e: number): [consumed: number, progress: number] {
+  if (e <= k.mainMs) {
+    k.mainMs -= e;
+    return [0, k.turnMs];
+  }
+  const over = e - k.mainMs + k.turnMs;
+  k.mainMs = 0;
+  const p = Math.max(periodMs, 1);
+  const consumed = Math.min(Math.floor(over / p), k.periodsLeft);
+  k.periodsLeft -= consumed;
+  return [consumed, k.periodsLeft === 0 ? 0 : over % p];
 }
 
 /**
@@ -125,15 +149,9 @@ export function onMove(control: TimeControl, clock: ControlClock, elapsed: numbe
   const ev = noEvents();
   switch (control.type) {
     case "byoyomi": {
-      if (e <= k.mainMs) {
-        k.mainMs -= e;
-      } else {
-        const over = e - k.mainMs;
-        k.mainMs = 0;
-        const used = Math.floor(over / Math.max(control.period_ms, 1));
-        ev.periodsConsumed = Math.min(used, k.periodsLeft);
-        k.periodsLeft -= ev.periodsConsumed;
-      }
+      // The period the move is made in is kept: the next turn starts it afresh.
+      ev.periodsConsumed = byoyomiCharge(k, control.period_ms, e)[0];
+      k.turnMs = 0;
       break;
     }
     case "canadian": {
@@ -163,10 +181,14 @@ export function onMove(control: TimeControl, clock: ControlClock, elapsed: numbe
       k.mainMs -= e;
       break;
     default: {
-      const [increment, delay] = incrementAndDelay(control, k);
-      ev.delayUsedMs = Math.min(delay, e);
-      k.mainMs -= e - ev.delayUsedMs;
+      const [increment, delay, kind] = incrementAndDelay(control, k);
+      // Over the whole turn (a pause included) the delay shields or gives
+      // back at most `delay`; the part before a pause was charged then.
+      const tm = k.turnMs;
+      ev.delayUsedMs = Math.min(delay, tm + e);
+      k.mainMs -= kind === "simple" ? tm + e - ev.delayUsedMs : e - ev.delayUsedMs;
       k.mainMs += increment;
+      k.turnMs = 0;
       if (control.type === "stages" && control.stages[k.stage]?.moves != null) {
         k.movesLeft = Math.max(0, k.movesLeft - 1);
         const next = control.stages[k.stage + 1];
@@ -192,8 +214,12 @@ export function onMove(control: TimeControl, clock: ControlClock, elapsed: numbe
  */
 export function onStop(control: TimeControl, clock: ControlClock, elapsed: number): ControlClock {
   const e = Math.max(0, elapsed);
-  if (control.type === "byoyomi") return onMove(control, clock, e).clock;
   const k = { ...clock };
+  if (control.type === "byoyomi") {
+    // The running period's progress is remembered for the resumption.
+    k.turnMs = byoyomiCharge(k, control.period_ms, e)[1];
+    return k;
+  }
   if (control.type === "canadian") {
     if (k.overtime || e <= k.mainMs) {
       k.mainMs -= e;
@@ -205,8 +231,11 @@ export function onStop(control: TimeControl, clock: ControlClock, elapsed: numbe
     return k;
   }
   const [, delay, kind] = incrementAndDelay(control, k);
-  const shielded = kind === "simple" ? Math.min(delay, e) : 0;
-  k.mainMs -= e - shielded;
+  const tm = k.turnMs;
+  const waited = Math.min(delay, tm + e);
+  k.mainMs -= kind === "simple" ? tm + e - waited : e;
+  // The delay run so far goes on after a resume.
+  k.turnMs = delay > 0 ? waited : 0;
   return k;
 }
 
@@ -222,7 +251,7 @@ export function live(control: TimeControl, clock: ControlClock, t: number): Cont
     untilFallMs: Math.max(0, fallAfter(control, clock) - at),
   };
   if (control.type === "byoyomi" && at >= clock.mainMs) {
-    const over = at - clock.mainMs;
+    const over = at - clock.mainMs + clock.turnMs;
     const period = Math.max(control.period_ms, 1);
     v.periodsLeft = Math.max(0, clock.periodsLeft - Math.floor(over / period));
     v.periodLeftMs = v.periodsLeft === 0 ? 0 : period - (over % period);
@@ -231,8 +260,9 @@ export function live(control: TimeControl, clock: ControlClock, t: number): Cont
     v.movesLeft = control.moves;
   } else {
     const [, delay, kind] = incrementAndDelay(control, clock);
-    v.delayLeftMs = Math.max(0, delay - at);
-    if (kind === "simple") v.mainMs = Math.max(0, clock.mainMs - Math.max(0, at - delay));
+    const tm = clock.turnMs;
+    v.delayLeftMs = Math.max(0, delay - tm - at);
+    if (kind === "simple") v.mainMs = Math.max(0, clock.mainMs - Math.max(0, tm + at - delay));
   }
   return v;
 }

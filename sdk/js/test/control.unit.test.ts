@@ -24,7 +24,7 @@ const S = 1000;
 const MIN = 60 * S;
 
 function clock(extra: Partial<ControlClock> = {}): ControlClock {
-  return { mainMs: 0, periodsLeft: 0, movesLeft: 0, stage: 0, overtime: false, ...extra };
+  return { mainMs: 0, periodsLeft: 0, movesLeft: 0, stage: 0, overtime: false, turnMs: 0, ...extra };
 }
 
 const main = (ms: number): ControlClock => clock({ mainMs: ms });
@@ -218,16 +218,20 @@ test("a turn stopped without a move is charged what the clock ran", () => {
   ] satisfies TimeControl[]) {
     assert.equal(onStop(c, startClock(c, 60 * S), 10 * S).mainMs, 50 * S, c.type);
   }
-  // A simple delay still waits first.
+  // A simple delay still waits first, once per turn: a pause 3 s in leaves
+  // 2 s of it for the resumed turn.
   const d: TimeControl = { type: "simple_delay", delay_ms: 5 * S };
   let k = onStop(d, startClock(d, 60 * S), 3 * S);
-  assert.equal(k.mainMs, 60 * S);
+  assert.deepEqual([k.mainMs, k.turnMs], [60 * S, 3 * S]);
+  assert.equal(fallAfter(d, k), 62 * S);
   k = onStop(d, k, 8 * S);
-  assert.equal(k.mainMs, 57 * S);
-  // Byo-yomi: whole periods that ran out are gone.
+  assert.deepEqual([k.mainMs, k.turnMs], [54 * S, 5 * S]);
+  // Byo-yomi: whole periods that ran out are gone; the running one goes on
+  // after a resume.
   const y: TimeControl = { type: "byoyomi", periods: 3, period_ms: 10 * S };
   k = onStop(y, startClock(y, 5 * S), 27 * S);
-  assert.deepEqual([k.mainMs, k.periodsLeft], [0, 1]);
+  assert.deepEqual([k.mainMs, k.periodsLeft, k.turnMs], [0, 1, 2 * S]);
+  assert.equal(fallAfter(y, k), 8 * S);
   // Canadian: main time that ran out begins a block; no move is counted.
   const ca: TimeControl = { type: "canadian", moves: 5, period_ms: 60 * S };
   k = onStop(ca, startClock(ca, 10 * S), 25 * S);
@@ -267,4 +271,29 @@ test("the inputs are left as they were", () => {
   onStop(c, k, 5 * S);
   live(c, k, 5 * S);
   assert.deepEqual(k, copy);
+});
+
+test("a pause and a resume continue the turn (as in control.rs)", () => {
+  const controls: TimeControl[] = [
+    { type: "simple_delay", delay_ms: 5 * S },
+    { type: "bronstein", delay_ms: 5 * S },
+    { type: "byoyomi", periods: 3, period_ms: 4 * S },
+    { type: "canadian", moves: 2, period_ms: 6 * S },
+    { type: "stages", stages: [{ moves: 1, delay_ms: 3 * S, delay_kind: "simple" }, {}] },
+  ];
+  for (const c of controls) {
+    const start = startClock(c, 2 * S);
+    const fall = fallAfter(c, start);
+    let paused = start;
+    let t = 0;
+    while (t < 9 * S && t + 900 < fall) {
+      assert.equal(fallAfter(c, paused), fall - t, `${c.type} at ${t}`);
+      paused = onStop(c, paused, 900);
+      t += 900;
+    }
+    assert.equal(fallAfter(c, paused), fall - t, `${c.type} at ${t}`);
+    if (t < fall) {
+      assert.deepEqual(onMove(c, paused, 0).clock, onMove(c, start, t).clock, `${c.type}: the move ends the turn alike`);
+    }
+  }
 });

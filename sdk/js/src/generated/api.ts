@@ -195,6 +195,13 @@ export type Participant = {
   time_used_ms: number;
   /** The participant's bank at the last checkpoint (same as `time_remaining_ms`). */
   total_time_ms: number;
+  /**
+   * **[ext]** A paused turn: what it already spent that its control
+   * remembers (the delay waited or run, the time used of the running
+   * byo-yomi period), so the resumed turn goes on where it stopped
+   * (omitted when 0).
+   */
+  turn_ms?: number;
 };
 
 /** `/health` and `/ready`: `{"status"}`, plus `error` when not ready. */
