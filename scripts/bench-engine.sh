@@ -16,6 +16,8 @@
 #     a multiplexed connection, so several tasks on one connection are in
 #     effect pipelined; PIPELINE > 1 gives the matching ceiling.
 #   CARGO_TARGET_DIR (target)
+#   ENGINE_BENCH: an engine-bench binary to run instead of building this
+#     checkout's (another commit's build, for a side-by-side comparison)
 # Extra arguments are passed to every engine-bench run (e.g. --connections 1).
 set -euo pipefail
 
@@ -28,7 +30,7 @@ REPLAY_REQUESTS=${REPLAY_REQUESTS:-50000}
 PIPELINE=${PIPELINE:-1}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BIN="${CARGO_TARGET_DIR:-target}/release/engine-bench"
+BIN=${ENGINE_BENCH:-${CARGO_TARGET_DIR:-target}/release/engine-bench}
 
 . scripts/lib.sh
 ensure_redis_binary
@@ -49,9 +51,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-BUILD_CMD=(cargo build --release -p synckairos-engine --bin engine-bench)
-echo "+ ${BUILD_CMD[*]}" >&2
-"${BUILD_CMD[@]}" >&2
+if [[ -z "${ENGINE_BENCH:-}" ]]; then
+    BUILD_CMD=(cargo build --release -p synckairos-engine --bin engine-bench)
+    echo "+ ${BUILD_CMD[*]}" >&2
+    "${BUILD_CMD[@]}" >&2
+fi
 
 # A free port: try random ones until a redis-server stays up on one.
 PORT=
