@@ -230,9 +230,12 @@ done
 arg() { sed -n "s/.*--$1[ =]\([0-9]*\).*/\1/p" <<<"$*"; }
 warmup=$(arg warmup-secs "$@") duration=$(arg duration-secs "$@")
 rcli() { redis-cli -p "$redis_port" "$@" >/dev/null; }
-if [ "${warmup:-1}" -ge 1 ]; then
+sample=yes
+case "$*" in *ws-fanout* | *ws-idle* | *expiry* | *reconnect-storm*) sample=no ;; esac
+if [ "$sample" = yes ] && [ "${warmup:-1}" -ge 1 ]; then
   # A sample of each script's own time: SLOWLOG logs every command for 0.6 s
-  # of loadgen's warm-up, before its measurement and the CPU window.
+  # of loadgen's warm-up (REST mode), before its measurement and the CPU
+  # window.
   sleep 0.2
   rcli config set slowlog-max-len 1000000
   rcli slowlog reset
@@ -241,6 +244,7 @@ if [ "${warmup:-1}" -ge 1 ]; then
   rcli config set slowlog-log-slower-than -1
   sleep "$(awk -v w="${warmup:-1}" 'BEGIN { print w - 0.3 }')"
 else
+  sleep "${warmup:-1}"
   sleep 0.5
 fi
 before=$(ticks) scripts_before=$(scripts)
