@@ -795,38 +795,53 @@ fn cases() -> u32 {
         .max(256)
 }
 
-fn run_mode(mode: SyncMode) {
+/// Runs batches of random cases from `strategy` against one redis-server
+/// until `done` says every interesting path has been hit (rare ones can miss
+/// one batch), at most four: the paths must be reached, but by chance, not
+/// by a fixed seed that would explore the same cases on every run. Panics
+/// with `name` on the first difference from the model.
+fn run_batches(
+    name: &str,
+    tally: Tally,
+    strategy: impl Strategy<Value = Case>,
+    done: impl Fn(&Tally) -> bool,
+) -> Tally {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let server = RedisServer::start();
     let harness = std::cell::RefCell::new(rt.block_on(Harness::new(&server)));
-    let tally = std::cell::RefCell::new(Tally {
-        needs_idle_cycles: mode == SyncMode::PerCycle,
-        ..Tally::default()
-    });
-    // Batches of random cases until every interesting path below has been
-    // hit (rare ones, like a rate limit in `global`, can miss one batch),
-    // at most four: the paths must be reached, but by chance, not by a
-    // fixed seed that would explore the same cases on every run.
+    let tally = std::cell::RefCell::new(tally);
     for _ in 0..4 {
         let mut runner = TestRunner::new(Config {
             cases: cases(),
             failure_persistence: None,
             ..Config::default()
         });
-        let result = runner.run(&case(mode), |c| {
+        let result = runner.run(&strategy, |c| {
             rt.block_on(harness.borrow_mut().run(&c, &mut tally.borrow_mut()))
         });
         if let Err(e) = result {
-            panic!("{} differs from the model: {e}", mode.as_str());
+            panic!("{name} differs from the model: {e}");
         }
-        if tally.borrow().every_path_hit() {
+        if done(&tally.borrow()) {
             break;
         }
     }
-    let tally = tally.into_inner();
+    tally.into_inner()
+}
+
+fn run_mode(mode: SyncMode) {
+    let tally = run_batches(
+        mode.as_str(),
+        Tally {
+            needs_idle_cycles: mode == SyncMode::PerCycle,
+            ..Tally::default()
+        },
+        case(mode),
+        Tally::every_path_hit,
+    );
     eprintln!("differential {}: {tally:?}", mode.as_str());
     assert!(tally.cases >= 256, "at least 256 cases per mode");
     // The generator must reach the interesting paths, or the test proves little.
@@ -902,30 +917,12 @@ impl Tally {
 }
 
 fn run_control(kind: Kind) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = RedisServer::start();
-    let harness = std::cell::RefCell::new(rt.block_on(Harness::new(&server)));
-    let tally = std::cell::RefCell::new(Tally::default());
-    for _ in 0..4 {
-        let mut runner = TestRunner::new(Config {
-            cases: cases(),
-            failure_persistence: None,
-            ..Config::default()
-        });
-        let result = runner.run(&control_case(kind), |c| {
-            rt.block_on(harness.borrow_mut().run(&c, &mut tally.borrow_mut()))
-        });
-        if let Err(e) = result {
-            panic!("{kind:?} differs from the model: {e}");
-        }
-        if tally.borrow().control_paths_hit(kind) {
-            break;
-        }
-    }
-    let tally = tally.into_inner();
+    let tally = run_batches(
+        &format!("{kind:?}"),
+        Tally::default(),
+        control_case(kind),
+        |t| t.control_paths_hit(kind),
+    );
     eprintln!("differential {kind:?}: {tally:?}");
     assert!(tally.cases >= 256, "at least 256 cases per control");
     assert!(
