@@ -168,8 +168,10 @@ const CASES: Record<string, Case> = {
       participants: participants([30_000, 30_000]),
     },
     waitMs: [50, 500],
-    // Mostly honest claims, now and then a claim beyond the quota.
-    claim: () => (Math.random() < 0.25 ? 5_000 : random(0, 300)),
+    // First no claim (the quota fills to its cap), a claim beyond the quota
+    // and an honest one, so every case it is for comes up; then mostly
+    // honest claims, now and then one beyond the quota.
+    claim: ((first: number[]) => () => first.shift() ?? (Math.random() < 0.25 ? 5_000 : random(0, 300)))([0, 5_000, 100]),
     covered: (seen) =>
       seen.lag.some(([, c, claimed]) => c > 0 && c < claimed) &&
       seen.lag.some(([, c, claimed]) => c > 0 && c === claimed) &&
