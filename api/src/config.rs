@@ -122,7 +122,9 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     /// The script settings every service must agree on: `SHARDS`,
     /// `SWITCH_RATE_LIMIT`, `STATE_TTL_SECONDS`, `IDEMPOTENCY_TTL_SECONDS`,
     /// `IDEMPOTENCY_KEYS_PER_SESSION`, `AUTO_ADVANCE_IDLE_CYCLES`,
-    /// `SESSION_IDLE_TTL_SECONDS`, `TOMBSTONE_TTL_SECONDS`.
+    /// `SESSION_IDLE_TTL_SECONDS`, `TOMBSTONE_TTL_SECONDS`, and
+    /// `LOW_TIME_WARNING_MS` (what `create` stores when a request names no
+    /// threshold; the bounds of a session's own).
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         const DAY: u64 = 86_400;
@@ -155,6 +157,15 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
                 1,
                 30 * DAY,
             )?,
+            low_time_warning_ms: {
+                let b = &synckairos_core::validate::LOW_TIME_WARNING;
+                self.number(
+                    "LOW_TIME_WARNING_MS",
+                    d.low_time_warning_ms,
+                    b.min as u64,
+                    b.max as u64,
+                )?
+            },
         })
     }
 }

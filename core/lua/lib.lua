@@ -40,7 +40,8 @@ local function str(x) if x == '-' then return nil end return x end
 local function dash(v) if v == nil then return '-' end return v end
 
 -- One match per line part: splitting with gmatch costs three times as much.
-local HEADER = '^R3|' .. string.rep('([^|]*)|', 21) .. '([^|\n]*)()'
+local HEADER = '^R4|' .. string.rep('([^|]*)|', 23) .. '([^|\n]*)()'
+local HEADER_R3 = '^R3|' .. string.rep('([^|]*)|', 21) .. '([^|\n]*)()'
 local HEADER_R2 = '^R2|' .. string.rep('([^|]*)|', 19) .. '([^|\n]*)()'
 local HEADER_R1 = '^R1|' .. string.rep('([^|]*)|', 17) .. '([^|\n]*)()'
 local PARTICIPANT = '^|' .. string.rep('([^|]*)|', 9) .. '([^|\n]*)()'
@@ -51,21 +52,26 @@ local PARTICIPANT_R2 = '^|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n
 -- model only carries stay text; encode_state writes them back unchanged.
 local function decode_state(raw)
   local sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-    created, updated, expiry, idle, reason, tc, lag, count, pos, _
+    created, updated, stm, exp, expiry, idle, reason, tc, lag, lw, warned, count, pos, _
   local tag = raw:sub(1, 3)
   if tag == 'R1|' then
     sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-      created, updated, _, _, expiry, count, pos = string.match(raw, HEADER_R1)
-    idle, reason, tc, lag = '0', '-', '-', '-'
+      created, updated, stm, exp, expiry, count, pos = string.match(raw, HEADER_R1)
+    idle, reason, tc, lag, lw, warned = '0', '-', '-', '-', '-', '0'
   elseif tag == 'R2|' then
     sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-      created, updated, _, _, expiry, idle, reason, count, pos = string.match(raw, HEADER_R2)
-    tc, lag = '-', '-'
+      created, updated, stm, exp, expiry, idle, reason, count, pos = string.match(raw, HEADER_R2)
+    tc, lag, lw, warned = '-', '-', '-', '0'
+  elseif tag == 'R3|' then
+    sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
+      created, updated, stm, exp, expiry, idle, reason, tc, lag, count, pos = string.match(raw, HEADER_R3)
+    lw, warned = '-', '0'
   else
     sid, mode, status, version, active, total, tpc, cs, started, completed, inc, maxt,
-      created, updated, _, _, expiry, idle, reason, tc, lag, count, pos = string.match(raw, HEADER)
+      created, updated, stm, exp, expiry, idle, reason, tc, lag, lw, warned, count, pos =
+      string.match(raw, HEADER)
   end
-  local r3 = tag == 'R3|'
+  local r3 = tag == 'R3|' or tag == 'R4|'
   active = num(active)
   local st = {
     session_id = sid, sync_mode = mode, status = status, version = tonumber(version),
@@ -74,7 +80,9 @@ local function decode_state(raw)
     session_completed_at = str(completed), increment_ms = tonumber(inc), max_time_ms = str(maxt),
     created_at = created, updated_at = tonumber(updated), cycle_expiry = str(expiry),
     idle_cycles = tonumber(idle), expiry_reason = str(reason), participants = {},
-    time_control = str(tc), lag = str(lag),
+    time_control = str(tc), lag = str(lag), low_time = num(lw), warned = warned == '1',
+    -- Kept as stored for a write that is not a transition (a low-time warning).
+    server_time_ms = stm, expires_at = str(exp),
   }
   for k = 1, tonumber(count) do
     local id, index, bank, used, cycles, expired, group, ctl, clock, quota, next_pos
@@ -105,14 +113,14 @@ end
 
 local function encode_state(st)
   local t = {
-    'R3', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
+    'R4', st.session_id, st.sync_mode, st.status, st.version, st.active and st.active - 1 or '-',
     st.total_time_ms, dash(st.time_per_cycle_ms), dash(st.cycle_started_at),
     dash(st.session_started_at), dash(st.session_completed_at), st.increment_ms,
     dash(st.max_time_ms), st.created_at, st.updated_at, st.server_time_ms, dash(st.expires_at),
     dash(st.cycle_expiry), st.idle_cycles, dash(st.expiry_reason), dash(st.time_control),
-    dash(st.lag), #st.participants,
+    dash(st.lag), dash(st.low_time), st.warned and '1' or '0', #st.participants,
   }
-  local n = 23
+  local n = 25
   for _, p in ipairs(st.participants) do
     t[n + 1], t[n + 2], t[n + 3], t[n + 4] = p.participant_id, p.participant_index, p.bank, p.time_used_ms
     t[n + 5], t[n + 6], t[n + 7] = p.cycle_count, p.has_expired and '1' or '0', p.group_id or '-'
@@ -364,16 +372,29 @@ end
 
 local function finish_as(st, status, at)
   st.active, st.status, st.cycle_started_at, st.session_completed_at = nil, status, nil, at
-  st.expiry_reason = nil
+  st.expiry_reason, st.warned = nil, false
 end
 
--- When the scheduler must look at the session next (mirrors view::wake_at).
-local function wake_at(st)
+-- When the session ends by itself if nobody acts (mirrors view::end_at).
+local function end_at(st)
   local d = deadline(st)
   if d then return d end
   local s = st.status
   if s == 'expired' or s == 'completed' or s == 'cancelled' then return nil end
   return st.updated_at + tonumber(ARGV[14]) * 1000
+end
+
+-- When the running turn's low-time warning is due (mirrors view::warn_at).
+local function warn_at(st)
+  if not st.low_time or st.low_time <= 0 or st.warned then return nil end
+  local d = deadline(st)
+  if d then return d - st.low_time end
+  return nil
+end
+
+-- When the scheduler must look at the session next (mirrors view::wake_at).
+local function wake_at(st)
+  return warn_at(st) or end_at(st)
 end
 
 local function bump(st, now)
@@ -402,6 +423,7 @@ local function auto_advance(st, i, d1, k)
   for _, p in ipairs(ps) do p.bank = c end
   st.active = (i - 1 + k) % n + 1
   st.cycle_started_at = d1 + (k - 1) * c
+  st.warned = false
 end
 
 -- Applies a passed deadline or idle end; returns the event type and who ran
@@ -409,7 +431,7 @@ end
 local function settle(st, now)
   local d = deadline(st)
   if d == nil then
-    local idle_end = wake_at(st)
+    local idle_end = end_at(st)
     if idle_end == nil or now < idle_end then return nil end
     if st.status == 'running' and st.active and st.cycle_started_at then
       charge(st, st.active, max(0, idle_end - st.cycle_started_at))
@@ -480,6 +502,7 @@ local cmds = {}
 function cmds.start(st, now)
   if st.status ~= 'pending' then return nil, refuse(st, 'start') end
   st.active, st.status, st.cycle_started_at, st.session_started_at = 1, 'running', now, now
+  st.warned = false
   return 'session_started'
 end
 
@@ -501,7 +524,7 @@ function cmds.switch(st, now)
     st.participants[i].bank = cycle_ms(st)
     st.participants[target].bank = cycle_ms(st)
   end
-  st.active, st.cycle_started_at = target, now
+  st.active, st.cycle_started_at, st.warned = target, now, false
   return 'participant_switched'
 end
 
@@ -570,8 +593,10 @@ local function initial_state(now)
     increment_ms = spec.increment_ms or 0, max_time_ms = maxt,
     created_at = now, updated_at = now, server_time_ms = now,
     metadata = ARGV[11] ~= '' and ARGV[11] or nil, cycle_expiry = nn(spec.cycle_expiry),
-    idle_cycles = 0, time_control = nn(spec.tc), lag = lag,
+    idle_cycles = 0, time_control = nn(spec.tc), lag = lag, warned = false,
   }
+  local lw = nn(spec.low_time_warning_ms)
+  if lw and lw > 0 then st.low_time = lw end
   for i = 1, #ps do
     local c = control_of(st, i)
     if c then
@@ -590,6 +615,7 @@ local function xadd(ev)
   local f = { 'XADD', KEYS[3], '*', 'type', ev[1], 'sid', ARGV[2], 'v', ev[2], 'at', ev[3] }
   if ARGV[5] ~= '' then f[#f + 1], f[#f + 2] = 'actor', ARGV[5] end
   if ev[5] then f[#f + 1], f[#f + 2] = 'lag', ev[5] end
+  if ev[6] then f[#f + 1], f[#f + 2], f[#f + 3], f[#f + 4] = 'due', ev[6], 'warn', ev[7] end
   f[#f + 1], f[#f + 2] = 'snap', ev[4]
   redis.call(unpack(f))
 end
@@ -616,20 +642,20 @@ local function schedule(at)
   end
 end
 
--- Writes the final state, its wake time and TTL (the wake time plus the base
--- TTL: a backstop, the scheduler ends the session first), publishes it,
--- appends the events.
-local function persist(st, now, events)
+-- Writes the final state, its wake time and TTL (its end plus the base TTL:
+-- a backstop, the scheduler ends the session first), publishes it when a
+-- transition happened, appends the events.
+local function persist(st, now, events, publish)
   local record = events[#events][4]
   local base = tonumber(ARGV[8]) * 1000
-  local at = wake_at(st)
-  if at then
-    redis.call('SET', KEYS[1], record, 'PX', max(base, at - now + base))
+  local ends = end_at(st)
+  if ends then
+    redis.call('SET', KEYS[1], record, 'PX', max(base, ends - now + base))
   else
     redis.call('SET', KEYS[1], record, 'PX', base)
   end
-  schedule(at)
-  redis.call('PUBLISH', ARGV[3], record)
+  schedule(wake_at(st))
+  if publish then redis.call('PUBLISH', ARGV[3], record) end
   for _, ev in ipairs(events) do xadd(ev) end
 end
 
@@ -658,7 +684,7 @@ local function dispatch(cmd, now)
     end
     local st = initial_state(now)
     local record = encode_state(st)
-    persist(st, now, { { 'session_created', 1, now, record } })
+    persist(st, now, { { 'session_created', 1, now, record } }, true)
     return state_header(nil), record, true
   end
   if cmd == 'delete' then
@@ -707,18 +733,25 @@ local function dispatch(cmd, now)
   local settled, expired = settle(st, now)
   if settled then event(events, st, settled, now, false) end
   local err
-  if cmd == 'expire' or cmd == 'switch' and settled then
-    if not settled then
-      local at = wake_at(st)
-      schedule(at)
-      return '"kind":"not_due","status":"' .. st.status .. '","deadline_ms":' .. (at or 'null'), nil, true
-    end
-  else
+  if cmd ~= 'expire' and not (cmd == 'switch' and settled) then
     local t
     t, err = cmds[cmd](st, now)
     if t then event(events, st, t, now, true) end
   end
-  if #events > 0 then persist(st, now, events) end
+  -- The running turn's low-time warning, if due and not yet fired: not a
+  -- transition (no version, no publish), but the state stores that it fired.
+  local changed = #events > 0
+  local due = warn_at(st)
+  if due and due <= now then
+    st.warned = true
+    events[#events + 1] = { 'low_time_warning', st.version, now, encode_state(st), nil, due, st.low_time }
+  end
+  if #events > 0 then persist(st, now, events, changed) end
+  if cmd == 'expire' and not settled then
+    local at = wake_at(st)
+    if #events == 0 then schedule(at) end
+    return '"kind":"not_due","status":"' .. st.status .. '","deadline_ms":' .. (at or 'null'), nil, true
+  end
   if err then return err, nil, false, rate end
   return state_header(expired), events[#events][4], true, rate
 end

@@ -30,11 +30,15 @@ pub enum EventType {
     SessionDeleted,
     /// Rebuilt from the audit trail after Redis lost it.
     SessionRestored,
+    /// The running clock's time left reached the session's low-time warning
+    /// threshold (once per turn). Not a transition: it carries the session's
+    /// current version.
+    LowTimeWarning,
 }
 
 impl EventType {
     /// All event types.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::SessionCreated,
         EventType::SessionStarted,
         EventType::ParticipantSwitched,
@@ -46,6 +50,7 @@ impl EventType {
         EventType::CycleExpired,
         EventType::SessionDeleted,
         EventType::SessionRestored,
+        EventType::LowTimeWarning,
     ];
 
     /// The wire name (`session_created`, …).
@@ -62,6 +67,7 @@ impl EventType {
             EventType::CycleExpired => "cycle_expired",
             EventType::SessionDeleted => "session_deleted",
             EventType::SessionRestored => "session_restored",
+            EventType::LowTimeWarning => "low_time_warning",
         }
     }
 
@@ -75,7 +81,9 @@ impl EventType {
 ///
 /// Stream fields: `type`, `sid`, `v`, `at` (epoch ms), `actor` (only when
 /// known), `lag` (`<claimed>,<credited>` ms, only for a switch of a session
-/// that compensates lag), `snap` (the full snapshot after the transition as a
+/// that compensates lag), `due` and `warn` (only for `low_time_warning`: when
+/// the time left reached the threshold, epoch ms, and the threshold, ms),
+/// `snap` (the full snapshot after the transition as a
 /// [`crate::record`]; for `session_deleted`, the last stored state).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -93,6 +101,10 @@ pub struct AuditEvent {
     /// A switch in a session that compensates lag: the lag the move claimed
     /// and the lag credited from the mover's quota (ms).
     pub lag: Option<(i64, i64)>,
+    /// A `low_time_warning`: when the running clock's time left reached the
+    /// threshold (epoch ms: the deadline minus the threshold, which is before
+    /// the turn began when it began with less), and the threshold (ms).
+    pub warning: Option<(i64, i64)>,
     /// The snapshot, as a [`crate::record`].
     pub snapshot: String,
 }
@@ -117,6 +129,10 @@ impl AuditEvent {
         if let Some((claimed, credited)) = self.lag {
             f.push(("lag", format!("{claimed},{credited}")));
         }
+        if let Some((due, threshold)) = self.warning {
+            f.push(("due", due.to_string()));
+            f.push(("warn", threshold.to_string()));
+        }
         f.push(("snap", self.snapshot.clone()));
         f
     }
@@ -127,6 +143,7 @@ impl AuditEvent {
     ) -> Result<AuditEvent, MalformedEvent> {
         let (mut t, mut sid, mut v, mut at, mut actor, mut snap, mut lag) =
             (None, None, None, None, None, None, None);
+        let (mut due, mut warn) = (None, None);
         for (k, val) in fields {
             match k {
                 "type" => t = Some(val),
@@ -136,6 +153,8 @@ impl AuditEvent {
                 "actor" => actor = Some(val.to_string()),
                 "snap" => snap = Some(val),
                 "lag" => lag = Some(val),
+                "due" => due = Some(val),
+                "warn" => warn = Some(val),
                 _ => {}
             }
         }
@@ -161,6 +180,14 @@ impl AuditEvent {
                     let (a, b) = l.split_once(',').ok_or_else(bad)?;
                     Some((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
                 }
+            },
+            warning: match (due, warn) {
+                (None, None) => None,
+                (Some(d), Some(w)) => {
+                    let bad = || MalformedEvent("bad due or warn".into());
+                    Some((d.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?))
+                }
+                _ => return Err(MalformedEvent("due and warn go together".into())),
             },
             snapshot: snap.ok_or_else(|| missing("snap"))?.to_string(),
         })
@@ -222,7 +249,8 @@ impl ChannelMessage {
 
     /// Classifies a published text. Snapshots start with the record tag.
     pub fn parse(text: &str) -> Option<ChannelMessage> {
-        if text.starts_with("R1|") {
+        let b = text.as_bytes();
+        if b.len() > 2 && b[0] == b'R' && b[1].is_ascii_digit() && b[2] == b'|' {
             return Some(ChannelMessage::State(text.to_string()));
         }
         let d: DeletedWire = serde_json::from_str(text).ok()?;
@@ -247,6 +275,7 @@ mod tests {
             at_ms: 42,
             actor: Some("a".into()),
             lag: None,
+            warning: None,
             snapshot: "{}".into(),
         };
         let f = e.to_fields();
@@ -260,6 +289,16 @@ mod tests {
         assert!(f.contains(&("lag", "250,120".to_string())));
         let back = AuditEvent::from_fields(f.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
         assert_eq!(back, lagged);
+        let warned = AuditEvent {
+            event_type: EventType::LowTimeWarning,
+            warning: Some((1_000, 30_000)),
+            ..e.clone()
+        };
+        let f = warned.to_fields();
+        assert!(f.contains(&("due", "1000".to_string())));
+        assert!(f.contains(&("warn", "30000".to_string())));
+        let back = AuditEvent::from_fields(f.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(back, warned);
         assert!(AuditEvent::from_fields([
             ("type", "session_paused"),
             ("sid", "s"),
@@ -286,6 +325,14 @@ mod tests {
         assert_eq!(ChannelMessage::parse(&d.encode()), Some(d));
         assert!(matches!(
             ChannelMessage::parse("R1|x|per_cycle"),
+            Some(ChannelMessage::State(_))
+        ));
+        assert!(matches!(
+            ChannelMessage::parse(crate::record::TAG),
+            None | Some(ChannelMessage::State(_))
+        ));
+        assert!(matches!(
+            ChannelMessage::parse(&format!("{}|x", crate::record::TAG)),
             Some(ChannelMessage::State(_))
         ));
         assert_eq!(ChannelMessage::parse("nonsense"), None);

@@ -56,9 +56,25 @@ pub struct CreateSpec {
     /// **[ext]** Lag compensation, opted in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_compensation: Option<LagCompensation>,
+    /// **[ext]** The low-time warning threshold, ms (`Some(0)`: none for this
+    /// session). `None` here means the deployment's `LOW_TIME_WARNING_MS`,
+    /// which the transport fills in before the script runs
+    /// ([`CreateSpec::with_low_time_default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_time_warning_ms: Option<i64>,
 }
 
 impl CreateSpec {
+    /// The spec with the deployment's low-time warning threshold
+    /// (`LOW_TIME_WARNING_MS`, 0 = none) where the request gave none. The
+    /// stored session keeps the threshold it was created with.
+    pub fn with_low_time_default(mut self, default_ms: u64) -> CreateSpec {
+        if self.low_time_warning_ms.is_none() && default_ms > 0 {
+            self.low_time_warning_ms = Some(default_ms as i64);
+        }
+        self
+    }
+
     /// JSON for the create script (everything but `metadata`).
     pub fn to_script_json(&self) -> String {
         let mut v = serde_json::to_value(self).expect("CreateSpec always serializes");

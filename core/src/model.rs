@@ -29,7 +29,9 @@ use crate::rate::{self, RateInfo, RateWindow};
 use crate::record;
 use crate::time::Timestamp;
 use crate::types::{CycleExpiry, ExpiryReason, Participant, Status, SyncMode, SyncState};
-use crate::view::{bank_sharers, clock_of, control_of, deadline_ms, group_key, has_bank, wake_at};
+use crate::view::{
+    bank_sharers, clock_of, control_of, deadline_ms, end_at, group_key, has_bank, wake_at, warn_at,
+};
 
 /// Inputs that are not part of the stored state.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +48,9 @@ pub struct Ctx {
     pub idle_ttl_ms: i64,
     /// Whether a tombstone of a deleted session with this id lives.
     pub tombstone: bool,
+    /// The deployment's low-time warning threshold (ms, 0 = none): what
+    /// `create` stores when the request names none.
+    pub low_time_warning_ms: u64,
 }
 
 impl Ctx {
@@ -59,6 +64,7 @@ impl Ctx {
             max_idle_cycles: s.max_idle_cycles as i64,
             idle_ttl_ms: s.idle_ttl_s as i64 * 1000,
             tombstone: false,
+            low_time_warning_ms: s.low_time_warning_ms,
         }
     }
 }
@@ -130,6 +136,7 @@ pub fn apply(
         at_ms: now,
         actor: req.actor.clone(),
         lag: None,
+        warning: None,
         snapshot: record::encode(st),
     };
     let mut lag = None;
@@ -148,7 +155,8 @@ pub fn apply(
                 });
                 return out;
             }
-            let st = initial_state(spec, now);
+            let spec = spec.as_ref().clone();
+            let st = initial_state(&spec.with_low_time_default(ctx.low_time_warning_ms), now);
             out.events.push(event(EventType::SessionCreated, &st, 1));
             out.published = Some(ChannelMessage::State(record::encode(&st)));
             out.reply = Ok(Reply::State {
@@ -227,14 +235,8 @@ pub fn apply(
     }
 
     let result: Result<Option<EventType>, DomainError> = match &req.command {
-        Command::Expire | Command::Switch { .. } if settled.is_some() => Ok(None),
-        Command::Expire => {
-            out.reply = Ok(Reply::NotDue {
-                status: st.status,
-                deadline_ms: wake_at(&st, ctx.idle_ttl_ms),
-            });
-            return out;
-        }
+        Command::Expire => Ok(None),
+        Command::Switch { .. } if settled.is_some() => Ok(None),
         Command::Switch {
             next_participant_id,
         } => switch(
@@ -252,26 +254,47 @@ pub fn apply(
         Command::Cancel => finish(&mut st, now, Action::Cancel).map(Some),
         Command::Create(_) | Command::Delete => unreachable!("handled above"),
     };
-    out.reply = match result {
-        Ok(t) => {
-            if let Some(t) = t {
-                st.idle_cycles = 0;
-                bump(&mut st, now);
-                out.events.push(AuditEvent {
-                    lag,
-                    ..event(t, &st, st.version)
-                });
-                changed = true;
-            }
-            Ok(Reply::State {
-                state: Box::new(st.clone()),
-                expired_participant_id: settled.and_then(|(_, p)| p),
-            })
+    let result = match result {
+        Ok(Some(t)) => {
+            st.idle_cycles = 0;
+            bump(&mut st, now);
+            out.events.push(AuditEvent {
+                lag,
+                ..event(t, &st, st.version)
+            });
+            changed = true;
+            Ok(())
         }
+        Ok(None) => Ok(()),
         Err(e) => Err(e),
+    };
+    // After every call that got this far: the running turn's low-time
+    // warning, if it is due and has not fired. It is not a transition (no
+    // version, no publish), but the state stores that it fired.
+    let mut warned = false;
+    if let Some(due) = warn_at(&st).filter(|d| *d <= now) {
+        st.low_time_warned = true;
+        out.events.push(AuditEvent {
+            warning: Some((due, st.low_time_warning_ms.unwrap_or(0))),
+            ..event(EventType::LowTimeWarning, &st, st.version)
+        });
+        warned = true;
+    }
+    out.reply = match (&req.command, result) {
+        (Command::Expire, _) if settled.is_none() => Ok(Reply::NotDue {
+            status: st.status,
+            deadline_ms: wake_at(&st, ctx.idle_ttl_ms),
+        }),
+        (_, Ok(())) => Ok(Reply::State {
+            state: Box::new(st.clone()),
+            expired_participant_id: settled.and_then(|(_, p)| p),
+        }),
+        (_, Err(e)) => Err(e),
     };
     if changed {
         out.published = Some(ChannelMessage::State(record::encode(&st)));
+    }
+    if changed || warned {
         out.state = Some(st);
     }
     out
@@ -347,6 +370,8 @@ pub fn initial_state(spec: &CreateSpec, now: i64) -> SyncState {
         expiry_reason: None,
         time_control: spec.time_control.clone(),
         lag_compensation: spec.lag_compensation,
+        low_time_warning_ms: spec.low_time_warning_ms.filter(|w| *w > 0),
+        low_time_warned: false,
     };
     for i in 0..st.participants.len() {
         if let Some(c) = control_of(&st, i) {
@@ -464,6 +489,7 @@ fn set_active(st: &mut SyncState, i: Option<usize>) {
 
 fn end(st: &mut SyncState, status: Status, at: i64) {
     st.expiry_reason = None;
+    st.low_time_warned = false;
     set_active(st, None);
     st.status = status;
     st.cycle_started_at = None;
@@ -475,7 +501,7 @@ fn end(st: &mut SyncState, status: Status, at: i64) {
 /// nothing was due.
 fn settle(st: &mut SyncState, now: i64, ctx: &Ctx) -> Option<(EventType, Option<String>)> {
     let Some(deadline) = deadline_ms(st) else {
-        let idle_end = wake_at(st, ctx.idle_ttl_ms)?;
+        let idle_end = end_at(st, ctx.idle_ttl_ms)?;
         if now < idle_end {
             return None;
         }
@@ -554,6 +580,7 @@ fn auto_advance(st: &mut SyncState, i: usize, d1: i64, k: i64) {
     }
     set_active(st, Some(((i as i64 + k) % n) as usize));
     st.cycle_started_at = Some(Timestamp(d1 + (k - 1) * c));
+    st.low_time_warned = false;
 }
 
 fn refuse(st: &SyncState, action: Action) -> DomainError {
@@ -572,6 +599,7 @@ fn start(st: &mut SyncState, now: i64) -> Result<EventType, DomainError> {
     st.status = Status::Running;
     st.cycle_started_at = Some(Timestamp(now));
     st.session_started_at = Some(Timestamp(now));
+    st.low_time_warned = false;
     Ok(EventType::SessionStarted)
 }
 
@@ -633,6 +661,7 @@ fn switch(
     }
     set_active(st, Some(target));
     st.cycle_started_at = Some(Timestamp(now));
+    st.low_time_warned = false;
     Ok(EventType::ParticipantSwitched)
 }
 

@@ -55,6 +55,10 @@ pub struct CreateSessionBody {
     time_control: Option<TimeControl>,
     /// **[ext]** Lag compensation (`per_participant` and `per_group`).
     lag_compensation: Option<LagCompensation>,
+    /// **[ext]** When the running clock's time left reaches this (ms), a
+    /// `low_time_warning` event fires, once per turn (webhooks and push
+    /// carry it). Absent: the deployment's `LOW_TIME_WARNING_MS`; 0: none.
+    low_time_warning_ms: Option<i64>,
 }
 
 /// The optional body of `POST /v1/sessions/:id/switch`.

@@ -9,10 +9,11 @@
 //! verbatim:
 //!
 //! ```text
-//! R3|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
+//! R4|session_id|sync_mode|status|version|active_index|total_time_ms|time_per_cycle_ms
 //!   |cycle_started_at|session_started_at|session_completed_at|increment_ms|max_time_ms
 //!   |created_at|updated_at|server_time_ms|expires_at|cycle_expiry|idle_cycles
-//!   |expiry_reason|time_control|lag_compensation|participant_count
+//!   |expiry_reason|time_control|lag_compensation|low_time_warning_ms|low_time_warned
+//!   |participant_count
 //!   (|participant_id|participant_index|bank_ms|time_used_ms|cycle_count|has_expired|group_id
 //!    |time_control|clock|lag_quota_ms)*
 //! [\n metadata]
@@ -26,9 +27,11 @@
 //! participant's `clock` is `-`, or `periods_left,moves_left,stage,overtime,turn_ms`
 //! with `-` for what its control does not keep and `overtime` `0`/`1`.
 //!
-//! Older records are still read: `R2` (no time controls: the last two header
-//! fields and the last three of each participant are absent) and `R1`
-//! (neither `idle_cycles` nor `expiry_reason`: `idle_cycles` 0, no reason).
+//! Older records are still read: `R3` (no low-time warning: the two header
+//! fields before the participant count are absent), `R2` (no time controls
+//! either: the two before those and the last three of each participant are
+//! absent) and `R1` (neither `idle_cycles` nor `expiry_reason`: `idle_cycles`
+//! 0, no reason).
 
 use crate::control::{LagCompensation, TimeControl};
 use crate::time::Timestamp;
@@ -36,11 +39,13 @@ use crate::types::{CycleExpiry, ExpiryReason, Metadata, Participant, Status, Syn
 use std::fmt::Write;
 
 /// The first field of every record (format version).
-pub const TAG: &str = "R3";
+pub const TAG: &str = "R4";
 /// Earlier formats, still read.
+const TAG_R3: &str = "R3";
 const TAG_R2: &str = "R2";
 const TAG_R1: &str = "R1";
-const HEADER_FIELDS: usize = 23;
+const HEADER_FIELDS: usize = 25;
+const HEADER_FIELDS_R3: usize = 23;
 const HEADER_FIELDS_R2: usize = 21;
 const HEADER_FIELDS_R1: usize = 19;
 const PARTICIPANT_FIELDS: usize = 10;
@@ -101,7 +106,14 @@ pub fn encode(st: &SyncState) -> String {
             .as_ref()
             .map(LagCompensation::to_compact),
     );
-    write!(out, "|{}", st.participants.len()).expect("write to String");
+    opt(&mut out, st.low_time_warning_ms);
+    write!(
+        out,
+        "|{}|{}",
+        u8::from(st.low_time_warned),
+        st.participants.len()
+    )
+    .expect("write to String");
     for p in &st.participants {
         write!(
             out,
@@ -158,11 +170,13 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
     let f: Vec<&str> = line.split('|').collect();
     let (header, per) = match f.first() {
         Some(&TAG) => (HEADER_FIELDS, PARTICIPANT_FIELDS),
+        Some(&TAG_R3) => (HEADER_FIELDS_R3, PARTICIPANT_FIELDS),
         Some(&TAG_R2) => (HEADER_FIELDS_R2, PARTICIPANT_FIELDS_R2),
         Some(&TAG_R1) => (HEADER_FIELDS_R1, PARTICIPANT_FIELDS_R2),
         _ => return Err(bad("not a record")),
     };
-    let r3 = header == HEADER_FIELDS;
+    let r3 = header >= HEADER_FIELDS_R3;
+    let r4 = header == HEADER_FIELDS;
     if f.len() < header {
         return Err(bad("not a record"));
     }
@@ -298,6 +312,12 @@ pub fn decode(text: &str) -> Result<SyncState, BadRecord> {
                 Some(LagCompensation::from_compact(l).ok_or_else(|| bad("lag_compensation"))?)
             }
         },
+        low_time_warning_ms: if r4 { opt_int(22)? } else { None },
+        low_time_warned: match r4.then(|| f[23]) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(_) => return Err(bad("low_time_warned")),
+        },
     })
 }
 
@@ -352,6 +372,8 @@ mod tests {
             expiry_reason: None,
             time_control: None,
             lag_compensation: None,
+            low_time_warning_ms: None,
+            low_time_warned: false,
         }
     }
 
@@ -361,7 +383,7 @@ mod tests {
             let mut st = sample(m);
             let text = encode(&st);
             assert!(
-                text.starts_with("R3|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
+                text.starts_with("R4|00000000-0000-4000-8000-000000000000|per_group|running|12|1|")
             );
             assert_eq!(decode(&text), Ok(st.clone()));
             st.status = Status::Expired;
@@ -387,13 +409,23 @@ mod tests {
             st.participants[1].overtime = true;
             st.participants[1].lag_quota_ms = Some(0);
             let text = encode(&st);
-            assert!(text.contains("|y,5,30000|500,100,1000|2|"), "{text}");
+            assert!(text.contains("|y,5,30000|500,100,1000|-|0|2|"), "{text}");
             assert!(text.contains("|c,20,300000|-,4,-,1,0|0"), "{text}");
             assert_eq!(decode(&text), Ok(st.clone()));
             st.participants[0].turn_ms = 1_234;
             assert!(encode(&st).contains("|3,-,-,0,1234|700"));
+            assert_eq!(decode(&encode(&st)), Ok(st.clone()));
+            // The low-time warning: its threshold, and whether the turn's was sent.
+            st.low_time_warning_ms = Some(30_000);
+            st.low_time_warned = true;
+            assert!(encode(&st).contains("|500,100,1000|30000|1|2|"));
             assert_eq!(decode(&encode(&st)), Ok(st));
         }
+    }
+
+    /// The R3 form of an R4 record without a low-time warning.
+    fn as_r3(r4: &str) -> String {
+        format!("R3{}", &r4[2..]).replacen("|-|0|2|", "|2|", 1)
     }
 
     /// The R2 form of an R3 record without time controls.
@@ -403,9 +435,12 @@ mod tests {
     }
 
     #[test]
-    fn r1_and_r2_records_are_still_read() {
+    fn r1_r2_and_r3_records_are_still_read() {
         let mut st = sample(None);
-        let r2 = as_r2(&encode(&st));
+        let r3 = as_r3(&encode(&st));
+        assert!(r3.contains("|auto_advance|3|-|-|-|2|"), "{r3}");
+        assert_eq!(decode(&r3), Ok(st.clone()));
+        let r2 = as_r2(&r3);
         assert!(
             r2.ends_with("|00000000-0000-4000-8000-0000000000ff"),
             "{r2}"
@@ -428,8 +463,11 @@ mod tests {
             "R2|x",
             "R3|x",
             "R4|x",
-            &good.replace("|-|-|2|", "|q,1|-|2|"),
-            &good.replace("|-|-|2|", "|-|1,2|2|"),
+            "R5|x",
+            &good.replace("|-|-|-|0|2|", "|q,1|-|-|0|2|"),
+            &good.replace("|-|-|-|0|2|", "|-|1,2|-|0|2|"),
+            &good.replace("|-|-|-|0|2|", "|-|-|x|0|2|"),
+            &good.replace("|-|-|-|0|2|", "|-|-|-|2|2|"),
             &good.replace("|auto_advance|3|-|", "|auto_advance|3|bored|"),
             "{\"session_id\":1}",
             &good.replace("|12|", "|x|"),

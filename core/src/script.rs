@@ -115,6 +115,9 @@ pub struct Settings {
     pub idle_ttl_s: u64,
     /// How long a deleted session's id stays refused for `create`, in seconds.
     pub tombstone_ttl_s: u64,
+    /// The low-time warning threshold a session gets when its `create` names
+    /// none (`LOW_TIME_WARNING_MS`), ms; 0 = none.
+    pub low_time_warning_ms: u64,
 }
 
 impl Default for Settings {
@@ -128,6 +131,7 @@ impl Default for Settings {
             max_idle_cycles: 10,
             idle_ttl_s: 86_400,
             tombstone_ttl_s: 86_400,
+            low_time_warning_ms: 0,
         }
     }
 }
@@ -165,7 +169,10 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
     ];
     let (payload, metadata) = match &req.command {
         Command::Create(spec) => (
-            spec.to_script_json(),
+            spec.as_ref()
+                .clone()
+                .with_low_time_default(settings.low_time_warning_ms)
+                .to_script_json(),
             spec.metadata
                 .as_ref()
                 .map(|m| m.get().to_string())

@@ -226,10 +226,6 @@ pub struct Participant {
     pub lag_quota_ms: Option<i64>,
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
 /// **[ext]** Free-form client data kept verbatim (a JSON object ≤ 16 KiB).
 #[derive(Clone, Debug)]
 pub struct Metadata(pub Box<RawValue>);
@@ -331,10 +327,23 @@ pub struct SyncState {
     /// **[ext]** Lag compensation, when the session opted in (omitted otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_compensation: Option<LagCompensation>,
+    /// **[ext]** The low-time warning threshold (ms): a `low_time_warning`
+    /// event fires once per turn when the running clock's time left reaches
+    /// it (omitted when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_time_warning_ms: Option<i64>,
+    /// **[ext]** Whether the running turn's low-time warning has fired
+    /// (omitted when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub low_time_warned: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl SyncState {

@@ -131,6 +131,12 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
         .unwrap_or(0);
 
     let max_time_ms = c.int("max_time_ms", obj.get("max_time_ms"), false, &MAX_TIME);
+    let low_time_warning_ms = c.int(
+        LOW_TIME_WARNING.field,
+        obj.get(LOW_TIME_WARNING.field),
+        false,
+        &LOW_TIME_WARNING,
+    );
 
     let metadata = match present(obj.get("metadata")) {
         Some(v @ Value::Object(_)) => c.metadata(v),
@@ -251,6 +257,7 @@ pub fn validate_create(body: &Value) -> Result<CreateSpec, Vec<Issue>> {
                 cycle_expiry,
                 time_control,
                 lag_compensation,
+                low_time_warning_ms,
             })
         }
         _ => Err(c.issues),
@@ -284,11 +291,12 @@ pub enum Scope {
 }
 
 /// Every integer field of a create body, with its bounds.
-pub const CREATE_INTEGERS: [(Scope, &Bounds); 6] = [
+pub const CREATE_INTEGERS: [(Scope, &Bounds); 7] = [
     (Scope::Body, &TOTAL_TIME),
     (Scope::Body, &TIME_PER_CYCLE),
     (Scope::Body, &INCREMENT),
     (Scope::Body, &MAX_TIME),
+    (Scope::Body, &LOW_TIME_WARNING),
     (Scope::Participant, &PARTICIPANT_INDEX),
     (Scope::Participant, &TOTAL_TIME),
 ];
@@ -341,6 +349,16 @@ const MAX_TIME: Bounds = Bounds {
     max: 86_400_000,
     too_small: "Max time must be at least 1000ms (1 second)",
     too_big: "Max time cannot exceed 86400000ms (24 hours)",
+};
+
+/// The low-time warning threshold of a session (`low_time_warning_ms`; 0 =
+/// none) and of a deployment (`LOW_TIME_WARNING_MS`).
+pub const LOW_TIME_WARNING: Bounds = Bounds {
+    field: "low_time_warning_ms",
+    min: 0,
+    max: 86_400_000,
+    too_small: "Low-time warning cannot be negative",
+    too_big: "Low-time warning cannot exceed 86400000ms (24 hours)",
 };
 
 /// Bounds of a time control's integers (docs/API.md §4.1), read by

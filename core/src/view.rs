@@ -80,16 +80,35 @@ pub fn deadline_ms(st: &SyncState) -> Option<i64> {
     Some(st.cycle_started_at?.ms() + left)
 }
 
-/// When the scheduler must next look at a session: its clock's deadline, or,
+/// When a session ends by itself if nobody acts: its clock's deadline, or,
 /// for a live session without one (pending, paused, an uncapped `count_up`),
-/// its idle end `updated_at + idle_ttl_ms`. `None` once it has ended. This is
-/// the score of its entry in the shard's deadline ZSET.
-pub fn wake_at(st: &SyncState, idle_ttl_ms: i64) -> Option<i64> {
+/// its idle end `updated_at + idle_ttl_ms`. `None` once it has ended. The
+/// state key's TTL is counted from it.
+pub fn end_at(st: &SyncState, idle_ttl_ms: i64) -> Option<i64> {
     match deadline_ms(st) {
         Some(d) => Some(d),
         None if st.status.is_terminal() => None,
         None => Some(st.updated_at.ms() + idle_ttl_ms),
     }
+}
+
+/// When the running turn's low-time warning is due: the clock's deadline
+/// minus the session's threshold, until the turn's warning has fired. It
+/// is before the turn began when the turn began with less time than the
+/// threshold (the warning then fires with the command that began it).
+pub fn warn_at(st: &SyncState) -> Option<i64> {
+    let threshold = st.low_time_warning_ms.filter(|w| *w > 0)?;
+    if st.low_time_warned {
+        return None;
+    }
+    Some(deadline_ms(st)? - threshold)
+}
+
+/// When the scheduler must next look at a session: its low-time warning if
+/// one is due this turn, else [`end_at`]. `None` once it has ended. This is
+/// the score of its entry in the shard's deadline ZSET.
+pub fn wake_at(st: &SyncState, idle_ttl_ms: i64) -> Option<i64> {
+    warn_at(st).or_else(|| end_at(st, idle_ttl_ms))
 }
 
 /// A participant's clock at `now_ms`.

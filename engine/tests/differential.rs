@@ -30,7 +30,7 @@ use synckairos_core::model::{self, Ctx, Reply};
 use synckairos_core::rate::{self, RateWindow};
 use synckairos_core::record;
 use synckairos_core::script::{CallOptions, Settings};
-use synckairos_core::view::{deadline_ms, wake_at};
+use synckairos_core::view::{deadline_ms, wake_at, warn_at};
 use synckairos_core::{Command, DomainError, ExpiryReason, Request, SyncMode, SyncState};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
@@ -64,7 +64,8 @@ enum Version {
 
 #[derive(Clone, Debug)]
 struct Step {
-    /// Time to the command; `at_deadline` instead lands at deadline + offset.
+    /// Time to the command; `at_deadline` instead lands at deadline + offset
+    /// (-1..=1), or at the low-time warning + offset - 10 (9..=11).
     delay_ms: i64,
     at_deadline: Option<i64>,
     op: Op,
@@ -142,7 +143,11 @@ fn step() -> impl Strategy<Value = Step> {
         2 => 6_000i64..45_000,
     ];
     let version = prop_oneof![6 => Just(Version::Any), 2 => Just(Version::Current), 1 => Just(Version::Stale)];
-    let at_deadline = prop_oneof![6 => Just(None), 1 => (-1i64..=1).prop_map(Some)];
+    let at_deadline = prop_oneof![
+        6 => Just(None),
+        1 => (-1i64..=1).prop_map(Some),
+        1 => (9i64..=11).prop_map(Some)
+    ];
     let actor = prop_oneof![
         Just(Actor::None),
         Just(Actor::Active),
@@ -250,6 +255,7 @@ fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
         prop_oneof![2 => Just(0i64), 1 => 0i64..3_000],
         prop::option::of(1000i64..30_000),
         prop::option::of(prop_oneof![Just("expire"), Just("auto_advance")]),
+        prop_oneof![3 => Just(None), 1 => Just(Some(0i64)), 3 => (300i64..15_000).prop_map(Some)],
         prop::option::of(prop_oneof![
             Just(json!({})),
             Just(json!({"room": "a\"b/ü|x\ny", "n": [1, 2.5, null], "z": {"y": true}})),
@@ -257,7 +263,7 @@ fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
         ]),
     )
         .prop_map(
-            move |(sid, ps, total, cycle, increment, max, expiry, metadata)| {
+            move |(sid, ps, total, cycle, increment, max, expiry, low_time, metadata)| {
                 let participants: Vec<Value> = ps
                     .iter()
                     .enumerate()
@@ -285,6 +291,9 @@ fn body(mode: SyncMode) -> impl Strategy<Value = Value> {
                 }
                 if let Some(m) = metadata {
                     b["metadata"] = m;
+                }
+                if let Some(w) = low_time {
+                    b["low_time_warning_ms"] = json!(w);
                 }
                 b
             },
@@ -361,6 +370,10 @@ struct Tally {
     rate_limited: u64,
     conflicts: u64,
     at_deadline: u64,
+    /// Steps that landed at a low-time warning's due time.
+    at_warning: u64,
+    /// `low_time_warning` events.
+    warnings: u64,
     not_your_turn: u64,
     idle_cycles_ended: u64,
     idle_timeouts: u64,
@@ -386,12 +399,15 @@ struct Tally {
 /// The harness's lifetimes: small, so that random cases reach them.
 const MAX_IDLE_CYCLES: u32 = 3;
 const IDLE_TTL_S: u64 = 40;
+/// The deployment's low-time warning, for sessions whose body names none.
+const LOW_TIME_WARNING_MS: u64 = 2_500;
 
 fn settings(switch_limit: u64) -> Settings {
     Settings {
         switch_limit,
         max_idle_cycles: MAX_IDLE_CYCLES,
         idle_ttl_s: IDLE_TTL_S,
+        low_time_warning_ms: LOW_TIME_WARNING_MS,
         ..Settings::default()
     }
 }
@@ -503,9 +519,17 @@ impl Harness {
         let mut now = c.start_ms;
         for (n, s) in c.steps.iter().enumerate() {
             now += s.delay_ms;
-            if let (Some(off), Some(d)) = (s.at_deadline, state.as_ref().and_then(deadline_ms)) {
-                now = now.max(d + off);
-                tally.at_deadline += 1;
+            let warn = state.as_ref().and_then(warn_at);
+            match (s.at_deadline, state.as_ref().and_then(deadline_ms)) {
+                (Some(off), _) if off >= 9 && warn.is_some() => {
+                    now = now.max(warn.unwrap_or(now) + off - 10);
+                    tally.at_warning += 1;
+                }
+                (Some(off), Some(d)) => {
+                    now = now.max(d + off.clamp(-1, 1));
+                    tally.at_deadline += 1;
+                }
+                _ => {}
             }
             let ids: Vec<String> = state
                 .as_ref()
@@ -571,6 +595,7 @@ impl Harness {
                 max_idle_cycles: MAX_IDLE_CYCLES.into(),
                 idle_ttl_ms: IDLE_TTL_S as i64 * 1000,
                 tombstone,
+                low_time_warning_ms: LOW_TIME_WARNING_MS,
             };
             let at = format!("step {n} ({:?} at +{} ms)", s.op, now - c.start_ms);
 
@@ -610,6 +635,7 @@ impl Harness {
                         }
                     }
                     "cycle_expired" => tally.auto_advanced += 1,
+                    "low_time_warning" => tally.warnings += 1,
                     _ => {}
                 }
             }
@@ -780,6 +806,8 @@ impl Tally {
             && self.conflicts > 0
             && self.not_your_turn > 0
             && self.at_deadline > 0
+            && self.at_warning > 0
+            && self.warnings > 0
             && self.settled_then_refused > 0
             && self.idle_timeouts > 0
             && self.recreate_refused > 0
