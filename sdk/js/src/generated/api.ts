@@ -36,6 +36,12 @@ export type CreateSessionBody = {
   increment_ms?: number | null;
   /** **[ext]** Lag compensation (`per_participant` and `per_group`). */
   lag_compensation?: LagCompensation | null;
+  /**
+   * **[ext]** When the running clock's time left reaches this (ms), a
+   * `low_time_warning` event fires, once per turn (webhooks and push
+   * carry it). Absent: the deployment's `LOW_TIME_WARNING_MS`; 0: none.
+   */
+  low_time_warning_ms?: number | null;
   /** Stopwatch cap (`count_up`). */
   max_time_ms?: number | null;
   /** **[ext]** Client data (≤ 16 KiB). */
@@ -328,6 +334,17 @@ export type SyncState = {
   increment_ms: number;
   /** **[ext]** Lag compensation, when the session opted in (omitted otherwise). */
   lag_compensation?: LagCompensation | null;
+  /**
+   * **[ext]** Whether the running turn's low-time warning has fired
+   * (omitted when false).
+   */
+  low_time_warned?: boolean;
+  /**
+   * **[ext]** The low-time warning threshold (ms): a `low_time_warning`
+   * event fires once per turn when the running clock's time left reaches
+   * it (omitted when off).
+   */
+  low_time_warning_ms?: number | null;
   /** Cap of a `count_up` stopwatch (omitted when unset). */
   max_time_ms?: number | null;
   /** **[ext]** Client data, kept verbatim (omitted when unset). */
