@@ -105,10 +105,15 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<Inserted, s
 
 /// The newest row of each session incarnation (session id and creation
 /// time) in the batch, in that order (the same lock order in every consumer,
-/// so two of them never deadlock).
+/// so two of them never deadlock). A low-time warning is not a transition:
+/// the row keeps the transition's snapshot whichever batch the warning
+/// lands in.
 fn latest(rows: &[Row]) -> Vec<&Row> {
     let mut by: BTreeMap<(&str, i64), &Row> = BTreeMap::new();
-    for r in rows {
+    for r in rows
+        .iter()
+        .filter(|r| r.event.event_type != EventType::LowTimeWarning)
+    {
         let key = (r.event.session_id.as_str(), r.state.created_at.ms());
         let e = by.entry(key).or_insert(r);
         if r.event.version >= e.event.version {

@@ -473,3 +473,53 @@ async fn sigterm_mid_batch_finishes_the_batch_then_exits() {
     // The whole batch was stored and acknowledged before the exit.
     s.assert_exactly(&expected).await;
 }
+
+/// A low-time warning is an event of the trail at the session's current
+/// version: stored in `sync_events` with its type, while the session row
+/// keeps the transition's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_time_warning_is_stored_without_moving_the_session_row() {
+    let s = stack().await;
+    let sid = synckairos_engine::fixtures::uuid(0x5_0000);
+    let mut b = synckairos_engine::fixtures::body(&sid, "per_participant", 2, 10_000);
+    b["low_time_warning_ms"] = 4_000.into();
+    let at = |now: i64| synckairos_core::script::CallOptions {
+        now_ms: Some(now),
+        idempotency_key: None,
+    };
+    let t0 = 1_800_000_000_000i64;
+    let create = synckairos_engine::fixtures::create(&b).expect("valid body");
+    s.engine.execute(&create, &at(t0)).await.expect("create");
+    let start = synckairos_core::Request::new(&sid, synckairos_core::Command::Start);
+    s.engine.execute(&start, &at(t0)).await.expect("start");
+    let expire = synckairos_core::Request::new(&sid, synckairos_core::Command::Expire);
+    s.engine
+        .execute(&expire, &at(t0 + 6_000))
+        .await
+        .expect("expire");
+    let (mut c, _) = s.consumer("solo", ConsumerConfig::default()).await;
+    drain(&mut c, &s, 3).await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, version FROM sync_events WHERE session_id = $1 ORDER BY event_id",
+    )
+    .bind(&sid)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64)> = [
+        ("session_created", 1),
+        ("session_started", 2),
+        ("low_time_warning", 2),
+    ]
+    .iter()
+    .map(|(t, v)| (t.to_string(), *v))
+    .collect();
+    assert_eq!(rows, expected);
+    let (version, last): (i64, String) =
+        sqlx::query_as("SELECT version, last_event_type FROM sync_sessions WHERE session_id = $1")
+            .bind(&sid)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!((version, last.as_str()), (2, "session_started"));
+}
