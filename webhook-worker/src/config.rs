@@ -83,6 +83,14 @@ pub struct WorkerConfig {
     /// claimed, ms.
     #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub claim_idle_ms: u64,
+    /// Trim a shard stream only once this consumer group exists on it (the
+    /// audit consumer's, `AUDIT_GROUP`): the trim keeps what every group
+    /// that exists has not acknowledged, so before the audit consumer has
+    /// made its group, a trim by this worker would drop entries it has not
+    /// stored yet. Empty: trim regardless (a deployment without the audit
+    /// consumer).
+    #[arg(long, env = "WEBHOOK_TRIM_AFTER_GROUP", default_value = "audit")]
+    pub trim_after_group: String,
     /// `/health` and `/ready`.
     #[arg(long, env = "LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -107,6 +115,7 @@ impl Default for WorkerConfig {
             batch_size: 200,
             block_ms: 10_000,
             claim_idle_ms: 30_000,
+            trim_after_group: "audit".into(),
             listen: DEFAULT_LISTEN.parse().expect("a socket address"),
             metrics_listen: DEFAULT_METRICS_LISTEN.parse().expect("a socket address"),
         }

@@ -62,6 +62,7 @@ struct Batch {
 /// The ingest side of a worker.
 pub struct Ingest {
     streams: Streams,
+    redis: redis::aio::ConnectionManager,
     pool: PgPool,
     routes: Vec<Route>,
     metrics: Arc<Metrics>,
@@ -75,6 +76,10 @@ pub struct Ingest {
     groups_ready: bool,
     last_claim: Option<Instant>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Trim a shard only once this group exists on it (`None`: always).
+    trim_after: Option<String>,
+    /// By shard: whether `trim_after` was seen on it.
+    trim_ok: Vec<bool>,
 }
 
 impl Ingest {
@@ -82,6 +87,7 @@ impl Ingest {
     /// into `pool`, for `routes`.
     pub fn new(
         streams: Streams,
+        redis: redis::aio::ConnectionManager,
         pool: PgPool,
         routes: Vec<Route>,
         metrics: Arc<Metrics>,
@@ -89,6 +95,7 @@ impl Ingest {
     ) -> Ingest {
         Ingest {
             streams,
+            redis,
             pool,
             routes,
             metrics,
@@ -102,6 +109,8 @@ impl Ingest {
             groups_ready: false,
             last_claim: None,
             stop: None,
+            trim_after: Some(cfg.trim_after_group.clone()).filter(|g| !g.is_empty()),
+            trim_ok: Vec::new(),
         }
     }
 
@@ -139,6 +148,8 @@ impl Ingest {
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!("consumer group missing; creating it again");
                 self.groups_ready = false;
+                // Redis lost its data: look for the other groups again too.
+                self.trim_ok.clear();
                 Ok(Vec::new())
             }
             other => Ok(other?),
@@ -302,7 +313,7 @@ impl Ingest {
             .iter()
             .map(|e| (e.shard, e.id.clone()))
             .collect();
-        match self.streams.settle(&done, &[]).await {
+        match self.acknowledge(&done).await {
             Ok(trimmed) => {
                 self.metrics.trimmed.fetch_add(trimmed, Relaxed);
             }
@@ -318,6 +329,61 @@ impl Ingest {
             batch: batch.entries.len(),
             queued,
         })
+    }
+
+    /// Acknowledges `done` and trims the shards touched, except a shard
+    /// where the group named by `WEBHOOK_TRIM_AFTER_GROUP` (the audit
+    /// consumer's) does not exist yet: trimming there would remove entries
+    /// that group will read once it is created (the trim only knows the
+    /// groups that exist). There the entries are only acknowledged.
+    async fn acknowledge(&mut self, done: &[(u16, String)]) -> Result<u64, redis::RedisError> {
+        let Some(required) = self.trim_after.clone() else {
+            return self.streams.settle(done, &[]).await;
+        };
+        let shards = self.streams.keys().len();
+        if self.trim_ok.len() != shards {
+            self.trim_ok = vec![false; shards];
+        }
+        let mut unknown: Vec<u16> = done
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| !self.trim_ok[*s as usize])
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            let mut pipe = redis::pipe();
+            for s in &unknown {
+                pipe.cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&self.streams.keys()[*s as usize]);
+            }
+            let mut conn = self.redis.clone();
+            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            for (s, groups) in unknown.iter().zip(&replies) {
+                self.trim_ok[*s as usize] = has_group(groups, &required);
+            }
+        }
+        let (trim, keep): (Vec<_>, Vec<_>) = done
+            .iter()
+            .cloned()
+            .partition(|(s, _)| self.trim_ok[*s as usize]);
+        if !keep.is_empty() {
+            let mut pipe = redis::pipe();
+            for (s, id) in &keep {
+                pipe.cmd("XACK")
+                    .arg(&self.streams.keys()[*s as usize])
+                    .arg(self.streams.group())
+                    .arg(id)
+                    .ignore();
+            }
+            let mut conn = self.redis.clone();
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        match trim.is_empty() {
+            true => Ok(0),
+            false => self.streams.settle(&trim, &[]).await,
+        }
     }
 
     /// Queues the batch's deliveries in one transaction; returns how many
@@ -341,4 +407,28 @@ impl Ingest {
         tx.commit().await?;
         Ok((n, woken))
     }
+}
+
+/// Whether an `XINFO GROUPS` reply lists `name`.
+fn has_group(groups: &redis::Value, name: &str) -> bool {
+    let redis::Value::Array(gs) = groups else {
+        return false;
+    };
+    gs.iter().any(|g| {
+        let fields: Vec<(&redis::Value, &redis::Value)> = match g {
+            redis::Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                })
+                .collect(),
+            redis::Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+            _ => Vec::new(),
+        };
+        fields.iter().any(|(k, v)| {
+            redis::from_redis_value_ref::<String>(k).ok().as_deref() == Some("name")
+                && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(name)
+        })
+    })
 }

@@ -100,7 +100,14 @@ pub async fn worker(
         });
         dispatchers.push(dispatch::Dispatcher::new(ep, shared.clone(), wake)?);
     }
-    let ingest = ingest::Ingest::new(streams, pool.clone(), routes, metrics.clone(), cfg);
+    let ingest = ingest::Ingest::new(
+        streams,
+        conn.clone(),
+        pool.clone(),
+        routes,
+        metrics.clone(),
+        cfg,
+    );
     Ok(Worker {
         ingest,
         dispatchers,
