@@ -231,8 +231,7 @@ pub fn parse_endpoints(
         let at = format!("endpoint #{i} ({:?})", e.id);
         let id_ok = !e.id.is_empty()
             && e.id.len() <= 64
-            && e
-                .id
+            && e.id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !id_ok {

@@ -75,7 +75,9 @@ pub fn client(endpoint: &Endpoint, allow_local: bool) -> anyhow::Result<reqwest:
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(USER_AGENT);
     if !allow_local {
-        b = b.https_only(true).dns_resolver(Arc::new(guard::GuardedResolver));
+        b = b
+            .https_only(true)
+            .dns_resolver(Arc::new(guard::GuardedResolver));
     }
     Ok(b.build()?)
 }

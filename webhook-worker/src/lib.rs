@@ -77,8 +77,8 @@ pub async fn worker(
     let blocking = redis(&conns.redis_url).await?;
     let pool = pool(&conns.database_url)?;
     let name = cfg.name();
-    let streams =
-        Streams::new(conn.clone(), conns.shards, &cfg.group, &name).with_blocking_connection(blocking);
+    let streams = Streams::new(conn.clone(), conns.shards, &cfg.group, &name)
+        .with_blocking_connection(blocking);
     let shared = dispatch::Shared {
         pool: pool.clone(),
         redis: conn.clone(),

@@ -14,6 +14,7 @@ struct Cli {
     command: Cmd,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Applies the database migrations (the audit consumer's set).
@@ -43,6 +44,8 @@ enum Cmd {
     },
 }
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum DlqCmd {
     /// Prints dead letters, one JSON object per line: id (what `replay`
@@ -134,7 +137,9 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 }
             };
             if endpoints.is_empty() {
-                tracing::warn!("no endpoint configured (WEBHOOK_ENDPOINTS): events are read and skipped");
+                tracing::warn!(
+                    "no endpoint configured (WEBHOOK_ENDPOINTS): events are read and skipped"
+                );
             }
             for e in &endpoints {
                 tracing::info!(endpoint = %e.id, url = %synckairos_core::redact::redact_url(e.url.as_str()),

@@ -281,7 +281,10 @@ mod tests {
             panic!("not an event")
         };
         assert_eq!(ev.event_id, "3-1700000000000-7");
-        assert_eq!(WebhookEvent::webhook_id(&ev.event_id), "evt_3-1700000000000-7");
+        assert_eq!(
+            WebhookEvent::webhook_id(&ev.event_id),
+            "evt_3-1700000000000-7"
+        );
         assert_eq!(ev.seq(), (1_700_000_000_000, 7));
         let v: Value = serde_json::from_str(&ev.body).unwrap();
         assert_eq!(v["type"], "low_time_warning");

@@ -236,10 +236,9 @@ pub async fn reschedule(
 
 /// Rows queued, by endpoint.
 pub async fn depth(pool: &PgPool) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT endpoint_id, count(*) FROM webhook_deliveries GROUP BY endpoint_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT endpoint_id, count(*) FROM webhook_deliveries GROUP BY endpoint_id")
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().collect())
 }

@@ -14,13 +14,9 @@ use synckairos_audit_consumer::{metrics::Metrics as AuditMetrics, ConsumerConfig
 async fn the_audit_consumer_never_trims_what_the_webhook_group_has_not_read() {
     let s = stack().await;
     let rx = Receiver::start(|_| Answer::Ok).await;
-    let eps = format!(
-        "[{}]",
-        endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS)
-    );
-    let audit_first = |c: &mut synckairos_webhook_worker::WorkerConfig| {
-        c.trim_after_group = "audit".into()
-    };
+    let eps = format!("[{}]", endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS));
+    let audit_first =
+        |c: &mut synckairos_webhook_worker::WorkerConfig| c.trim_after_group = "audit".into();
     // A first run, before the audit consumer ever ran: it creates its
     // group, delivers, acknowledges, and trims nothing (the audit group
     // does not exist yet: a trim would drop what it has not stored).
@@ -31,7 +27,11 @@ async fn the_audit_consumer_never_trims_what_the_webhook_group_has_not_read() {
     })
     .await;
     w.shutdown().await;
-    assert_eq!(s.stream_len().await, 4, "trimmed before the audit group existed");
+    assert_eq!(
+        s.stream_len().await,
+        4,
+        "trimmed before the audit group existed"
+    );
 
     // 5 sessions: create, start, 2 switches, complete = 25 entries.
     s.play(10, 5, 2).await;
@@ -60,8 +60,10 @@ async fn the_audit_consumer_never_trims_what_the_webhook_group_has_not_read() {
 
     // The worker runs again: it reads, queues, acknowledges, and trims.
     let w = s.worker("wh", &eps, audit_first).await;
-    rx.wait(Duration::from_secs(30), "every event", |h| h.len() == 2 + 15)
-        .await;
+    rx.wait(Duration::from_secs(30), "every event", |h| {
+        h.len() == 2 + 15
+    })
+    .await;
     until(Duration::from_secs(30), "streams trimmed", || async {
         s.stream_len().await == 0
     })

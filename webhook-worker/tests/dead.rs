@@ -81,13 +81,19 @@ async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
 
     // The receiver is back: replay one by id, then the rest.
     down.set(|_| Answer::Ok);
-    let env = [("WEBHOOK_ENDPOINTS", eps.as_str()), ("WEBHOOK_ALLOW_LOCAL", "true")];
+    let env = [
+        ("WEBHOOK_ENDPOINTS", eps.as_str()),
+        ("WEBHOOK_ALLOW_LOCAL", "true"),
+    ];
     let first = listed[0]["id"].as_str().unwrap();
     let (code, out, err) = cli(&s, &["dlq", "replay", first], &env);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\"result\":\"queued\""), "{out}");
     let (code, out, err) = cli(&s, &["dlq", "replay", first, "0-1"], &env);
-    assert_eq!(code, 2, "a missing dead letter fails the replay: {out}{err}");
+    assert_eq!(
+        code, 2,
+        "a missing dead letter fails the replay: {out}{err}"
+    );
     assert!(out.contains("not_found"), "{out}");
     let (code, out, err) = cli(&s, &["dlq", "replay", "--all", "--endpoint", "down"], &env);
     assert_eq!(code, 0, "{out}{err}");

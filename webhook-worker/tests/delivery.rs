@@ -64,7 +64,11 @@ async fn signed_deliveries_of_every_type_verify_with_both_rotated_secrets() {
             .to_str()
             .unwrap()
             .starts_with("SyncKairos-Webhooks/"));
-        let ts: i64 = h.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        let ts: i64 = h.headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((ts - wall_ms() / 1000).abs() < 60);
         let body = h.json();
         let id = h.webhook_id();
@@ -73,7 +77,10 @@ async fn signed_deliveries_of_every_type_verify_with_both_rotated_secrets() {
             format!("evt_{}", body["data"]["event_id"].as_str().unwrap())
         );
         assert_eq!(body["timestamp"], body["data"]["occurred_at"]);
-        assert_eq!(body["data"]["state"]["session_id"], body["data"]["session_id"]);
+        assert_eq!(
+            body["data"]["state"]["session_id"],
+            body["data"]["session_id"]
+        );
     }
     let by_type = |t: &str| -> Vec<serde_json::Value> {
         hits.iter()
@@ -84,7 +91,10 @@ async fn signed_deliveries_of_every_type_verify_with_both_rotated_secrets() {
     let switched = by_type("participant_switched");
     assert_eq!(switched.len(), 2);
     assert_eq!(
-        switched.iter().map(|b| b["data"]["version"].as_u64().unwrap()).collect::<Vec<_>>(),
+        switched
+            .iter()
+            .map(|b| b["data"]["version"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         played[..2].iter().map(|(_, v)| *v).collect::<Vec<_>>()
     );
     assert_eq!(
@@ -124,7 +134,9 @@ async fn signed_deliveries_of_every_type_verify_with_both_rotated_secrets() {
         assert!(m.contains(line), "no {line} in:\n{m}");
     }
     assert!(!m.contains("MfKQ9r8"), "a secret in the metrics");
-    assert!(http_get(w.ops_port, "/ready").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(w.ops_port, "/ready")
+        .await
+        .starts_with("HTTP/1.1 200"));
     w.shutdown().await;
     // Acknowledged and trimmed (no other group on the streams).
     assert_eq!(s.stream_len().await, 0);
@@ -136,7 +148,12 @@ async fn first_attempts_arrive_within_milliseconds_of_the_event() {
     let rx = Receiver::start(|_| Answer::Ok).await;
     let eps = format!(
         "[{}]",
-        endpoint("fast", &rx.url(), &[SECRET_A], r#"["participant_switched"]"#)
+        endpoint(
+            "fast",
+            &rx.url(),
+            &[SECRET_A],
+            r#"["participant_switched"]"#
+        )
     );
     let w = s.worker("lat", &eps, |_| {}).await;
     // Warm up (connections, prepared statements).
@@ -153,8 +170,8 @@ async fn first_attempts_arrive_within_milliseconds_of_the_event() {
     // 200 switches over 20 sessions, 10 ms apart: the latency of each from
     // its Redis time (the same clock as the receiver's, one machine) to
     // its arrival.
-    let ids: Vec<String> = futures::future::join_all((0..20).map(|i| s.session(10 + i, 600_000)))
-        .await;
+    let ids: Vec<String> =
+        futures::future::join_all((0..20).map(|i| s.session(10 + i, 600_000))).await;
     let n = 200;
     for i in 0..n {
         s.exec(
@@ -166,13 +183,15 @@ async fn first_attempts_arrive_within_milliseconds_of_the_event() {
         .await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    rx.wait(Duration::from_secs(60), "every switch", |h| h.len() == n + 1)
-        .await;
+    rx.wait(Duration::from_secs(60), "every switch", |h| {
+        h.len() == n + 1
+    })
+    .await;
     let mut lat: Vec<i64> = rx.hits()[1..]
         .iter()
         .map(|h| {
-            let at = synckairos_core::time::parse_iso(h.json()["timestamp"].as_str().unwrap())
-                .unwrap();
+            let at =
+                synckairos_core::time::parse_iso(h.json()["timestamp"].as_str().unwrap()).unwrap();
             h.at_ms - at
         })
         .collect();

@@ -48,10 +48,7 @@ async fn a_killed_worker_loses_nothing() {
     let s = stack().await;
     // Each answer takes 30 ms, so attempts are in flight when the kill comes.
     let rx = Receiver::start(|_| Answer::OkAfter(Duration::from_millis(30))).await;
-    let eps = format!(
-        "[{}]",
-        endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS)
-    );
+    let eps = format!("[{}]", endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS));
     let cfg = |c: &mut synckairos_webhook_worker::WorkerConfig| {
         c.lease_ms = 1_000;
         c.timeout_ms = 500;
@@ -103,5 +100,9 @@ async fn a_killed_worker_loses_nothing() {
     })
     .await;
     b.shutdown().await;
-    assert_eq!(s.stream_len().await, 0, "every entry acknowledged and trimmed");
+    assert_eq!(
+        s.stream_len().await,
+        0,
+        "every entry acknowledged and trimmed"
+    );
 }

@@ -15,7 +15,10 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
     // 429 with Retry-After: 2; then 204s.
     let t0 = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
     let flaky = Receiver::start(move |_| {
-        let ms = t0.get_or_init(std::time::Instant::now).elapsed().as_millis();
+        let ms = t0
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis();
         match ms {
             0..500 => Answer::Status(500),
             500..1000 => Answer::Slow(Duration::from_millis(1_500)),
@@ -58,7 +61,10 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
     ] {
         assert!(fh.iter().any(|h| h.answer == kind), "no {kind:?} answer");
     }
-    let retry_after = fh.iter().find(|h| h.answer == Answer::RetryAfter(429, 2)).unwrap();
+    let retry_after = fh
+        .iter()
+        .find(|h| h.answer == Answer::RetryAfter(429, 2))
+        .unwrap();
     println!(
         "healthy: all {n} by +{} ms; flaky: first 2xx at +{} ms, {} requests",
         healthy_done - fh[0].at_ms,
@@ -90,10 +96,17 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
     assert_eq!(arrived_ids(&fh), expected);
     assert!(delivered_ids(&fh).values().all(|c| *c == 1));
     assert!(delivered_ids(&healthy.hits()).values().all(|c| *c == 1));
-    assert_eq!(healthy.hits().len(), n, "the healthy endpoint got a duplicate");
+    assert_eq!(
+        healthy.hits().len(),
+        n,
+        "the healthy endpoint got a duplicate"
+    );
     // The same webhook-id and body on every attempt of an event.
     for h in &fh {
-        let first = fh.iter().find(|x| x.webhook_id() == h.webhook_id()).unwrap();
+        let first = fh
+            .iter()
+            .find(|x| x.webhook_id() == h.webhook_id())
+            .unwrap();
         assert_eq!(first.body, h.body);
     }
 
@@ -103,7 +116,15 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
     .await;
     let m = http_get(w.metrics_port, "/metrics").await;
     let failed = fh.iter().filter(|h| !h.delivered()).count();
-    assert!(m.contains(&format!("synckairos_webhook_deliveries_total{{endpoint=\"flaky\",result=\"failed\"}} {failed}")), "{m}");
-    assert!(m.contains("synckairos_webhook_deliveries_total{endpoint=\"healthy\",result=\"failed\"} 0"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "synckairos_webhook_deliveries_total{{endpoint=\"flaky\",result=\"failed\"}} {failed}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("synckairos_webhook_deliveries_total{endpoint=\"healthy\",result=\"failed\"} 0"),
+        "{m}"
+    );
     w.shutdown().await;
 }

@@ -24,7 +24,9 @@ async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 }
 
 async fn dead_letters(s: &Stack) -> Vec<serde_json::Value> {
-    let conn = synckairos_webhook_worker::redis(&s.redis.url()).await.unwrap();
+    let conn = synckairos_webhook_worker::redis(&s.redis.url())
+        .await
+        .unwrap();
     synckairos_webhook_worker::dlq::list(&conn, None, 100)
         .await
         .unwrap()
@@ -111,7 +113,10 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let d = &dead_letters(&s).await[0];
     assert_eq!(d["last_status"], 302);
     let err = d["last_error"].as_str().unwrap();
-    assert!(err.contains("redirect") && err.contains(&inner.url()), "{err}");
+    assert!(
+        err.contains("redirect") && err.contains(&inner.url()),
+        "{err}"
+    );
     assert_eq!(outer.hits().len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(inner.hits().is_empty(), "the redirect was followed");
