@@ -33,8 +33,15 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 
--- "The head of each (endpoint, session) queue": only the head may be in
--- flight, so a session's events reach an endpoint in stream order.
-CREATE INDEX webhook_deliveries_heads
-    ON webhook_deliveries (endpoint_id, session_id, seq_ms, seq_n)
-    INCLUDE (next_attempt_at, locked_until);
+-- "The head of each (endpoint, session) queue" (a session's oldest row):
+-- only the head may be in flight, so a session's events reach an endpoint in
+-- stream order.
+CREATE INDEX webhook_deliveries_sessions
+    ON webhook_deliveries (endpoint_id, session_id, seq_ms, seq_n);
+
+-- "What is due": the claim scans an endpoint's rows by next_attempt_at and
+-- keeps the heads. The rows behind a head that is waiting for a retry carry
+-- that retry's time too (the worker pushes them back with it), so an
+-- endpoint that has been down for hours has nothing due between its
+-- retries, whatever its backlog.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at);

@@ -78,10 +78,17 @@ pub async fn enqueue(
         c.at.push(e.at_ms);
     }
     let done = sqlx::query(
+        // A row joins its session's queue due no earlier than the row before
+        // it: behind a head waiting for a retry, it waits too (see claim).
         "INSERT INTO webhook_deliveries
-             (endpoint_id, event_id, session_id, event_type, seq_ms, seq_n, payload, occurred_at_ms)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                              $6::int8[], $7::text[], $8::int8[])
+             (endpoint_id, event_id, session_id, event_type, seq_ms, seq_n, payload,
+              occurred_at_ms, next_attempt_at)
+         SELECT u.*, GREATEST(clock_timestamp(),
+                    (SELECT w.next_attempt_at FROM webhook_deliveries w
+                     WHERE w.endpoint_id = u.ep AND w.session_id = u.sid
+                     ORDER BY w.seq_ms DESC, w.seq_n DESC LIMIT 1))
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                     $6::int8[], $7::text[], $8::int8[]) AS u(ep, ev, sid, t, ms, n, p, at)
          ON CONFLICT (endpoint_id, event_id) DO NOTHING",
     )
     .bind(&c.endpoint)
@@ -144,9 +151,12 @@ pub async fn requeue(
 }
 
 /// Claims up to `limit` due heads of `endpoint`'s session queues for `me`
-/// for `lease`. One statement: the heads (the first row of each session in
-/// stream order), those due and not leased, locked with `SKIP LOCKED` (rows
-/// another worker is claiming right now are left to it), then leased.
+/// for `lease`. One statement: the endpoint's due, unleased rows in
+/// next_attempt_at order, kept only if no older row of their session is
+/// queued (the head), locked with `SKIP LOCKED` (rows another worker is
+/// claiming right now are left to it), then leased. The lease and due
+/// conditions are on the locked row itself, so a row another worker leased
+/// meanwhile is rechecked and skipped.
 pub async fn claim(
     pool: &PgPool,
     endpoint: &str,
@@ -155,14 +165,15 @@ pub async fn claim(
     limit: usize,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     let rows = sqlx::query(
-        "WITH heads AS (
-             SELECT DISTINCT ON (session_id) id FROM webhook_deliveries
-             WHERE endpoint_id = $1
-             ORDER BY session_id, seq_ms, seq_n
-         ), due AS (
-             SELECT d.id FROM webhook_deliveries d JOIN heads h ON h.id = d.id
-             WHERE d.next_attempt_at <= clock_timestamp()
+        "WITH due AS (
+             SELECT d.id FROM webhook_deliveries d
+             WHERE d.endpoint_id = $1
+               AND d.next_attempt_at <= clock_timestamp()
                AND (d.locked_until IS NULL OR d.locked_until < clock_timestamp())
+               AND NOT EXISTS (
+                   SELECT 1 FROM webhook_deliveries e
+                   WHERE e.endpoint_id = d.endpoint_id AND e.session_id = d.session_id
+                     AND (e.seq_ms, e.seq_n) < (d.seq_ms, d.seq_n))
              ORDER BY d.next_attempt_at
              LIMIT $4
              FOR UPDATE OF d SKIP LOCKED
@@ -207,8 +218,9 @@ pub async fn remove(pool: &PgPool, id: i64, me: &str) -> Result<bool, sqlx::Erro
     Ok(done.rows_affected() == 1)
 }
 
-/// Records a failed attempt and releases the row until `after`. False: the
-/// lease was lost.
+/// Records a failed attempt and releases the row until `after`; the rows
+/// behind it in its session's queue wait as long (so they are not due, and
+/// not scanned, while it waits). False: the lease was lost.
 pub async fn reschedule(
     pool: &PgPool,
     id: i64,
@@ -217,21 +229,31 @@ pub async fn reschedule(
     error: &str,
     status: Option<u16>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_deliveries
-         SET attempts = attempts + 1,
-             next_attempt_at = clock_timestamp() + make_interval(secs => $3::float8 / 1000.0),
-             locked_until = NULL, locked_by = NULL, last_error = $4, last_status = $5
-         WHERE id = $1 AND locked_by = $2",
+    let (done,): (i64,) = sqlx::query_as(
+        "WITH head AS (
+             UPDATE webhook_deliveries
+             SET attempts = attempts + 1,
+                 next_attempt_at = clock_timestamp() + make_interval(secs => $3::float8 / 1000.0),
+                 locked_until = NULL, locked_by = NULL, last_error = $4, last_status = $5
+             WHERE id = $1 AND locked_by = $2
+             RETURNING endpoint_id, session_id, next_attempt_at
+         ), behind AS (
+             UPDATE webhook_deliveries d SET next_attempt_at = head.next_attempt_at
+             FROM head
+             WHERE d.endpoint_id = head.endpoint_id AND d.session_id = head.session_id
+               AND d.id <> $1 AND d.next_attempt_at < head.next_attempt_at
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM head) + 0 * (SELECT count(*) FROM behind)",
     )
     .bind(id)
     .bind(me)
     .bind(after.as_millis() as f64)
     .bind(error)
     .bind(status.map(i32::from))
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// Rows queued, by endpoint.

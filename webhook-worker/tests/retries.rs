@@ -33,7 +33,12 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
         endpoint("flaky", &flaky.url(), &[SECRET_A], ALL_EVENTS),
         endpoint("healthy", &healthy.url(), &[SECRET_A], ALL_EVENTS)
     );
-    let w = s.worker("retry", &eps, |_| {}).await;
+    // Enough attempts to outlast the failures (none may be dead-lettered).
+    let w = s
+        .worker("retry", &eps, |c| {
+            c.retry_schedule = format!("0,50ms,100ms,{}", vec!["200ms"; 20].join(","))
+        })
+        .await;
     // 6 sessions × (4 switches + complete) = 30 events.
     let events = s.play(1, 6, 4).await;
     let n = events.len();
@@ -52,6 +57,7 @@ async fn a_failing_endpoint_recovers_in_order_and_never_delays_a_healthy_one() {
             |h| delivered_ids(h).len() == n,
         )
         .await;
+    assert_eq!(s.dead_len().await, 0, "a delivery was dead-lettered");
     let fh = flaky.hits();
     let first_ok = fh.iter().find(|h| h.delivered()).unwrap().at_ms;
     for kind in [

@@ -31,6 +31,12 @@ pub struct Stack {
 }
 
 pub async fn stack() -> Stack {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let redis = RedisServer::start();
     let db = PgDatabase::fresh();
     let engine = Engine::connect(&redis.url(), settings())
