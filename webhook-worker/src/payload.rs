@@ -90,6 +90,10 @@ fn decode_event(e: &Entry, t: &str) -> Result<WebhookEvent, String> {
             .map_err(|_| format!("field {n} is not a number"))
     };
     let sid = get("sid")?;
+    if sid.contains('\0') {
+        // PostgreSQL refuses NUL in text: the batch would fail for good.
+        return Err("the session id contains a NUL character".into());
+    }
     let version = get("v")?
         .parse::<u64>()
         .map_err(|_| "field v is not a number".to_string())?;
