@@ -106,3 +106,33 @@ async fn a_killed_worker_loses_nothing() {
         "every entry acknowledged and trimmed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_the_attempts_in_flight() {
+    let s = stack().await;
+    let rx = Receiver::start(|_| Answer::OkAfter(Duration::from_millis(800))).await;
+    let eps = format!("[{}]", endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS));
+    let w = s
+        .worker("grace", &eps, |c| {
+            c.timeout_ms = 3_000;
+            c.lease_ms = 10_000;
+        })
+        .await;
+    let metrics = w.metrics.clone();
+    s.play(1, 1, 0).await;
+    rx.wait(Duration::from_secs(30), "an attempt in flight", |h| {
+        h.len() == 1
+    })
+    .await;
+    let t = Instant::now();
+    w.shutdown().await;
+    println!("stopped in {:?} with an attempt in flight", t.elapsed());
+    assert_eq!(
+        metrics.endpoints[0]
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the attempt in flight was not finished"
+    );
+    assert_eq!(s.queue_len().await, 0, "its delivery is still queued");
+}
