@@ -116,11 +116,17 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// `Retry-After` as seconds (an HTTP date is not honoured: the backoff applies).
+/// `Retry-After`, as seconds or as an HTTP date (at most a day).
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let s = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let secs: u64 = s.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(86_400)))
+    let s = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(s)
+            .ok()?
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(Duration::from_secs(86_400)))
 }
 
 /// Sends one delivery (signed now) and says how it went.
@@ -442,10 +448,20 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        // A date in the past: retry now (the backoff applies).
         h.insert(
             reqwest::header::RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        h.insert(reqwest::header::RETRY_AFTER, later.parse().unwrap());
+        let w = retry_after(&h).unwrap();
+        assert!(
+            w > Duration::from_secs(100) && w <= Duration::from_secs(120),
+            "{w:?}"
+        );
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
     }
 }
