@@ -72,6 +72,14 @@ pub struct WorkerConfig {
     /// bounds how late it sees other processes' rows and expired leases).
     #[arg(long, env = "WEBHOOK_POLL_MS", default_value_t = 1_000)]
     pub poll_ms: u64,
+    /// Whether this process reads the streams (ingest). Only one process of
+    /// a deployment should: entries are shared out among a group's
+    /// consumers, and two processes queue a session's events in the order
+    /// their transactions commit, not in stream order. More processes can
+    /// share the delivery work with `WEBHOOK_INGEST=false` (they dispatch
+    /// from the shared queue, seeing new rows within `WEBHOOK_POLL_MS`).
+    #[arg(long, env = "WEBHOOK_INGEST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ingest: bool,
     /// Most stream entries read per batch.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 200)]
     pub batch_size: usize,
@@ -112,6 +120,7 @@ impl Default for WorkerConfig {
             max_in_flight: 16,
             lease_ms: 60_000,
             poll_ms: 1_000,
+            ingest: true,
             batch_size: 200,
             block_ms: 10_000,
             claim_idle_ms: 30_000,

@@ -60,6 +60,7 @@ pub struct Worker {
     redis: ConnectionManager,
     pool: PgPool,
     metrics: Arc<Metrics>,
+    with_ingest: bool,
 }
 
 /// Builds a worker for `conns` with `cfg` and `endpoints` (validated with
@@ -114,6 +115,7 @@ pub async fn worker(
         redis: conn,
         pool,
         metrics,
+        with_ingest: cfg.ingest,
     })
 }
 
@@ -136,13 +138,16 @@ impl Worker {
             group = self.ingest.streams().group(),
             shards = self.ingest.streams().keys().len(),
             endpoints = self.dispatchers.len(),
+            ingest = self.with_ingest,
             "webhook worker started"
         );
         let mut tasks = tokio::task::JoinSet::new();
         for d in self.dispatchers {
             tasks.spawn(d.run(stop.clone(), grace));
         }
-        tasks.spawn(drive(self.ingest, self.metrics.clone(), grace, stop));
+        if self.with_ingest {
+            tasks.spawn(drive(self.ingest, self.metrics.clone(), grace, stop));
+        }
         while let Some(r) = tasks.join_next().await {
             if let Err(e) = r {
                 tracing::error!(error = %e, "a worker task failed");

@@ -136,3 +136,47 @@ async fn a_graceful_stop_finishes_the_attempts_in_flight() {
     );
     assert_eq!(s.queue_len().await, 0, "its delivery is still queued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_queue_without_doubling_or_reordering() {
+    let s = stack().await;
+    let rx = Receiver::start(|_| Answer::OkAfter(Duration::from_millis(20))).await;
+    let eps = format!("[{}]", endpoint("r", &rx.url(), &[SECRET_A], ALL_EVENTS));
+    let few = |c: &mut synckairos_webhook_worker::WorkerConfig| {
+        c.max_in_flight = 2;
+        c.poll_ms = 50;
+    };
+    // One process reads the streams; the other only delivers from the
+    // shared queue.
+    let a = s.worker("proc-a", &eps, few).await;
+    let b = s
+        .worker("proc-b", &eps, |c| {
+            few(c);
+            c.ingest = false;
+        })
+        .await;
+    // 20 sessions × (3 switches + complete) = 80 events.
+    let n = s.play(1, 20, 3).await.len();
+    rx.wait(Duration::from_secs(60), "every event", |h| {
+        delivered_ids(h).len() == n
+    })
+    .await;
+    let hits = rx.hits();
+    assert_eq!(hits.len(), n, "an event was delivered twice");
+    assert_in_order(&hits);
+    until(Duration::from_secs(10), "queue drained", || async {
+        s.queue_len().await == 0
+    })
+    .await;
+    let by = |w: &Running| {
+        w.metrics.endpoints[0]
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (da, db) = (by(&a), by(&b));
+    println!("delivered by the ingesting process: {da}, by the other: {db}");
+    assert_eq!(da + db, n as u64);
+    assert!(db > 0, "the second process delivered nothing");
+    a.shutdown().await;
+    b.shutdown().await;
+}
