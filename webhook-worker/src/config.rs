@@ -27,8 +27,9 @@ pub const EVENT_TYPES: [&str; 4] = [
     "low_time_warning",
 ];
 
-/// The worker's settings (`run`).
-#[derive(Args, Clone, Debug)]
+/// The worker's settings (`run`). `Debug` leaves out the endpoints' JSON
+/// (it holds their secrets).
+#[derive(Args, Clone)]
 pub struct WorkerConfig {
     /// The consumer group of the webhook worker on the shard audit streams
     /// (its own: the audit consumer's group is not touched).
@@ -105,6 +106,36 @@ pub struct WorkerConfig {
     /// `/metrics`, on an internal port.
     #[arg(long, env = "METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("group", &self.group)
+            .field("consumer_name", &self.consumer_name)
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .as_ref()
+                    .map(|_| synckairos_core::redact::REDACTED),
+            )
+            .field("endpoints_file", &self.endpoints_file)
+            .field("allow_local", &self.allow_local)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("lease_ms", &self.lease_ms)
+            .field("poll_ms", &self.poll_ms)
+            .field("ingest", &self.ingest)
+            .field("batch_size", &self.batch_size)
+            .field("block_ms", &self.block_ms)
+            .field("claim_idle_ms", &self.claim_idle_ms)
+            .field("trim_after_group", &self.trim_after_group)
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -385,6 +416,12 @@ mod tests {
         );
         assert!(parse_endpoints(&three, false, &WorkerConfig::default()).is_err());
         let dbg = format!("{:?}", ok[0]);
+        assert!(!dbg.contains("MfKQ9r8"), "{dbg}");
+        let cfg = WorkerConfig {
+            endpoints: Some(format!(r#"[{{"secrets":["{KEY}"]}}]"#)),
+            ..Default::default()
+        };
+        let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("MfKQ9r8"), "{dbg}");
     }
 
