@@ -16,6 +16,11 @@
 #   one port, scripts/serve.sh) on :8080 and the audit consumer on :8789,
 #   then the same demo and audit trail against that one URL.
 #
+# With WEBHOOK_ENDPOINTS (or WEBHOOK_ENDPOINTS_FILE) set, both shapes also
+# start the webhook worker on :8791 (/metrics on :9093), delivering the demo's
+# events there (docs/API.md §8; WEBHOOK_ALLOW_LOCAL=true for a receiver on
+# this machine).
+#
 # Both shapes end with the web chess clock (examples/web-chess-clock): the SDK
 # (sdk/js) is built, a static server serves the page on :8790, and two links
 # are printed for a fresh session: the host's page (creates the game, sends
@@ -25,7 +30,7 @@
 # the services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
-#   AUDIT_METRICS_PORT (9092), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
+#   AUDIT_METRICS_PORT (9092), WEBHOOK_PORT (8791), WEBHOOK_METRICS_PORT (9093), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
 #   the gateway's or the native server's internal /metrics port), REDIS_PORT (6379),
 #   EXAMPLE_PORT (8790: the web chess clock's static server)
 set -euo pipefail
@@ -42,6 +47,7 @@ edge_port=${EDGE_PORT:-8787} rest_port=${REST_PORT:-8079} redis_port=${REDIS_POR
 gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${SERVER_PORT:-8080}
 audit_metrics_port=${AUDIT_METRICS_PORT:-9092} example_port=${EXAMPLE_PORT:-8790}
 metrics_port=${METRICS_PORT:-9091}
+webhook_port=${WEBHOOK_PORT:-8791} webhook_metrics_port=${WEBHOOK_METRICS_PORT:-9093}
 run=.run
 mkdir -p "$run"
 
@@ -59,7 +65,7 @@ if [ "$shape" = edge ]; then
 fi
 log "building the services and the demo"
 cargo build -q --release --locked -p synckairos-upstash-local -p synckairos-fanout-gateway \
-  -p synckairos-audit-consumer -p synckairos-client
+  -p synckairos-audit-consumer -p synckairos-webhook-worker -p synckairos-client
 bin=$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 
@@ -82,6 +88,20 @@ start_audit_consumer() {
   REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$audit_port \
     METRICS_LISTEN=127.0.0.1:$audit_metrics_port nohup "$bin/audit-consumer" run >"$run/audit-consumer.log" 2>&1 </dev/null &
   echo $! >"$run/audit-consumer.pid"
+  start_webhook_worker
+}
+
+# The webhook worker, when endpoints are configured (after the audit
+# consumer: its migrations are the same set, already applied).
+start_webhook_worker() {
+  if [ -z "${WEBHOOK_ENDPOINTS:-}${WEBHOOK_ENDPOINTS_FILE:-}" ]; then
+    return 0
+  fi
+  log "starting the webhook worker on 127.0.0.1:$webhook_port"
+  REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$webhook_port \
+    METRICS_LISTEN=127.0.0.1:$webhook_metrics_port nohup "$bin/webhook-worker" run >"$run/webhook-worker.log" 2>&1 </dev/null &
+  echo $! >"$run/webhook-worker.pid"
+  await_ready "http://127.0.0.1:$webhook_port/ready"
 }
 
 # Waits for each URL's /ready; on a timeout shows the logs and fails.

@@ -1,0 +1,434 @@
+//! Ingest: the shard audit streams, read as the worker's own consumer group,
+//! into the PostgreSQL queue.
+//!
+//! The same shape as the audit consumer: this consumer's own pending entries
+//! first after a restart, entries idle on a dead consumer claimed
+//! (`XAUTOCLAIM`), a blocking read on its own connection. A batch's
+//! deliveries are committed in one transaction, the endpoints' dispatchers
+//! woken, and only then are the entries acknowledged and the streams trimmed
+//! (the trim never removes an entry some group has not acknowledged). So an
+//! entry is never lost between the stream and the queue, and retries that
+//! run for hours hold nothing in the stream.
+
+use crate::metrics::Metrics;
+use crate::payload::{self, Decoded, WebhookEvent};
+use crate::queue;
+use sqlx::PgPool;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synckairos_audit_consumer::event::Entry;
+use synckairos_audit_consumer::stream::Streams;
+use tokio::sync::Notify;
+
+/// Why a step failed. Nothing was acknowledged; the batch in hand is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Where an event type goes: an endpoint's subscriptions and its wake-up.
+#[derive(Clone)]
+pub struct Route {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event types it receives.
+    pub events: HashSet<String>,
+    /// Wakes its dispatcher.
+    pub wake: Arc<Notify>,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Entries in the batch (0: nothing to do).
+    pub batch: usize,
+    /// Deliveries newly queued.
+    pub queued: u64,
+}
+
+struct Batch {
+    entries: Vec<Entry>,
+    events: Vec<WebhookEvent>,
+    stored: bool,
+}
+
+/// The ingest side of a worker.
+pub struct Ingest {
+    streams: Streams,
+    redis: redis::aio::ConnectionManager,
+    pool: PgPool,
+    routes: Vec<Route>,
+    metrics: Arc<Metrics>,
+    batch_size: usize,
+    block_ms: u64,
+    claim_idle_ms: u64,
+    queue: VecDeque<Entry>,
+    held: HashSet<(u16, String)>,
+    inflight: Option<Batch>,
+    recovering: Vec<(u16, String)>,
+    groups_ready: bool,
+    last_claim: Option<Instant>,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Trim a shard only once this group exists on it (`None`: always).
+    trim_after: Option<String>,
+    /// By shard: whether `trim_after` was seen on it.
+    trim_ok: Vec<bool>,
+}
+
+impl Ingest {
+    /// Ingest reading `streams` (the group and consumer name are theirs)
+    /// into `pool`, for `routes`.
+    pub fn new(
+        streams: Streams,
+        redis: redis::aio::ConnectionManager,
+        pool: PgPool,
+        routes: Vec<Route>,
+        metrics: Arc<Metrics>,
+        cfg: &crate::config::WorkerConfig,
+    ) -> Ingest {
+        Ingest {
+            streams,
+            redis,
+            pool,
+            routes,
+            metrics,
+            batch_size: cfg.batch_size,
+            block_ms: cfg.block_ms,
+            claim_idle_ms: cfg.claim_idle_ms,
+            queue: VecDeque::new(),
+            held: HashSet::new(),
+            inflight: None,
+            recovering: Vec::new(),
+            groups_ready: false,
+            last_claim: None,
+            stop: None,
+            trim_after: Some(cfg.trim_after_group.clone()).filter(|g| !g.is_empty()),
+            trim_ok: Vec::new(),
+        }
+    }
+
+    /// A blocking read ends as soon as `stop` turns true.
+    pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.stop = Some(stop);
+    }
+
+    /// The streams.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Whether a batch is in hand (read, not yet acknowledged).
+    pub fn has_batch(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    fn hold(&mut self, entries: Vec<Entry>) -> usize {
+        let mut n = 0;
+        for e in entries {
+            if self.held.insert((e.shard, e.id.clone())) {
+                self.queue.push_back(e);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    async fn no_group(
+        &mut self,
+        r: Result<Vec<Entry>, redis::RedisError>,
+    ) -> Result<Vec<Entry>, StepError> {
+        match r {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("consumer group missing; creating it again");
+                self.groups_ready = false;
+                // Redis lost its data: look for the other groups again too.
+                self.trim_ok.clear();
+                Ok(Vec::new())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn fill(&mut self, block: bool) -> Result<(), StepError> {
+        let want = self.batch_size;
+        if !self.groups_ready {
+            self.streams.ensure_groups().await?;
+            self.groups_ready = true;
+            let shards = self.streams.keys().len() as u16;
+            self.recovering = (0..shards).map(|s| (s, "0".to_string())).collect();
+        }
+        if !self.recovering.is_empty() {
+            if self.queue.len() >= want {
+                return Ok(());
+            }
+            let mine = self
+                .streams
+                .read_own_pending(&self.recovering, want - self.queue.len())
+                .await;
+            let mine = self.no_group(mine).await?;
+            let mut next = Vec::new();
+            for (shard, _) in &self.recovering {
+                if let Some(last) = mine
+                    .iter()
+                    .filter(|e| e.shard == *shard)
+                    .map(|e| &e.id)
+                    .next_back()
+                {
+                    next.push((*shard, last.clone()));
+                }
+            }
+            self.recovering = next;
+            let n = self.hold(mine);
+            if n > 0 {
+                tracing::info!(
+                    entries = n,
+                    "taking up entries a previous run left unacknowledged"
+                );
+                return Ok(());
+            }
+        }
+        // Entries idle on another consumer of the group (a dead process):
+        // looked for every claim interval, only on shards where the group
+        // has entries pending (one pipelined reading of the streams).
+        let every = Duration::from_millis(self.claim_idle_ms.max(1000));
+        if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
+            self.last_claim = Some(Instant::now());
+            let info = self.streams.info().await?;
+            let group = self.streams.group();
+            let shards: Vec<u16> = info
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.group(group).is_some_and(|g| g.pel_count > 0))
+                .map(|(i, _)| i as u16)
+                .collect();
+            if !shards.is_empty() {
+                let (claimed, gone) = self
+                    .streams
+                    .claim(self.claim_idle_ms, want, &shards)
+                    .await?;
+                if !gone.is_empty() {
+                    self.streams.settle(&gone, &[]).await?;
+                }
+                let n = self.hold(claimed);
+                if n > 0 {
+                    self.metrics.ingest_claimed.fetch_add(n as u64, Relaxed);
+                    tracing::info!(entries = n, "claimed entries idle on another consumer");
+                }
+            }
+        }
+        if self.queue.len() < want {
+            let block = (block && self.queue.is_empty()).then_some(self.block_ms);
+            let count = want - self.queue.len();
+            let fresh = match (block, self.stop.as_mut()) {
+                (Some(_), Some(stop)) => {
+                    tokio::select! {
+                        r = self.streams.read(count, block) => r,
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+                _ => self.streams.read(count, block).await,
+            };
+            let fresh = self.no_group(fresh).await?;
+            self.hold(fresh);
+        }
+        Ok(())
+    }
+
+    fn take_batch(&mut self) -> Option<Batch> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let n = self.queue.len().min(self.batch_size);
+        let entries: Vec<Entry> = self.queue.drain(..n).collect();
+        let mut events = Vec::new();
+        for e in &entries {
+            match payload::decode(e) {
+                Decoded::Event(ev) => events.push(*ev),
+                Decoded::Skipped(t) => {
+                    if synckairos_core::audit::EventType::parse(&t).is_some() {
+                        self.metrics.ingest_ignored.fetch_add(1, Relaxed);
+                    } else {
+                        self.metrics.ingest_unknown.fetch_add(1, Relaxed);
+                        tracing::debug!(shard = e.shard, entry = %e.id, event_type = %t,
+                            "skipping an entry of an unknown type");
+                    }
+                }
+                Decoded::Malformed(why) => {
+                    self.metrics.ingest_malformed.fetch_add(1, Relaxed);
+                    tracing::error!(shard = e.shard, entry = %e.id, reason = %why,
+                        "skipping an entry that cannot be read");
+                }
+            }
+        }
+        Some(Batch {
+            entries,
+            events,
+            stored: false,
+        })
+    }
+
+    /// One batch: read (unless a failed batch is in hand), queue its
+    /// deliveries in one transaction, wake the dispatchers, acknowledge and
+    /// trim. With `block`, waits up to the block time for entries.
+    pub async fn step(&mut self, block: bool) -> Result<StepOutcome, StepError> {
+        if self.inflight.is_none() {
+            self.fill(block).await?;
+            match self.take_batch() {
+                Some(b) => self.inflight = Some(b),
+                None => return Ok(StepOutcome::default()),
+            }
+        }
+        let mut batch = self.inflight.take().expect("a batch in hand");
+        let mut queued = 0;
+        if !batch.stored {
+            match self.store(&batch).await {
+                Ok((n, woken)) => {
+                    queued = n;
+                    batch.stored = true;
+                    for r in &self.routes {
+                        if woken.contains(&r.endpoint_id) {
+                            r.wake.notify_one();
+                        }
+                    }
+                    self.metrics
+                        .ingest_events
+                        .fetch_add(batch.events.len() as u64, Relaxed);
+                    self.metrics.ingest_deliveries.fetch_add(n, Relaxed);
+                }
+                Err(e) => {
+                    self.inflight = Some(batch);
+                    return Err(e.into());
+                }
+            }
+        }
+        let done: Vec<(u16, String)> = batch
+            .entries
+            .iter()
+            .map(|e| (e.shard, e.id.clone()))
+            .collect();
+        match self.acknowledge(&done).await {
+            Ok(trimmed) => {
+                self.metrics.trimmed.fetch_add(trimmed, Relaxed);
+            }
+            Err(e) => {
+                self.inflight = Some(batch);
+                return Err(e.into());
+            }
+        }
+        for e in &batch.entries {
+            self.held.remove(&(e.shard, e.id.clone()));
+        }
+        Ok(StepOutcome {
+            batch: batch.entries.len(),
+            queued,
+        })
+    }
+
+    /// Acknowledges `done` and trims the shards touched, except a shard
+    /// where the group named by `WEBHOOK_TRIM_AFTER_GROUP` (the audit
+    /// consumer's) does not exist yet: trimming there would remove entries
+    /// that group will read once it is created (the trim only knows the
+    /// groups that exist). There the entries are only acknowledged.
+    async fn acknowledge(&mut self, done: &[(u16, String)]) -> Result<u64, redis::RedisError> {
+        let Some(required) = self.trim_after.clone() else {
+            return self.streams.settle(done, &[]).await;
+        };
+        let shards = self.streams.keys().len();
+        if self.trim_ok.len() != shards {
+            self.trim_ok = vec![false; shards];
+        }
+        let mut unknown: Vec<u16> = done
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| !self.trim_ok[*s as usize])
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            let mut pipe = redis::pipe();
+            for s in &unknown {
+                pipe.cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&self.streams.keys()[*s as usize]);
+            }
+            let mut conn = self.redis.clone();
+            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            for (s, groups) in unknown.iter().zip(&replies) {
+                self.trim_ok[*s as usize] = has_group(groups, &required);
+            }
+        }
+        let (trim, keep): (Vec<_>, Vec<_>) = done
+            .iter()
+            .cloned()
+            .partition(|(s, _)| self.trim_ok[*s as usize]);
+        if !keep.is_empty() {
+            let mut pipe = redis::pipe();
+            for (s, id) in &keep {
+                pipe.cmd("XACK")
+                    .arg(&self.streams.keys()[*s as usize])
+                    .arg(self.streams.group())
+                    .arg(id)
+                    .ignore();
+            }
+            let mut conn = self.redis.clone();
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        match trim.is_empty() {
+            true => Ok(0),
+            false => self.streams.settle(&trim, &[]).await,
+        }
+    }
+
+    /// Queues the batch's deliveries in one transaction; returns how many
+    /// and the endpoints that got some.
+    async fn store(&self, batch: &Batch) -> Result<(u64, HashSet<String>), sqlx::Error> {
+        let mut rows: Vec<(&str, &WebhookEvent)> = Vec::new();
+        let mut woken = HashSet::new();
+        for ev in &batch.events {
+            for r in &self.routes {
+                if r.events.contains(&ev.event_type) {
+                    rows.push((r.endpoint_id.as_str(), ev));
+                    woken.insert(r.endpoint_id.clone());
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok((0, woken));
+        }
+        let mut tx = self.pool.begin().await?;
+        let n = queue::enqueue(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok((n, woken))
+    }
+}
+
+/// Whether an `XINFO GROUPS` reply lists `name`.
+fn has_group(groups: &redis::Value, name: &str) -> bool {
+    let redis::Value::Array(gs) = groups else {
+        return false;
+    };
+    gs.iter().any(|g| {
+        let fields: Vec<(&redis::Value, &redis::Value)> = match g {
+            redis::Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                })
+                .collect(),
+            redis::Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+            _ => Vec::new(),
+        };
+        fields.iter().any(|(k, v)| {
+            redis::from_redis_value_ref::<String>(k).ok().as_deref() == Some("name")
+                && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(name)
+        })
+    })
+}
