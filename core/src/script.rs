@@ -27,7 +27,7 @@ pub struct Script {
 }
 
 impl Script {
-    const fn new(name: &'static str, source: &'static str) -> Script {
+    pub(crate) const fn new(name: &'static str, source: &'static str) -> Script {
         Script {
             name,
             source,
@@ -115,6 +115,9 @@ pub struct Settings {
     pub idle_ttl_s: u64,
     /// How long a deleted session's id stays refused for `create`, in seconds.
     pub tombstone_ttl_s: u64,
+    /// How long a push device registration lives unless refreshed, in
+    /// seconds (`DEVICE_TOKEN_TTL_SECONDS`; the devices script only).
+    pub device_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -128,6 +131,7 @@ impl Default for Settings {
             max_idle_cycles: 10,
             idle_ttl_s: 86_400,
             tombstone_ttl_s: 86_400,
+            device_ttl_s: crate::devices::DEFAULT_TOKEN_TTL_S,
         }
     }
 }
@@ -162,6 +166,7 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
         k.idempotency.clone(),
         k.rate.clone(),
         k.tombstone.clone(),
+        k.devices.clone(),
     ];
     let (payload, metadata) = match &req.command {
         Command::Create(spec) => (
