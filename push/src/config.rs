@@ -51,8 +51,12 @@ impl PushConfig {
         };
         Ok(PushConfig {
             redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            shards: number("SHARDS", synckairos_core::keys::DEFAULT_SHARDS.into(), 1, 1024)?
-                as u16,
+            shards: number(
+                "SHARDS",
+                synckairos_core::keys::DEFAULT_SHARDS.into(),
+                1,
+                1024,
+            )? as u16,
             consumer: get("PUSH_CONSUMER_NAME").unwrap_or_else(|| {
                 format!("push-{}", get("HOSTNAME").unwrap_or_else(|| "local".into()))
             }),

@@ -328,10 +328,7 @@ impl FcmClient {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let form = format!(
-            "grant_type={GRANT_TYPE}&assertion={}",
-            self.assertion(iat)?
-        );
+        let form = format!("grant_type={GRANT_TYPE}&assertion={}", self.assertion(iat)?);
         let asked = Instant::now();
         let r = self
             .http
