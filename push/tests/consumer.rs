@@ -220,18 +220,13 @@ async fn your_turn_low_time_and_dead_tokens() {
     assert_eq!(metrics.tokens_dropped_total(), 1);
     assert_eq!(metrics.sent_total(SendResult::Sent), 3);
     // Every entry of the group is acknowledged.
-    let pending: (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
+    let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
         .arg(&keys.audit)
         .arg("push")
         .query_async(&mut c)
         .await
         .unwrap();
-    assert_eq!(pending.0, 0);
+    assert_eq!(pending.count(), 0);
 }
 
 #[tokio::test]
