@@ -876,6 +876,15 @@ mod tests {
             for v in [s.clone(), id.clone(), id.to_uppercase()] {
                 proptest::prop_assert_eq!(uuid.is_match(&v), parse_uuid(&v).is_some(), "UUID {:?}", v);
             }
+            let token = matcher(&crate::devices::token_pattern());
+            let long_token = "t".repeat(4090 + (n % 10) as usize);
+            for t in [s.clone(), digits.clone(), long_token, format!("{digits}:a_b-C"), format!("{digits}\u{e9}")] {
+                proptest::prop_assert_eq!(
+                    token.is_match(&t),
+                    crate::devices::valid_token(&t),
+                    "token {:?}", t
+                );
+            }
             let key = matcher(&idempotency_key_pattern());
             let long = "k".repeat(200 + (n % 100) as usize);
             for k in [s, long, format!("{digits}\u{e9}")] {

@@ -220,9 +220,10 @@ impl Pusher {
         Ok(())
     }
 
-    /// Reads and handles batches until `shutdown` resolves; a failure is
-    /// logged and retried after a second (what was read and not
-    /// acknowledged stays pending, for [`Pusher::recover`]).
+    /// Reads and handles batches until `shutdown` resolves (a batch being
+    /// sent is finished first); a failure is logged and retried after a
+    /// second (what was read and not acknowledged stays pending, for
+    /// [`Pusher::recover`]).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         tracing::info!(
@@ -236,26 +237,30 @@ impl Pusher {
         let claim_every = Duration::from_millis(self.cfg.claim_idle_ms);
         let mut last_claim = Instant::now();
         loop {
-            let step = async {
-                if last_claim.elapsed() >= claim_every {
-                    last_claim = Instant::now();
-                    self.claim().await?;
+            if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                if let Err(e) = self.claim().await {
+                    tracing::error!(error = %e, "push: claiming idle entries failed");
                 }
-                let entries = self
-                    .streams
-                    .read(self.cfg.batch, Some(self.cfg.block_ms))
-                    .await?;
-                self.handle(&entries).await
-            };
-            tokio::select! {
+            }
+            // Shutdown interrupts only the (blocking) read, never a batch
+            // being sent: what was read is sent and acknowledged first.
+            let read = tokio::select! {
+                biased;
                 _ = &mut shutdown => break,
-                r = step => if let Err(e) = r {
-                    tracing::error!(error = %e, "push: batch failed; retrying");
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                },
+                r = self.streams.read(self.cfg.batch, Some(self.cfg.block_ms)) => r,
+            };
+            let done = match read {
+                Ok(entries) => self.handle(&entries).await.map(drop),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "push: batch failed; retrying");
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
         tracing::info!("push sender stopped");
