@@ -146,6 +146,20 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     }
 }
 
+/// A request path as logs may show it: the push token of a device path
+/// (`…/devices/<token>`) and any query string left out, so no log holds a
+/// token.
+pub fn loggable_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["", "v1", "sessions", id, "devices", _, ..] => {
+            format!("/v1/sessions/{id}/devices/<token>")
+        }
+        _ => path.to_string(),
+    }
+}
+
 /// Everything a request can fail with, at the HTTP boundary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiError {
@@ -797,6 +811,18 @@ mod tests {
         assert_eq!(
             Route::Action(SID.into(), SessionAction::Pause).pattern(),
             "/v1/sessions/:id/pause"
+        );
+    }
+
+    #[test]
+    fn logs_never_hold_a_push_token() {
+        assert_eq!(
+            loggable_path(&format!("/v1/sessions/{SID}/devices/fcm%3Asecret?x=1")),
+            format!("/v1/sessions/{SID}/devices/<token>")
+        );
+        assert_eq!(
+            loggable_path(&format!("/v1/sessions/{SID}/switch")),
+            format!("/v1/sessions/{SID}/switch")
         );
     }
 

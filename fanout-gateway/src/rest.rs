@@ -227,7 +227,7 @@ pub(crate) async fn handle(
     let handled = shared.api.handle(&incoming, &shared.ip_limiter).await;
     let r = handled.response;
     if let Some(error) = &handled.error {
-        tracing::error!(method = %parts.method, path = %parts.uri.path(), status = r.status, error = %error, "request failed");
+        tracing::error!(method = %parts.method, path = %synckairos_core::api::loggable_path(parts.uri.path()), status = r.status, error = %error, "request failed");
     }
     shared
         .metrics

@@ -3,6 +3,7 @@
 //! libraries do it), cached until shortly before they expire, and
 //! `messages:send` with its errors classified.
 
+use crate::http::Http;
 use crate::metrics::{Metrics, SendResult};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
@@ -235,7 +236,7 @@ fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Reply {
 
 /// The FCM client. Cheap to share (`Arc`); one token refresh at a time.
 pub struct FcmClient {
-    http: reqwest::Client,
+    http: Http,
     account: ServiceAccount,
     key: EncodingKey,
     send_url: String,
@@ -263,17 +264,12 @@ impl FcmClient {
         margin: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<FcmClient, FcmError> {
-        // reqwest is built without a default crypto provider: ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
             .map_err(|e| FcmError::Account(format!("private_key: {e}")))?;
         let send_url = send_url
             .unwrap_or(DEFAULT_SEND_URL)
             .replace("{project_id}", &account.project_id);
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| FcmError::Account(format!("http client: {e}")))?;
+        let http = Http::new().map_err(|e| FcmError::Account(format!("http client: {e}")))?;
         Ok(FcmClient {
             http,
             account,
@@ -332,24 +328,18 @@ impl FcmClient {
         let asked = Instant::now();
         let r = self
             .http
-            .post(&self.account.token_uri)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
+            .post(
+                &self.account.token_uri,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form,
+                REQUEST_TIMEOUT,
             )
-            .body(form)
-            .send()
             .await
             .map_err(|e| FcmError::Token(format!("request: {e}")))?;
-        let status = r.status().as_u16();
-        let text = r
-            .text()
-            .await
-            .map_err(|e| FcmError::Token(format!("reply: {e}")))?;
-        if !(200..300).contains(&status) {
-            return Err(FcmError::Token(format!("status {status}")));
+        if !(200..300).contains(&r.status) {
+            return Err(FcmError::Token(format!("status {}", r.status)));
         }
-        let reply: TokenReply = serde_json::from_str(&text)
+        let reply: TokenReply = serde_json::from_str(&r.body)
             .map_err(|e| FcmError::Token(format!("reply is not a token: {e}")))?;
         let lifetime = Duration::from_secs(reply.expires_in);
         Ok(Cached {
@@ -386,26 +376,21 @@ impl FcmClient {
                 Ok(token) => {
                     let started = Instant::now();
                     let left = deadline.saturating_duration_since(started);
+                    let bearer = format!("Bearer {token}");
                     let r = self
                         .http
-                        .post(&self.send_url)
-                        .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .timeout(left.clamp(Duration::from_millis(1), REQUEST_TIMEOUT))
-                        .body(body.clone())
-                        .send()
+                        .post(
+                            &self.send_url,
+                            &[
+                                ("authorization", bearer.as_str()),
+                                ("content-type", "application/json"),
+                            ],
+                            body.clone(),
+                            left.clamp(Duration::from_millis(1), REQUEST_TIMEOUT),
+                        )
                         .await;
                     let reply = match r {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            let retry_after = r
-                                .headers()
-                                .get(reqwest::header::RETRY_AFTER)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
-                            let text = r.text().await.unwrap_or_default();
-                            classify(status, retry_after.as_deref(), &text)
-                        }
+                        Ok(r) => classify(r.status, r.retry_after.as_deref(), &r.body),
                         Err(e) => {
                             tracing::debug!(error = %e, "FCM send failed");
                             Reply::Transient(None)

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod consumer;
 pub mod fcm;
+pub mod http;
 pub mod metrics;
 
 pub use config::{PushConfig, GROUP};
