@@ -371,7 +371,7 @@ impl FcmClient {
             let wait = match self.access_token(stale.as_deref()).await {
                 Err(e) => {
                     tracing::warn!(error = %e, "no FCM access token");
-                    Some(backoff)
+                    backoff
                 }
                 Ok(token) => {
                     let started = Instant::now();
@@ -407,11 +407,10 @@ impl FcmClient {
                         }
                         Reply::Auth => return Outcome::Failed("refused after a refresh".into()),
                         Reply::Other(why) => return Outcome::Failed(why),
-                        Reply::Transient(after) => Some(after.unwrap_or(backoff)),
+                        Reply::Transient(after) => after.unwrap_or(backoff),
                     }
                 }
             };
-            let wait = wait.unwrap_or(backoff);
             if Instant::now() + wait >= deadline {
                 return Outcome::Failed("still failing at the push's max age".into());
             }
