@@ -122,9 +122,9 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     /// The script settings every service must agree on: `SHARDS`,
     /// `SWITCH_RATE_LIMIT`, `STATE_TTL_SECONDS`, `IDEMPOTENCY_TTL_SECONDS`,
     /// `IDEMPOTENCY_KEYS_PER_SESSION`, `AUTO_ADVANCE_IDLE_CYCLES`,
-    /// `SESSION_IDLE_TTL_SECONDS`, `TOMBSTONE_TTL_SECONDS`, and
-    /// `LOW_TIME_WARNING_MS` (what `create` stores when a request names no
-    /// threshold; the bounds of a session's own).
+    /// `SESSION_IDLE_TTL_SECONDS`, `TOMBSTONE_TTL_SECONDS`,
+    /// `DEVICE_TOKEN_TTL_SECONDS`, and `LOW_TIME_WARNING_MS` (what `create`
+    /// stores when a request names no threshold; the bounds of a session's own).
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         const DAY: u64 = 86_400;
@@ -166,6 +166,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
                     b.max as u64,
                 )?
             },
+            device_ttl_s: self.number("DEVICE_TOKEN_TTL_SECONDS", d.device_ttl_s, 60, 365 * DAY)?,
         })
     }
 }
@@ -237,6 +238,7 @@ mod tests {
         let c = config(&[("AUTH_MODE", "disabled")]).unwrap();
         assert_eq!(c.auth.mode(), AuthMode::Disabled);
         assert_eq!(c.settings.shards, 16);
+        assert_eq!(c.settings.device_ttl_s, 30 * 86_400);
         assert_eq!(c.cors, AllowedOrigins::Any);
         assert_eq!(
             c.ip_limit,
@@ -254,6 +256,7 @@ mod tests {
             ("JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"),
             ("SHARDS", "32"),
             ("SWITCH_RATE_LIMIT", "0"),
+            ("DEVICE_TOKEN_TTL_SECONDS", "3600"),
             (
                 "CORS_ALLOWED_ORIGINS",
                 "https://a.example/, https://b.example",
@@ -264,6 +267,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth.mode(), AuthMode::Jwt);
         assert_eq!((c.settings.shards, c.settings.switch_limit), (32, 0));
+        assert_eq!(c.settings.device_ttl_s, 3600);
         assert_eq!(
             c.cors,
             AllowedOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
@@ -285,6 +289,7 @@ mod tests {
     fn refusals() {
         for (name, value) in [
             ("SHARDS", "0"),
+            ("DEVICE_TOKEN_TTL_SECONDS", "59"),
             ("IP_RATE_PERIOD_SECONDS", "30"),
             ("IP_RATE_LIMIT", "-1"),
             ("CORS_ALLOWED_ORIGINS", "a.example"),

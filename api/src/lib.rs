@@ -21,6 +21,7 @@ use std::future::Future;
 use synckairos_core::api::{
     self as wire, ApiError, Route, SessionAction, SwitchResponse, TimeResponse,
 };
+use synckairos_core::devices::{DeviceOp, DeviceReply, DeviceResponse};
 use synckairos_core::keys::{valid_idempotency_key, IDEMPOTENCY_KEY_MAX_LEN};
 use synckairos_core::model::Reply;
 use synckairos_core::script::{CallOptions, ScriptReply};
@@ -69,6 +70,13 @@ pub trait SessionStore {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>>;
     /// Redis `TIME` in epoch ms (`/v1/time`).
     fn time_ms(&self) -> impl Future<Output = Result<i64, StoreError>>;
+    /// Registers or removes a push device: one call of the devices script
+    /// ([`synckairos_core::devices::call`]), its reply parsed with
+    /// [`synckairos_core::devices::parse_reply`].
+    fn devices(
+        &self,
+        op: &DeviceOp,
+    ) -> impl Future<Output = Result<Result<DeviceReply, DomainError>, StoreError>>;
 }
 
 /// The general per-client limit: counts one request for `key` and says
@@ -306,6 +314,9 @@ impl<S: SessionStore> Api<S> {
             Body::Unreadable => return Err(Handled::refused(ApiError::UnreadableBody)),
         };
         let body = wire::json_body(bytes).map_err(Handled::refused)?;
+        if let Some(op) = wire::device_op(&route, &body).map_err(Handled::refused)? {
+            return self.devices(backend, &route, op, caller.as_ref()).await;
+        }
         let command = wire::command(&route, &body).map_err(Handled::refused)?;
         let created = match &command {
             Some(Command::Create(spec)) => Some(spec.session_id.clone()),
@@ -334,6 +345,50 @@ impl<S: SessionStore> Api<S> {
             .await
             .map_err(|e| Handled::store_failed(&e))?;
         respond(&route, reply)
+    }
+
+    /// `POST …/devices` and `DELETE …/devices/:token`: who may, then one
+    /// call of the devices script. The token is never logged nor echoed.
+    async fn devices(
+        &self,
+        backend: &Backend<S>,
+        route: &Route,
+        mut op: DeviceOp,
+        caller: Option<&synckairos_core::api::Caller>,
+    ) -> Result<Handled, Handled> {
+        if let Some(c) = caller {
+            wire::authorize(c, route, None).map_err(Handled::refused)?;
+            wire::authorize_device(c, &mut op).map_err(Handled::refused)?;
+        }
+        let reply = backend
+            .store
+            .devices(&op)
+            .await
+            .map_err(|e| Handled::store_failed(&e))?;
+        Ok(Handled::ok(match (reply, &op) {
+            (
+                Ok(DeviceReply::Registered {
+                    created,
+                    expires_at_ms,
+                }),
+                DeviceOp::Register { registration, .. },
+            ) => ApiResponse::data(
+                if created { 201 } else { 200 },
+                &DeviceResponse {
+                    participant_id: registration.participant_id.clone(),
+                    platform: registration.platform,
+                    expires_at: synckairos_core::Timestamp(expires_at_ms),
+                },
+            ),
+            (Ok(DeviceReply::Removed { .. }), DeviceOp::Remove { .. }) => ApiResponse::empty(204),
+            (Ok(other), _) => {
+                return Err(Handled::failed(
+                    ApiError::Internal,
+                    format!("devices script answered {other:?} to another command"),
+                ))
+            }
+            (Err(e), _) => ApiResponse::error(&ApiError::Domain(e)),
+        }))
     }
 
     /// `GET /v1/sessions/:id`: one read of the stored record.

@@ -15,6 +15,7 @@ const SID: &str = "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b11";
 struct Canned {
     reply: Result<Vec<String>, StoreError>,
     calls: Cell<u32>,
+    devices_seen: RefCell<Vec<synckairos_core::devices::DeviceOp>>,
 }
 
 impl Canned {
@@ -22,6 +23,7 @@ impl Canned {
         Canned {
             reply,
             calls: Cell::new(0),
+            devices_seen: RefCell::new(Vec::new()),
         }
     }
 
@@ -52,6 +54,16 @@ impl SessionStore for Canned {
 
     async fn time_ms(&self) -> Result<i64, StoreError> {
         self.answer().map(|_| 1_795_455_546_123)
+    }
+
+    async fn devices(
+        &self,
+        op: &synckairos_core::devices::DeviceOp,
+    ) -> Result<Result<synckairos_core::devices::DeviceReply, DomainError>, StoreError> {
+        self.devices_seen.borrow_mut().push(op.clone());
+        let parts = self.answer()?;
+        synckairos_core::devices::parse_reply(&parts, op.session_id())
+            .map_err(|e| StoreError::Internal(e.to_string()))
     }
 }
 
@@ -641,4 +653,184 @@ fn cors_headers() {
         other.response.status, 200,
         "CORS is the browser's to enforce"
     );
+}
+
+fn jwt(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"api-test-secret-of-at-least-32-bytes"),
+    )
+    .unwrap()
+}
+
+fn delete(api: &Api<Canned>, path: &str, authorization: Option<&str>) -> Handled {
+    without_cors(block_on(api.handle(
+        &Incoming {
+            method: "DELETE",
+            path,
+            authorization,
+            now_ms: 1_795_455_546_000,
+            local: true,
+            ..Incoming::default()
+        },
+        &Unlimited,
+    )))
+}
+
+/// `POST …/devices` and `DELETE …/devices/:token`: validation, who may,
+/// the one script call, and the reply, which never carries the token.
+#[test]
+fn devices_register_and_remove() {
+    use synckairos_core::devices::{DeviceOp, Platform, Registration};
+    const P1: &str = "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b12";
+    const P2: &str = "0b7d7a2e-8c4f-4d3b-9a51-6c2e1f0d9b13";
+    let token = "fcm:APA91b-x_Y";
+    let path = format!("/v1/sessions/{SID}/devices");
+    let body = |pid: &str| {
+        serde_json::json!({"participant_id": pid, "token": token, "platform": "android"})
+            .to_string()
+    };
+    let registered = |created: bool| {
+        script_reply(
+            &format!(
+                r#"{{"kind":"registered","created":{created},"expires_at_ms":1798047546123}}"#
+            ),
+            None,
+        )
+    };
+    // New: 201; refreshed: 200; the body names no token.
+    for (created, status) in [(true, 201), (false, 200)] {
+        let a = api(registered(created));
+        let h = post(&a, &path, body(&P1.to_uppercase()).as_bytes(), &[]);
+        assert_eq!(h.response.status, status, "{}", h.response.body);
+        assert_eq!(
+            h.response.body,
+            format!(
+                r#"{{"data":{{"participant_id":"{P1}","platform":"android","expires_at":"2026-12-23T17:39:06.123Z"}}}}"#
+            )
+        );
+        assert!(!h.response.body.contains(token));
+        assert_eq!(
+            a.store().unwrap().devices_seen.borrow().as_slice(),
+            [DeviceOp::Register {
+                session_id: SID.into(),
+                registration: Registration {
+                    participant_id: P1.into(),
+                    token: token.into(),
+                    platform: Platform::Android
+                }
+            }]
+        );
+    }
+    // Refusals of the script.
+    let a = api(script_reply(
+        r#"{"kind":"error","code":"SESSION_NOT_FOUND"}"#,
+        None,
+    ));
+    let h = post(&a, &path, body(P1).as_bytes(), &[]);
+    assert_eq!(h.response.status, 404);
+    assert!(h.response.body.contains("SESSION_NOT_FOUND"));
+    let a = api(script_reply(
+        &format!(r#"{{"kind":"error","code":"PARTICIPANT_NOT_FOUND","participant_id":"{P1}"}}"#),
+        None,
+    ));
+    let h = post(&a, &path, body(P1).as_bytes(), &[]);
+    assert_eq!(h.response.status, 400);
+    assert!(h
+        .response
+        .body
+        .contains(&format!("Participant {P1} not found in session")));
+    // Validation: before any store call.
+    let a = api(registered(true));
+    let h = post(
+        &a,
+        &path,
+        br#"{"participant_id":"x","token":"a b","platform":"fax"}"#,
+        &[],
+    );
+    assert_eq!(h.response.status, 400);
+    for field in ["participant_id", "token", "platform"] {
+        assert!(h.response.body.contains(&format!(r#""field":"{field}""#)));
+    }
+    assert_eq!(a.store().unwrap().calls.get(), 0);
+
+    // Remove: 204 (also when absent), the token percent-decoded.
+    let a = api(script_reply(r#"{"kind":"removed","existed":false}"#, None));
+    let h = delete(&a, &format!("{path}/fcm%3AAPA91b-x_Y"), None);
+    assert_eq!(h.response.status, 204);
+    assert_eq!(
+        a.store().unwrap().devices_seen.borrow().as_slice(),
+        [DeviceOp::Remove {
+            session_id: SID.into(),
+            token: token.into(),
+            participant_id: None
+        }]
+    );
+    let h = delete(&a, &format!("{path}/a%20b"), None);
+    assert_eq!(h.response.status, 400);
+    assert!(h.response.body.contains(r#""field":"token""#));
+    let h = delete(&a, &format!("{path}/{}", "a".repeat(4097)), None);
+    assert_eq!(h.response.status, 400);
+    // Methods.
+    let h = get(&a, &path);
+    assert_eq!(h.response.status, 405);
+    assert!(h.response.headers.contains(&("allow", "POST".into())));
+
+    // Roles, with auth on: a participant registers and removes only its own
+    // devices; a host anyone's; a viewer none.
+    let secret = [("JWT_SECRET", "api-test-secret-of-at-least-32-bytes")];
+    let with_auth = |reply| {
+        let mut config = config(&secret);
+        config.auth = synckairos_auth::AuthConfig::from_vars(|n: &str| {
+            secret
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        Api::new(config, Canned::new(reply))
+    };
+    let bearer = |role: &str, sub: &str| {
+        format!(
+            "Bearer {}",
+            jwt(serde_json::json!({"sub": sub, "role": role, "sid": SID, "exp": 4_102_444_800u64}))
+        )
+    };
+    let a = with_auth(registered(true));
+    let me = bearer("participant", &P1.to_uppercase());
+    let h = post(&a, &path, body(P1).as_bytes(), &[("authorization", &me)]);
+    assert_eq!(h.response.status, 201, "{}", h.response.body);
+    let h = post(&a, &path, body(P2).as_bytes(), &[("authorization", &me)]);
+    assert_eq!(h.response.status, 403);
+    assert!(h.response.body.contains("only its own devices"));
+    let viewer = bearer("viewer", P1);
+    let h = post(
+        &a,
+        &path,
+        body(P1).as_bytes(),
+        &[("authorization", &viewer)],
+    );
+    assert_eq!(h.response.status, 403);
+    let host = bearer("host", "h");
+    let h = post(&a, &path, body(P2).as_bytes(), &[("authorization", &host)]);
+    assert_eq!(h.response.status, 201);
+    assert_eq!(a.store().unwrap().calls.get(), 2);
+
+    let a = with_auth(script_reply(r#"{"kind":"removed","existed":true}"#, None));
+    let h = delete(&a, &format!("{path}/{token}"), Some(&me));
+    assert_eq!(h.response.status, 204);
+    let h = delete(&a, &format!("{path}/{token}"), Some(&host));
+    assert_eq!(h.response.status, 204);
+    let h = delete(&a, &format!("{path}/{token}"), Some(&viewer));
+    assert_eq!(h.response.status, 403);
+    let seen = a.store().unwrap().devices_seen.borrow().clone();
+    let filters: Vec<Option<String>> = seen
+        .into_iter()
+        .map(|op| match op {
+            DeviceOp::Remove { participant_id, .. } => participant_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(filters, [Some(P1.to_string()), None]);
 }

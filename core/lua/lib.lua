@@ -7,7 +7,8 @@
 --
 -- KEYS: 1 state  2 shard deadlines ZSET  3 shard audit stream
 --       4 the session's idempotency HASH  5 switch rate-limit key
---       6 tombstone of a deleted session   (all in one hash slot)
+--       6 tombstone of a deleted session   7 the session's push devices HASH
+--       (all in one hash slot)
 -- ARGV: 1 now_ms ('' = Redis TIME; tests only)  2 session_id  3 channel
 --       4 expected_version ('' = any)  5 actor ('' = unknown)
 --       6 Idempotency-Key ('' = none)  7 idempotency TTL s
@@ -690,7 +691,7 @@ local function dispatch(cmd, now)
   if cmd == 'delete' then
     if not raw then return '"kind":"deleted","existed":false', nil, true end
     local version = decode_state(raw).version + 1
-    redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+    redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[7])
     redis.call('SET', KEYS[6], version, 'EX', ARGV[15])
     redis.call('ZREM', KEYS[2], sid)
     redis.call('PUBLISH', ARGV[3], '{"type":"SESSION_DELETED","session_id":"' .. sid

@@ -4,6 +4,7 @@
 //! runs the one engine call, and writes what this module renders.
 
 use crate::command::{Command, Request};
+use crate::devices::DeviceOp;
 use crate::error::{DomainError, Issue, IssueCode};
 use crate::time::Timestamp;
 use crate::types::{Participant, Status, SyncState};
@@ -46,6 +47,10 @@ pub enum Route {
     Delete(String),
     /// `POST /v1/sessions/:id/<action>`
     Action(String, SessionAction),
+    /// `POST /v1/sessions/:id/devices`: registers a push device.
+    RegisterDevice(String),
+    /// `DELETE /v1/sessions/:id/devices/:token` (the token percent-decoded).
+    RemoveDevice(String, String),
 }
 
 impl Route {
@@ -67,13 +72,19 @@ impl Route {
                 SessionAction::Complete => "/v1/sessions/:id/complete",
                 SessionAction::Cancel => "/v1/sessions/:id/cancel",
             },
+            Route::RegisterDevice(_) => "/v1/sessions/:id/devices",
+            Route::RemoveDevice(..) => "/v1/sessions/:id/devices/:token",
         }
     }
 
     /// The session the route is about, if any.
     pub fn session_id(&self) -> Option<&str> {
         match self {
-            Route::Get(id) | Route::Delete(id) | Route::Action(id, _) => Some(id),
+            Route::Get(id)
+            | Route::Delete(id)
+            | Route::Action(id, _)
+            | Route::RegisterDevice(id)
+            | Route::RemoveDevice(id, _) => Some(id),
             _ => None,
         }
     }
@@ -110,6 +121,13 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("POST", ["v1", "sessions"]) => Ok(Route::Create),
         ("GET", ["v1", "sessions", id]) => Ok(Route::Get(session(id)?)),
         ("DELETE", ["v1", "sessions", id]) => Ok(Route::Delete(session(id)?)),
+        ("POST", ["v1", "sessions", id, "devices"]) => Ok(Route::RegisterDevice(session(id)?)),
+        ("DELETE", ["v1", "sessions", id, "devices", token]) => {
+            let id = session(id)?;
+            let token = crate::devices::path_token(token)
+                .map_err(|i| ApiError::Domain(DomainError::Validation(vec![i])))?;
+            Ok(Route::RemoveDevice(id, token))
+        }
         ("POST", ["v1", "sessions", id, action]) => match SessionAction::parse(action) {
             Some(a) => Ok(Route::Action(session(id)?, a)),
             None => Err(ApiError::NotFound),
@@ -119,10 +137,26 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         }
         (_, ["v1", "sessions"]) => Err(ApiError::MethodNotAllowed("POST")),
         (_, ["v1", "sessions", _]) => Err(ApiError::MethodNotAllowed("GET, DELETE")),
+        (_, ["v1", "sessions", _, "devices"]) => Err(ApiError::MethodNotAllowed("POST")),
+        (_, ["v1", "sessions", _, "devices", _]) => Err(ApiError::MethodNotAllowed("DELETE")),
         (_, ["v1", "sessions", _, action]) if SessionAction::parse(action).is_some() => {
             Err(ApiError::MethodNotAllowed("POST"))
         }
         _ => Err(ApiError::NotFound),
+    }
+}
+
+/// A request path as logs may show it: the push token of a device path
+/// (`…/devices/<token>`) and any query string left out, so no log holds a
+/// token.
+pub fn loggable_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["", "v1", "sessions", id, "devices", _, ..] => {
+            format!("/v1/sessions/{id}/devices/<token>")
+        }
+        _ => path.to_string(),
     }
 }
 
@@ -335,10 +369,8 @@ impl Route {
     /// operation's error statuses from. Exhaustive on both enums, so a new
     /// error cannot compile without saying where it is answered.
     pub fn can_fail_with(&self, e: &ApiError) -> bool {
-        let session = matches!(
-            self,
-            Route::Create | Route::Get(_) | Route::Delete(_) | Route::Action(..)
-        );
+        let session = self.session_id().is_some() || matches!(self, Route::Create);
+        let device = matches!(self, Route::RegisterDevice(_) | Route::RemoveDevice(..));
         let command = matches!(self, Route::Create | Route::Delete(_) | Route::Action(..));
         let action = matches!(self, Route::Action(..));
         let switch = matches!(self, Route::Action(_, SessionAction::Switch));
@@ -352,14 +384,19 @@ impl Route {
                 // The id in the path, the create body, If-Match,
                 // Idempotency-Key, expected_version.
                 DomainError::Validation(_) => session,
-                DomainError::SessionNotFound { .. } => matches!(self, Route::Get(_)) || action,
+                DomainError::SessionNotFound { .. } => {
+                    matches!(self, Route::Get(_)) || action || device
+                }
                 DomainError::SessionExists { .. } | DomainError::SessionDeleted { .. } => {
                     matches!(self, Route::Create)
                 }
                 DomainError::InvalidTransition { .. } | DomainError::VersionConflict { .. } => {
                     action
                 }
-                DomainError::ParticipantNotFound { .. } | DomainError::NotYourTurn { .. } => switch,
+                DomainError::ParticipantNotFound { .. } => {
+                    switch || matches!(self, Route::RegisterDevice(_))
+                }
+                DomainError::NotYourTurn { .. } => switch,
                 DomainError::IdempotencyKeyReused => command,
             },
             ApiError::InvalidJson
@@ -575,12 +612,54 @@ pub fn authorize(caller: &Caller, route: &Route, created: Option<&str>) -> Resul
         }
     }
     let read = matches!(route, Route::Get(_));
+    let device = matches!(route, Route::RegisterDevice(_) | Route::RemoveDevice(..));
     match caller.role {
         Role::Admin | Role::Host => Ok(false),
+        // Its own devices only: see `authorize_device`.
+        Role::Participant if device => Ok(false),
         Role::Participant if matches!(route, Route::Action(_, SessionAction::Switch)) => Ok(true),
         Role::Participant | Role::Viewer if read => Ok(false),
         Role::Participant | Role::Viewer => {
             Err(ApiError::Forbidden("Insufficient role for this operation"))
+        }
+    }
+}
+
+/// The devices command of a device route (`None` for any other route):
+/// the registration body validated, or the path's token. Whose devices a
+/// caller may touch is [`authorize_device`]'s.
+pub fn device_op(route: &Route, body: &Value) -> Result<Option<DeviceOp>, ApiError> {
+    Ok(Some(match route {
+        Route::RegisterDevice(id) => DeviceOp::Register {
+            session_id: id.clone(),
+            registration: crate::devices::validate_registration(body)
+                .map_err(DomainError::Validation)?,
+        },
+        Route::RemoveDevice(id, token) => DeviceOp::Remove {
+            session_id: id.clone(),
+            token: token.clone(),
+            participant_id: None,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// A participant registers and removes only its own devices (its token's
+/// `sub` is its `participant_id`); a host or admin any participant's. Sets
+/// a participant's remove to its own registrations.
+pub fn authorize_device(caller: &Caller, op: &mut DeviceOp) -> Result<(), ApiError> {
+    if caller.role != Role::Participant {
+        return Ok(());
+    }
+    let me = caller.sub.to_ascii_lowercase();
+    match op {
+        DeviceOp::Register { registration, .. } if registration.participant_id != me => Err(
+            ApiError::Forbidden("A participant may register only its own devices"),
+        ),
+        DeviceOp::Register { .. } => Ok(()),
+        DeviceOp::Remove { participant_id, .. } => {
+            *participant_id = Some(me);
+            Ok(())
         }
     }
 }
@@ -732,6 +811,18 @@ mod tests {
         assert_eq!(
             Route::Action(SID.into(), SessionAction::Pause).pattern(),
             "/v1/sessions/:id/pause"
+        );
+    }
+
+    #[test]
+    fn logs_never_hold_a_push_token() {
+        assert_eq!(
+            loggable_path(&format!("/v1/sessions/{SID}/devices/fcm%3Asecret?x=1")),
+            format!("/v1/sessions/{SID}/devices/<token>")
+        );
+        assert_eq!(
+            loggable_path(&format!("/v1/sessions/{SID}/switch")),
+            format!("/v1/sessions/{SID}/switch")
         );
     }
 

@@ -48,6 +48,12 @@ pub const WAKE_CHANNEL: &str = "sk:wake";
 /// (value: the holder's instance id).
 pub const EXPIRY_LEASE: &str = "sk:expiry:lease";
 
+/// The push devices of a session: `sk:{<shard>}:dev:<session_id>`, a hash
+/// (see [`crate::devices`]).
+pub fn devices(shard: u16, session_id: &str) -> String {
+    format!("sk:{{{shard}}}:dev:{session_id}")
+}
+
 /// The Pub/Sub channel of a session: `sk:ch:<session_id>`.
 pub fn channel(session_id: &str) -> String {
     format!("sk:ch:{session_id}")
@@ -73,6 +79,8 @@ pub struct SessionKeys {
     pub idempotency: String,
     /// `sk:{<shard>}:deleted:<session_id>`: the tombstone a delete leaves.
     pub tombstone: String,
+    /// `sk:{<shard>}:dev:<session_id>`: the session's push devices.
+    pub devices: String,
 }
 
 impl SessionKeys {
@@ -88,6 +96,7 @@ impl SessionKeys {
             channel: channel(session_id),
             idempotency: format!("sk:{{{shard}}}:idem:{session_id}"),
             tombstone: format!("sk:{{{shard}}}:deleted:{session_id}"),
+            devices: devices(shard, session_id),
         }
     }
 }
@@ -124,6 +133,7 @@ mod tests {
             &k.rate,
             &k.idempotency,
             &k.tombstone,
+            &k.devices,
         ] {
             assert!(key.contains(&tag), "{key}");
         }

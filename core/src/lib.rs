@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod command;
 pub mod control;
+pub mod devices;
 pub mod error;
 pub mod keys;
 pub mod model;

@@ -74,6 +74,20 @@ pub struct SwitchBody {
     lag_ms: Option<i64>,
 }
 
+/// The body of `POST /v1/sessions/:id/devices`
+/// (validated by [`crate::devices::validate_registration`]).
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+pub struct RegisterDeviceBody {
+    /// Whose device: a participant of the session (a participant's token
+    /// may name only itself).
+    participant_id: String,
+    /// The push token (an FCM registration token).
+    token: String,
+    /// The device's platform.
+    platform: crate::devices::Platform,
+}
+
 /// The body of every error response.
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
@@ -141,6 +155,12 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     let participants = &mut schemas["CreateSessionBody"]["properties"]["participants"];
     participants["minItems"] = json!(MIN_PARTICIPANTS);
     participants["maxItems"] = json!(MAX_PARTICIPANTS);
+    let device = &mut schemas["RegisterDeviceBody"]["properties"];
+    device["participant_id"]["format"] = json!("uuid");
+    device["participant_id"]["pattern"] = json!(UUID_PATTERN);
+    device["token"]["minLength"] = json!(1);
+    device["token"]["maxLength"] = json!(crate::devices::MAX_TOKEN_LEN);
+    device["token"]["pattern"] = json!(crate::devices::token_pattern());
     let next = &mut schemas["SwitchBody"]["properties"]["next_participant_id"];
     next["format"] = json!("uuid");
     next["pattern"] = json!(UUID_PATTERN);
@@ -228,6 +248,16 @@ fn operations() -> Vec<(&'static str, &'static str, Route)> {
         ops.push((path, "post", Route::Action(id(), a)));
     }
     ops.extend([
+        (
+            "/v1/sessions/{id}/devices",
+            "post",
+            Route::RegisterDevice(id()),
+        ),
+        (
+            "/v1/sessions/{id}/devices/{token}",
+            "delete",
+            Route::RemoveDevice(id(), "t".into()),
+        ),
         ("/v1/time", "get", Route::Time),
         ("/v1/openapi.json", "get", Route::OpenApi),
         ("/health", "get", Route::Health),
@@ -251,6 +281,8 @@ fn operation_id(route: &Route) -> &'static str {
             SessionAction::Complete => "completeSession",
             SessionAction::Cancel => "cancelSession",
         },
+        Route::RegisterDevice(_) => "registerDevice",
+        Route::RemoveDevice(..) => "removeDevice",
         Route::Time => "getTime",
         Route::OpenApi => "getOpenApi",
         Route::Health => "getHealth",
@@ -287,10 +319,12 @@ pub fn document() -> Value {
         .into_generator();
     let create = json!(read.subschema_for::<CreateSessionBody>());
     let switch_body = json!(read.subschema_for::<SwitchBody>());
+    let device_body = json!(read.subschema_for::<RegisterDeviceBody>());
     let mut write = SchemaSettings::openapi3().for_serialize().into_generator();
     let state = json!(write.subschema_for::<SyncState>());
     let switch = json!(write.subschema_for::<SwitchResponse<'static>>());
     let time = json!(write.subschema_for::<TimeResponse>());
+    let device = json!(write.subschema_for::<crate::devices::DeviceResponse>());
     let error = json!(write.subschema_for::<ErrorResponse>());
     let probe = json!(write.subschema_for::<ProbeBody>());
     let mut schemas: serde_json::Map<String, Value> =
@@ -319,6 +353,10 @@ pub fn document() -> Value {
             none). A retry with the same key gets the first response (Idempotent-Replayed: true)"),
         "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LEN,
             "pattern": idempotency_key_pattern()}});
+    let token = json!({"name": "token", "in": "path", "required": true,
+        "description": "The push token, percent-encoded",
+        "schema": {"type": "string", "minLength": 1, "maxLength": crate::devices::MAX_TOKEN_LEN,
+            "pattern": crate::devices::token_pattern()}});
     let state_ok = |desc: &str| json!({"description": desc, "content": content(data(&state))});
 
     let mut paths = serde_json::Map::new();
@@ -371,6 +409,20 @@ pub fn document() -> Value {
                 200,
                 state_ok("The session"),
             ),
+            Route::RegisterDevice(_) => (
+                "Register (or refresh) a participant's push device",
+                vec![&id],
+                Some(json!({"required": true, "content": content(device_body.clone())})),
+                201,
+                json!({"description": "Registered", "content": content(data(&device))}),
+            ),
+            Route::RemoveDevice(..) => (
+                "Remove a push device",
+                vec![&id, &token],
+                None,
+                204,
+                json!({"description": "Removed (also when it was not registered)"}),
+            ),
             Route::Time => (
                 "Server (Redis) time",
                 vec![],
@@ -403,6 +455,13 @@ pub fn document() -> Value {
         };
         let mut responses = serde_json::Map::new();
         responses.insert(ok_status.to_string(), ok);
+        if matches!(route, Route::RegisterDevice(_)) {
+            responses.insert(
+                "200".into(),
+                json!({"description": "Registered again: its expiry refreshed",
+                    "content": content(data(&device))}),
+            );
+        }
         for (status, codes) in error_statuses(&route) {
             // `x-error-codes`: the same codes, machine-readable (an OpenAPI 3.0
             // extension), for generated clients.
@@ -615,10 +674,20 @@ mod tests {
             let errors: BTreeSet<String> =
                 error_statuses(&route).keys().map(u16::to_string).collect();
             assert!(!listed.contains("default"), "{method} {path}");
-            let successes: Vec<&String> = listed.iter().filter(|s| s.starts_with('2')).collect();
-            assert_eq!(successes.len(), 1, "{method} {path}");
+            let successes: BTreeSet<String> = listed
+                .iter()
+                .filter(|s| s.starts_with('2'))
+                .cloned()
+                .collect();
+            // One success, but a registration is new (201) or refreshed (200).
+            let n = if matches!(route, Route::RegisterDevice(_)) {
+                2
+            } else {
+                1
+            };
+            assert_eq!(successes.len(), n, "{method} {path}");
             let mut want = errors.clone();
-            want.insert(successes[0].clone());
+            want.extend(successes);
             if route == Route::Ready {
                 want.insert("503".into());
             }
@@ -627,7 +696,7 @@ mod tests {
             assert_eq!(op["security"] == json!([]), open, "{method} {path}");
             count += 1;
         }
-        assert_eq!(count, 13);
+        assert_eq!(count, 15);
         // Every kind of error some operation answers is in the document.
         for e in ApiError::every_kind() {
             let answered = operations_answering(&e);
@@ -810,6 +879,15 @@ mod tests {
             let id = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n >> 32, n & 0xffff, n & 0xfff, (n >> 12) & 0xfff, n >> 16);
             for v in [s.clone(), id.clone(), id.to_uppercase()] {
                 proptest::prop_assert_eq!(uuid.is_match(&v), parse_uuid(&v).is_some(), "UUID {:?}", v);
+            }
+            let token = matcher(&crate::devices::token_pattern());
+            let long_token = "t".repeat(4090 + (n % 10) as usize);
+            for t in [s.clone(), digits.clone(), long_token, format!("{digits}:a_b-C"), format!("{digits}\u{e9}")] {
+                proptest::prop_assert_eq!(
+                    token.is_match(&t),
+                    crate::devices::valid_token(&t),
+                    "token {:?}", t
+                );
             }
             let key = matcher(&idempotency_key_pattern());
             let long = "k".repeat(200 + (n % 100) as usize);

@@ -27,7 +27,7 @@ pub struct Script {
 }
 
 impl Script {
-    const fn new(name: &'static str, source: &'static str) -> Script {
+    pub(crate) const fn new(name: &'static str, source: &'static str) -> Script {
         Script {
             name,
             source,
@@ -118,6 +118,9 @@ pub struct Settings {
     /// The low-time warning threshold a session gets when its `create` names
     /// none (`LOW_TIME_WARNING_MS`), ms; 0 = none.
     pub low_time_warning_ms: u64,
+    /// How long a push device registration lives unless refreshed, in
+    /// seconds (`DEVICE_TOKEN_TTL_SECONDS`; the devices script only).
+    pub device_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -132,6 +135,7 @@ impl Default for Settings {
             idle_ttl_s: 86_400,
             tombstone_ttl_s: 86_400,
             low_time_warning_ms: 0,
+            device_ttl_s: crate::devices::DEFAULT_TOKEN_TTL_S,
         }
     }
 }
@@ -166,6 +170,7 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
         k.idempotency.clone(),
         k.rate.clone(),
         k.tombstone.clone(),
+        k.devices.clone(),
     ];
     let (payload, metadata) = match &req.command {
         Command::Create(spec) => (

@@ -101,6 +101,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     } else {
         // A body that fails to read is refused, never taken as empty.
         req.bytes().await.map_err(|e| {
+            let path = synckairos_core::api::loggable_path(&path);
             worker::console_error!("{method} {path}: reading the body: {e}");
             Body::Unreadable
         })
@@ -125,6 +126,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         None => app.handle(&incoming, &Unlimited).await,
     };
     if let Some(error) = &handled.error {
+        let path = synckairos_core::api::loggable_path(&path);
         worker::console_error!("{method} {path}: {error}");
     }
     respond(handled.response)

@@ -6,9 +6,10 @@ use crate::config::{Config, ConfigError};
 use crate::upstash::{Transport, Upstash, UpstashError};
 use serde_json::Value;
 use synckairos_api::{Api, SessionStore, StoreError};
+use synckairos_core::devices::{self, DeviceOp, DeviceReply};
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::script::{self, CallOptions, ScriptReply, Settings};
-use synckairos_core::{record, Request, SyncState};
+use synckairos_core::{record, DomainError, Request, SyncState};
 
 /// Sessions in Redis behind Upstash's REST API.
 pub struct UpstashStore<T> {
@@ -100,6 +101,19 @@ impl<T: Transport> SessionStore for UpstashStore<T> {
 
     async fn time_ms(&self) -> Result<i64, StoreError> {
         self.upstash.time_ms().await.map_err(store_error)
+    }
+
+    async fn devices(&self, op: &DeviceOp) -> Result<Result<DeviceReply, DomainError>, StoreError> {
+        let call = devices::call(op, &self.settings, None);
+        let value = self
+            .upstash
+            .run_script(call.script, &call.keys, &call.args)
+            .await
+            .map_err(store_error)?;
+        let parts =
+            strings(&value).ok_or_else(|| StoreError::Internal(format!("script reply {value}")))?;
+        devices::parse_reply(&parts, op.session_id())
+            .map_err(|e| StoreError::Internal(e.to_string()))
     }
 }
 

@@ -11,10 +11,11 @@ pub mod fixtures;
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError};
+use synckairos_core::devices::{self, DeviceOp, DeviceReply};
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::record;
-use synckairos_core::script::{self, BadReply, CallOptions, ScriptReply, Settings};
-use synckairos_core::{Request, SyncState};
+use synckairos_core::script::{self, BadReply, Call, CallOptions, ScriptReply, Settings};
+use synckairos_core::{DomainError, Request, SyncState};
 
 /// What can go wrong below the domain (domain refusals are in [`ScriptReply::result`]).
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ impl Engine {
     pub async fn load_scripts(&self) -> Result<(), EngineError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for s in script::all() {
+        for s in script::all().into_iter().chain([&devices::DEVICES]) {
             pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
         }
         let _: Vec<String> = pipe.query_async(&mut conn).await?;
@@ -94,6 +95,25 @@ impl Engine {
         opts: &CallOptions,
     ) -> Result<ScriptReply, EngineError> {
         let call = script::call(req, &self.settings, opts);
+        let parts = self.run(&call).await?;
+        Ok(script::parse_reply(&parts, &req.session_id)?)
+    }
+
+    /// Registers or removes a push device: one call of the devices script
+    /// (`now_ms` for tests only; `None` is Redis `TIME`).
+    pub async fn devices(
+        &self,
+        op: &DeviceOp,
+        now_ms: Option<i64>,
+    ) -> Result<Result<DeviceReply, DomainError>, EngineError> {
+        let call = devices::call(op, &self.settings, now_ms);
+        let parts = self.run(&call).await?;
+        Ok(devices::parse_reply(&parts, op.session_id())?)
+    }
+
+    /// Runs one script call: `EVALSHA`, and `EVAL` only if the server lost
+    /// its script cache. The reply's strings.
+    pub async fn run(&self, call: &Call) -> Result<Vec<String>, EngineError> {
         let mut conn = self.conn.clone();
         let parts: Vec<String> = match redis::cmd("EVALSHA")
             .arg(call.script.sha1())
@@ -114,7 +134,7 @@ impl Engine {
             }
             other => other?,
         };
-        Ok(script::parse_reply(&parts, &req.session_id)?)
+        Ok(parts)
     }
 
     /// Reads a session's stored state (one `GET` of its record).

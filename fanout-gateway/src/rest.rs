@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synckairos_api::{Body, Incoming, IpLimit, IpLimiter, SessionStore, StoreError};
 use synckairos_core::api::MAX_BODY_BYTES;
+use synckairos_core::devices::{DeviceOp, DeviceReply};
 use synckairos_core::script::{CallOptions, ScriptReply};
-use synckairos_core::{Request as Command, SyncState};
+use synckairos_core::{DomainError, Request as Command, SyncState};
 use synckairos_engine::{Engine, EngineError};
 
 /// Sessions in Redis through the engine.
@@ -92,6 +93,10 @@ impl SessionStore for EngineStore {
 
     async fn time_ms(&self) -> Result<i64, StoreError> {
         Ok(self.clock.now_ms())
+    }
+
+    async fn devices(&self, op: &DeviceOp) -> Result<Result<DeviceReply, DomainError>, StoreError> {
+        self.engine.devices(op, None).await.map_err(store_error)
     }
 }
 
@@ -222,7 +227,7 @@ pub(crate) async fn handle(
     let handled = shared.api.handle(&incoming, &shared.ip_limiter).await;
     let r = handled.response;
     if let Some(error) = &handled.error {
-        tracing::error!(method = %parts.method, path = %parts.uri.path(), status = r.status, error = %error, "request failed");
+        tracing::error!(method = %parts.method, path = %synckairos_core::api::loggable_path(parts.uri.path()), status = r.status, error = %error, "request failed");
     }
     shared
         .metrics

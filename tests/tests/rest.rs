@@ -887,6 +887,166 @@ async fn other_methods_are_405_with_allow(t: Transport) {
     }
 }
 
+/// Push devices over HTTP: a participant registers its own device (201, then
+/// 200 with a later expiry), not another's (403); a stranger is 400, an
+/// unknown session 404; the hash holds what the push sender reads; a remove
+/// is 204 (also when absent); each is one EVALSHA; the session's delete
+/// takes the devices along.
+async fn push_devices_over_http(t: Transport) {
+    let api = Api::new(t);
+    let auth = admin();
+    let (sid, p1, p2) = (uuid(), uuid(), uuid());
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&auth),
+            &[],
+            Some(create_body(&sid, &p1, &p2)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let path = format!("/v1/sessions/{sid}/devices");
+    let token_a = format!("fcm:APA91b{}", "x".repeat(150));
+    let device =
+        |pid: &str, token: &str| json!({"participant_id": pid, "token": token, "platform": "ios"});
+    let me = token("participant", &p1, Some(&sid));
+    let evalsha = api.stack.redis.command_calls("evalsha");
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&me),
+            &[],
+            Some(device(&p1, &token_a)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = body(r).await;
+    assert_eq!(first["data"]["participant_id"], json!(p1));
+    assert_eq!(first["data"]["platform"], json!("ios"));
+    assert!(
+        !first.to_string().contains(&token_a),
+        "the token is never echoed"
+    );
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&me),
+            &[],
+            Some(device(&p1, &token_a)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = body(r).await;
+    assert!(again["data"]["expires_at"].as_str() >= first["data"]["expires_at"].as_str());
+    // Another participant's device: refused before Redis.
+    let r = api
+        .call(Method::POST, &path, Some(&me), &[], Some(device(&p2, "t2")))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(api.stack.redis.command_calls("evalsha") - evalsha, 2);
+    // A host may register for anyone; a stranger is not in the session.
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&auth),
+            &[],
+            Some(device(&p2, "t2")),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let stranger = uuid();
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&auth),
+            &[],
+            Some(device(&stranger, "t3")),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(r).await["error"]["message"],
+        json!(format!("Participant {stranger} not found in session"))
+    );
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{}/devices", uuid()),
+            Some(&auth),
+            &[],
+            Some(device(&p1, "t")),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(r).await["error"]["code"], json!("SESSION_NOT_FOUND"));
+    let r = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&auth),
+            &[],
+            Some(json!({"participant_id": p1, "token": "a b", "platform": "fax"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let issues = body(r).await["error"]["details"].clone();
+    assert_eq!(issues.as_array().map(Vec::len), Some(2), "{issues}");
+    // What the push sender reads.
+    let keys = SessionKeys::new(&sid, synckairos_core::keys::DEFAULT_SHARDS);
+    let mut c = api.stack.redis.client().get_connection().unwrap();
+    let hash: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&keys.devices)
+        .query(&mut c)
+        .unwrap();
+    let live = synckairos_core::devices::parse(&hash, 0);
+    let mine: Vec<(&str, &str)> = live
+        .iter()
+        .map(|d| (d.participant_id.as_str(), d.token.as_str()))
+        .collect();
+    let mut want = vec![(p1.as_str(), token_a.as_str()), (p2.as_str(), "t2")];
+    want.sort();
+    assert_eq!(mine, want);
+    // Remove: a participant only its own; percent-encoded; absent is 204 too.
+    let r = api.send(Method::DELETE, &format!("{path}/t2"), &me).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let encoded = token_a.replace(':', "%3A");
+    let r = api
+        .send(Method::DELETE, &format!("{path}/{encoded}"), &me)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let hash: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&keys.devices)
+        .query(&mut c)
+        .unwrap();
+    let left: Vec<String> = synckairos_core::devices::parse(&hash, 0)
+        .into_iter()
+        .map(|d| d.token)
+        .collect();
+    assert_eq!(left, ["t2"]);
+    let viewer = token("viewer", "v", Some(&sid));
+    assert_eq!(
+        api.send(Method::DELETE, &format!("{path}/t2"), &viewer)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    // The session's delete removes its devices.
+    let r = api
+        .send(Method::DELETE, &format!("/v1/sessions/{sid}"), &auth)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&keys.devices)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
 both!(
     other_methods_are_405_with_allow,
     a_session_lives_its_whole_life_over_http_and_every_command_is_audited,
@@ -898,4 +1058,5 @@ both!(
     the_rest_of_the_routes_and_refusals,
     every_rest_command_is_one_redis_call,
     time_controls_and_lag_over_http,
+    push_devices_over_http,
 );

@@ -6,7 +6,9 @@
 import {
   OPERATIONS,
   type CreateSessionBody,
+  type DeviceResponse,
   type OperationId,
+  type RegisterDeviceBody,
   type ProbeBody,
   type SwitchBody,
   type SwitchResponse,
@@ -204,6 +206,22 @@ export class SyncKairos {
     return (await this.request<SyncState>("cancelSession", { sessionId, command: options })).data;
   }
 
+  // --- push devices ------------------------------------------------------------
+
+  /**
+   * `POST /v1/sessions/:id/devices`: registers a participant's push token
+   * (a participant's token may register only itself), or renews it. The
+   * answer says until when (`expires_at`), never the token.
+   */
+  async registerDevice(sessionId: string, device: RegisterDeviceBody, options: ReadOptions = {}): Promise<DeviceResponse> {
+    return (await this.request<DeviceResponse>("registerDevice", { sessionId, body: device, signal: options.signal })).data;
+  }
+
+  /** `DELETE /v1/sessions/:id/devices/:token` (also fine when it is not registered). */
+  async removeDevice(sessionId: string, token: string, options: ReadOptions = {}): Promise<void> {
+    await this.request<null>("removeDevice", { sessionId, pathToken: token, signal: options.signal });
+  }
+
   // --- service ----------------------------------------------------------------
 
   /** `GET /v1/time`: the server's (Redis) time. */
@@ -255,6 +273,8 @@ export class SyncKairos {
     operation: OperationId,
     init: {
       sessionId?: string;
+      /** The `{token}` of a device path. */
+      pathToken?: string;
       body?: unknown;
       command?: CommandOptions;
       signal?: AbortSignal | undefined;
@@ -267,6 +287,10 @@ export class SyncKairos {
     if (path.includes("{id}")) {
       if (init.sessionId === undefined) throw new TypeError(`${operation} needs a session id`);
       path = path.replace("{id}", encodeURIComponent(init.sessionId));
+    }
+    if (path.includes("{token}")) {
+      if (init.pathToken === undefined) throw new TypeError(`${operation} needs a token`);
+      path = path.replace("{token}", encodeURIComponent(init.pathToken));
     }
     const mutation = op.method !== "GET";
     const signal = init.command?.signal ?? init.signal;

@@ -92,6 +92,57 @@ describe("sessions", () => {
   });
 });
 
+describe("push devices", () => {
+  test("register (201, then 200 renewing it), only one's own; remove, idempotently", async () => {
+    const body = chess();
+    const [white, black] = body.participants.map((p) => p.participant_id) as [string, string];
+    await sk.createSession(body);
+    const token = `fcm:APA91b-${"x".repeat(150)}`;
+    const as = (sub: string): SyncKairos =>
+      new SyncKairos({ baseUrl: stack.server.url, token: stack.token({ role: "participant", sid: body.session_id, sub }) });
+    const whitePlayer = as(white);
+    const first = await whitePlayer.request("registerDevice", {
+      sessionId: body.session_id,
+      body: { participant_id: white, token, platform: "android" },
+    });
+    assert.equal(first.status, 201);
+    assert.deepEqual(Object.keys(first.data as object).sort(), ["expires_at", "participant_id", "platform"]);
+    const again = await whitePlayer.registerDevice(body.session_id, { participant_id: white, token, platform: "android" });
+    assert.equal(again.participant_id, white);
+    assert.equal(again.platform, "android");
+    assert.ok(Date.parse(again.expires_at) >= Date.parse((first.data as { expires_at: string }).expires_at));
+    assert.ok(Date.parse(again.expires_at) > Date.now() + 29 * 86_400_000, again.expires_at);
+    await refused(
+      () => whitePlayer.registerDevice(body.session_id, { participant_id: black, token: "t", platform: "ios" }),
+      "FORBIDDEN",
+      403,
+    );
+    await refused(
+      () => sk.registerDevice(body.session_id, { participant_id: uuid(), token: "t", platform: "ios" }),
+      "VALIDATION_ERROR",
+      400,
+    );
+    await refused(
+      () => sk.registerDevice(uuid(), { participant_id: white, token: "t", platform: "web" }),
+      "SESSION_NOT_FOUND",
+      404,
+    );
+    const bad = await refused(
+      () => sk.registerDevice(body.session_id, { participant_id: white, token: "a b", platform: "fax" as "web" }),
+      "VALIDATION_ERROR",
+      400,
+    );
+    assert.deepEqual(
+      (bad.details as { field: string }[]).map((d) => d.field),
+      ["token", "platform"],
+    );
+    // The token's ':' travels percent-encoded; removing twice is fine.
+    await whitePlayer.removeDevice(body.session_id, token);
+    await whitePlayer.removeDevice(body.session_id, token);
+    await refused(() => sk.removeDevice(uuid(), token), "SESSION_NOT_FOUND", 404);
+  });
+});
+
 describe("refusals", () => {
   test("validation, with the details of every broken rule", async () => {
     const body = chess();

@@ -79,6 +79,16 @@ export type CycleExpiry = "expire" | "auto_advance";
  */
 export type DelayKind = "bronstein" | "simple";
 
+/** The body of a registration's reply (`{"data": …}`): never the token. */
+export type DeviceResponse = {
+  /** When the registration lapses unless registered again. */
+  expires_at: Timestamp;
+  /** Whose device. */
+  participant_id: string;
+  /** Its platform. */
+  platform: Platform;
+};
+
 /** `details` of an [`ErrorObject`]. */
 export type ErrorDetails = Issue[] | ConflictDetails;
 
@@ -210,12 +220,37 @@ export type Participant = {
   turn_ms?: number;
 };
 
+/**
+ * Where a device gets its pushes.
+ *
+ * - `"android"`: Android (FCM).
+ * - `"ios"`: iOS (APNs through FCM).
+ * - `"web"`: A browser (FCM web push).
+ */
+export type Platform = "android" | "ios" | "web";
+
 /** `/health` and `/ready`: `{"status"}`, plus `error` when not ready. */
 export type ProbeBody = {
   /** A short public reason (`redis unreachable`), when not ready. */
   error?: string | null;
   /** `ok`, `ready` or `not_ready`. */
   status: string;
+};
+
+/**
+ * The body of `POST /v1/sessions/:id/devices`
+ * (validated by [`crate::devices::validate_registration`]).
+ */
+export type RegisterDeviceBody = {
+  /**
+   * Whose device: a participant of the session (a participant's token
+   * may name only itself).
+   */
+  participant_id: string;
+  /** The device's platform. */
+  platform: Platform;
+  /** The push token (an FCM registration token). */
+  token: string;
 };
 
 /**
@@ -549,6 +584,40 @@ export const OPERATIONS = {
       409: ["CONFLICT"],
       413: ["PAYLOAD_TOO_LARGE"],
       422: ["IDEMPOTENCY_KEY_REUSED"],
+      429: ["RATE_LIMIT_EXCEEDED"],
+      500: ["AUTH_NOT_CONFIGURED", "INTERNAL_ERROR"],
+      503: ["SERVICE_UNAVAILABLE"],
+    },
+  },
+  registerDevice: {
+    method: "POST",
+    path: "/v1/sessions/{id}/devices",
+    ok: 200,
+    auth: true,
+    body: "data",
+    errors: {
+      400: ["VALIDATION_ERROR", "INVALID_JSON", "INVALID_BODY"],
+      401: ["UNAUTHORIZED"],
+      403: ["FORBIDDEN"],
+      404: ["SESSION_NOT_FOUND"],
+      413: ["PAYLOAD_TOO_LARGE"],
+      429: ["RATE_LIMIT_EXCEEDED"],
+      500: ["AUTH_NOT_CONFIGURED", "INTERNAL_ERROR"],
+      503: ["SERVICE_UNAVAILABLE"],
+    },
+  },
+  removeDevice: {
+    method: "DELETE",
+    path: "/v1/sessions/{id}/devices/{token}",
+    ok: 204,
+    auth: true,
+    body: "none",
+    errors: {
+      400: ["VALIDATION_ERROR", "INVALID_JSON", "INVALID_BODY"],
+      401: ["UNAUTHORIZED"],
+      403: ["FORBIDDEN"],
+      404: ["SESSION_NOT_FOUND"],
+      413: ["PAYLOAD_TOO_LARGE"],
       429: ["RATE_LIMIT_EXCEEDED"],
       500: ["AUTH_NOT_CONFIGURED", "INTERNAL_ERROR"],
       503: ["SERVICE_UNAVAILABLE"],
