@@ -156,24 +156,59 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .with_context(|| format!("binding METRICS_LISTEN {}", worker.metrics_listen))?;
             let metrics = Arc::new(Metrics::new(endpoints.iter().map(|e| e.id.as_str())));
+            // Mobile push runs in this process when FCM is configured: its
+            // own consumer group, its own task, the same shutdown.
+            let push = match std::env::var("FCM_SERVICE_ACCOUNT_FILE") {
+                Ok(f) if !f.trim().is_empty() => {
+                    let cfg = synckairos_push::PushConfig::from_lookup(|n| std::env::var(n).ok())
+                        .context("the push settings")?;
+                    let pm = Arc::new(synckairos_push::Metrics::new());
+                    let _ = metrics.push.set(pm.clone());
+                    Some(
+                        synckairos_push::pusher(cfg, pm)
+                            .await
+                            .context("starting the push sender")?,
+                    )
+                }
+                _ => {
+                    tracing::info!("no FCM_SERVICE_ACCOUNT_FILE: mobile push is off");
+                    None
+                }
+            };
             let w = synckairos_webhook_worker::worker(&conns, &worker, endpoints, metrics).await?;
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutdown signal received");
+                let _ = stop_tx.send(true);
+            });
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let push = push.map(|p| tokio::spawn(p.run(stopped(stop.clone()))));
             synckairos_webhook_worker::run(
                 w,
                 listener,
                 metrics_listener,
                 Duration::from_millis(shutdown_grace_ms),
-                async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("a SIGTERM handler");
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    tracing::info!("shutdown signal received");
-                },
+                stopped(stop),
             )
             .await?;
+            if let Some(p) = push {
+                match p.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = format!("{e:#}"), "the push sender failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the push sender panicked"),
+                }
+            }
         }
         Cmd::Dlq { command } => return dlq_cmd(command).await,
     }

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub depth: Mutex<HashMap<String, i64>>,
     /// Entries of the dead-letter stream, read at scrape time.
     pub dead_letters: Mutex<Option<u64>>,
+    /// The push sender's, when this process runs it (rendered after these).
+    pub push: std::sync::OnceLock<std::sync::Arc<synckairos_push::Metrics>>,
 }
 
 impl Metrics {
@@ -81,6 +83,7 @@ impl Metrics {
             redis_errors: AtomicU64::new(0),
             depth: Mutex::new(HashMap::new()),
             dead_letters: Mutex::new(None),
+            push: std::sync::OnceLock::new(),
         }
     }
 
@@ -187,6 +190,9 @@ impl Metrics {
             "From the event (Redis time) to the end of its first attempt.",
             |e| &e.event_age_seconds,
         );
+        if let Some(push) = self.push.get() {
+            out.push_str(&push.render());
+        }
         out
     }
 }
