@@ -655,7 +655,7 @@ local function persist(st, now, events, publish)
   else
     redis.call('SET', KEYS[1], record, 'PX', base)
   end
-  schedule(wake_at(st))
+  schedule(warn_at(st) or ends)
   if publish then redis.call('PUBLISH', ARGV[3], record) end
   for _, ev in ipairs(events) do xadd(ev) end
 end
