@@ -6,10 +6,16 @@
 #   selectors and ports line up, probes and a hardened securityContext are
 #   there, and terminationGracePeriodSeconds covers preStop + SHUTDOWN_GRACE_MS;
 #   fly.toml and deploy/fly.self-hosted.toml parse and agree with the binaries'
-#   settings (processes, ports, /ready checks, kill_timeout > SHUTDOWN_GRACE_MS);
+#   settings (processes, ports, /ready checks, kill_timeout > SHUTDOWN_GRACE_MS),
+#   and the Dockerfile builds every binary it copies;
 #   in both, each service's metrics port (Fly's [[metrics]], the `metrics`
 #   container port and prometheus.io/port) is its METRICS_LISTEN port, and
-#   differs from its public port.
+#   differs from its public port;
+#   the webhook worker reads the streams in one process only: its (ingesting)
+#   Deployment uses Recreate with at most 1 replica and no autoscaler, and is
+#   the only one; on Fly one group, never deployed bluegreen or canary;
+#   WEBHOOK_ENDPOINTS (HMAC keys) comes from a secret, never a plain value;
+#   FCM_SERVICE_ACCOUNT_FILE names a file mounted read-only from a secret.
 # kubernetes-validate bundles the schemas (nothing is fetched while checking);
 # it is installed once, pinned, into a virtualenv outside the clone.
 #
@@ -101,8 +107,9 @@ for path in files:
 schema_ok = not errors
 
 # Where each binary serves /metrics when METRICS_LISTEN is unset. The
-# gateway's default is read from its one declaration; the audit consumer's
-# moves to 9092 with METRICS_LISTEN (read from its source once declared there).
+# gateway's and the webhook worker's defaults are read from their one
+# declaration; the audit consumer's moves to 9092 with METRICS_LISTEN (read
+# from its source once declared there).
 def declared_metrics_listen(source):
     try:
         with open(source) as f:
@@ -113,9 +120,25 @@ def declared_metrics_listen(source):
 DEFAULT_METRICS_LISTEN = {
     "fanout-gateway": declared_metrics_listen("fanout-gateway/src/config.rs"),
     "audit-consumer": declared_metrics_listen("audit-consumer/src/config.rs") or "0.0.0.0:9092",
+    "webhook-worker": declared_metrics_listen("webhook-worker/src/config.rs"),
 }
-if not DEFAULT_METRICS_LISTEN["fanout-gateway"]:
-    err("fanout-gateway/src/config.rs", "no DEFAULT_METRICS_LISTEN declaration")
+for binary, source in (("fanout-gateway", "fanout-gateway/src/config.rs"),
+                       ("webhook-worker", "webhook-worker/src/config.rs")):
+    if not DEFAULT_METRICS_LISTEN[binary]:
+        err(source, "no DEFAULT_METRICS_LISTEN declaration")
+# Which binaries each workspace package builds (for the Dockerfile's cargo build).
+BINARIES = {}
+with open("Cargo.toml", "rb") as f:
+    members = tomllib.load(f).get("workspace", {}).get("members", [])
+for member in members:
+    try:
+        with open(os.path.join(member, "Cargo.toml"), "rb") as f:
+            manifest = tomllib.load(f)
+    except OSError:
+        continue
+    pkg = manifest.get("package", {}).get("name")
+    if pkg:
+        BINARIES[pkg] = {b["name"] for b in manifest.get("bin", [])} or {pkg}
 def port_of(addr):
     tail = str(addr or "").rpartition(":")[2]
     return int(tail) if tail.isdigit() else None
@@ -244,6 +267,73 @@ for dname, (path, d) in deployments.items():
             err(cw, f"prometheus.io/port {annotations.get('prometheus.io/port')!r} and path "
                     f"{annotations.get('prometheus.io/path')!r} are not METRICS_LISTEN's port {metrics} and /metrics")
 
+# The webhook worker: only one process may read the streams (WEBHOOK_INGEST,
+# default true), or a session's events can be sent out of order. So the
+# Deployment of an ingesting worker replaces its pod with Recreate (never two
+# side by side), runs at most 1 replica, has no autoscaler, and is the only one.
+def ingesting_webhook_worker(argv, env):
+    if os.path.basename((argv or [""])[0]) != "webhook-worker" or "run" not in argv[1:]:
+        return False
+    for i, a in enumerate(argv):   # the flag beats the environment
+        if a.startswith("--ingest="):
+            return a.split("=", 1)[1].lower() != "false"
+        if a == "--ingest" and i + 1 < len(argv):
+            return argv[i + 1].lower() != "false"
+    return str(env.get("WEBHOOK_INGEST") or "true").lower() != "false"
+ingesters = []
+for dname, (path, d) in deployments.items():
+    where, spec = f"{path}: Deployment/{dname}", d["spec"]
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if not ingesting_webhook_worker((c.get("command") or []) + (c.get("args") or []), env):
+            continue
+        ingesters.append(where)
+        if (spec.get("strategy") or {}).get("type") != "Recreate":
+            err(where, "runs the ingesting webhook worker: needs strategy type Recreate "
+                       "(a rolling update would run two stream readers side by side)")
+        if spec.get("replicas", 1) > 1:
+            err(where, f"runs the ingesting webhook worker with {spec['replicas']} replicas: at most 1 may read "
+                       "the streams (more senders: a Deployment of their own with WEBHOOK_INGEST=false)")
+        if dname in hpa_targets:
+            err(where, "runs the ingesting webhook worker under an autoscaler: at most 1 replica may read the streams")
+if len(ingesters) > 1:
+    err(k8s_dir, f"{len(ingesters)} Deployments run an ingesting webhook worker ({'; '.join(ingesters)}): "
+                 "only one may read the streams")
+
+# Secrets stay secrets: the endpoints' JSON holds their HMAC keys; the FCM
+# key file is mounted read-only from a Secret, at the path FCM_SERVICE_ACCOUNT_FILE names.
+def secret_value(ref):
+    s = secrets.get(ref["name"])
+    return s and {**(s.get("data") or {}), **(s.get("stringData") or {})}.get(ref["key"])
+for dname, (path, d) in deployments.items():
+    pod = d["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        cw = f"{path}: Deployment/{dname}: container {c['name']}"
+        env = {e["name"]: e for e in c.get("env", [])}
+        if "WEBHOOK_ENDPOINTS" in env and "secretKeyRef" not in (env["WEBHOOK_ENDPOINTS"].get("valueFrom") or {}):
+            err(cw, "WEBHOOK_ENDPOINTS holds HMAC keys: it must come from a Secret (secretKeyRef), not a value")
+        if "FCM_SERVICE_ACCOUNT_FILE" not in env:
+            continue
+        e = env["FCM_SERVICE_ACCOUNT_FILE"]
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        file = secret_value(ref) if ref else e.get("value")
+        if not file:
+            continue   # the Secret is not among the manifests: its value cannot be seen
+        mounts = [m for m in c.get("volumeMounts", []) if os.path.dirname(file) == m["mountPath"].rstrip("/")]
+        vol = mounts and volumes.get(mounts[0]["name"])
+        if not vol or "secret" not in vol:
+            err(cw, f"FCM_SERVICE_ACCOUNT_FILE {file} is not in a directory mounted from a Secret volume")
+            continue
+        if not mounts[0].get("readOnly"):
+            err(cw, f"the FCM key's volume {vol['name']} is not mounted readOnly")
+        items = vol["secret"].get("items")
+        if items is not None and os.path.basename(file) not in {i["path"] for i in items}:
+            err(cw, f"FCM_SERVICE_ACCOUNT_FILE {file}: volume {vol['name']} has no item with path {os.path.basename(file)}")
+        if ref and bool(ref.get("optional")) != bool(vol["secret"].get("optional")):
+            err(cw, f"FCM_SERVICE_ACCOUNT_FILE's secretKeyRef and volume {vol['name']} must both be optional "
+                    "(push off without the key) or both required")
+
 def selected_deployment(where, selector):
     hits = [(n, pd) for n, pd in deployments.items()
             if matches(selector, pod_labels(pd[1]))]
@@ -296,12 +386,21 @@ for path in fly_files:
         err(path, "no `app` process running /usr/local/bin/fanout-gateway")
     if "audit" in procs and procs["audit"].split()[:2] != ["/usr/local/bin/audit-consumer", "run"]:
         err(path, "the `audit` process is not `/usr/local/bin/audit-consumer run`")
+    if "webhooks" in procs and procs["webhooks"].split()[:2] != ["/usr/local/bin/webhook-worker", "run"]:
+        err(path, "the `webhooks` process is not `/usr/local/bin/webhook-worker run`")
+    built = set()
+    for m in re.finditer(r"cargo build [^\n]*", image):
+        for pkg in re.findall(r"(?:-p|--package)[ =](\S+)", m[0]):
+            built |= BINARIES.get(pkg, set())
     for cmd in procs.values():
-        if image and cmd.split()[0] not in image:
-            err(path, f"{cmd.split()[0]} is not copied into the image by {dockerfile}")
+        binary = cmd.split()[0]
+        if image and not re.search(rf"COPY --from=\S+ \S+/{re.escape(os.path.basename(binary))} {re.escape(binary)}\s", image):
+            err(path, f"{binary} is not copied into the image by {dockerfile}")
+        elif image and os.path.basename(binary) not in built:
+            err(path, f"{binary}: its package is not in the `cargo build` of {dockerfile}")
     if fly.get("kill_signal") != "SIGTERM":
         err(path, "kill_signal is not SIGTERM (the binaries shut down gracefully on SIGTERM)")
-    grace_ms = int(env.get("SHUTDOWN_GRACE_MS", 10_000 if "audit" in procs else 5_000))
+    grace_ms = int(env.get("SHUTDOWN_GRACE_MS", 10_000 if {"audit", "webhooks"} & set(procs) else 5_000))
     try:
         if seconds(fly.get("kill_timeout", 5)) <= grace_ms / 1000:
             err(path, f"kill_timeout {fly.get('kill_timeout', 5)} is not above SHUTDOWN_GRACE_MS {grace_ms} ms")
@@ -318,9 +417,32 @@ for path in fly_files:
     limit = hs.get("concurrency", {}).get("hard_limit")
     if limit is not None and "MAX_CONNECTIONS" in env and limit != int(env["MAX_CONNECTIONS"]):
         err(path, f"http_service.concurrency.hard_limit {limit} is not MAX_CONNECTIONS {env['MAX_CONNECTIONS']}")
-    if "audit" in procs and not any(c.get("path") == "/ready" and "audit" in c.get("processes", [])
-                                    and c.get("port") == port for c in fly.get("checks", {}).values()):
-        err(path, "no check on the audit group's /ready")
+    for group in ("audit", "webhooks"):
+        if group in procs and not any(c.get("path") == "/ready" and group in c.get("processes", [])
+                                      and c.get("port") == port for c in fly.get("checks", {}).values()):
+            err(path, f"no check on the {group} group's /ready")
+    # One stream reader: one group (scaled to one machine: `fly scale count
+    # webhooks=1`, which fly.toml cannot hold), replaced in place on deploy.
+    readers = [g for g, cmd in procs.items() if ingesting_webhook_worker(cmd.split(), env)]
+    if len(readers) > 1:
+        err(path, f"process groups {readers} all run an ingesting webhook worker: only one may read the streams")
+    strategy = fly.get("deploy", {}).get("strategy", "rolling")
+    if readers and strategy not in ("rolling", "immediate"):
+        err(path, f"[deploy] strategy {strategy!r} starts a second `{readers[0]}` machine beside the first "
+                  "(two stream readers): use rolling")
+    if "WEBHOOK_ENDPOINTS" in env:
+        err(path, "WEBHOOK_ENDPOINTS holds HMAC keys: set it with `fly secrets set`, not in [env]")
+    written_files = fly.get("files", [])
+    written_files = [written_files] if isinstance(written_files, dict) else written_files
+    fcm = env.get("FCM_SERVICE_ACCOUNT_FILE")
+    if fcm:
+        wanted = [g for g, cmd in procs.items() if os.path.basename(cmd.split()[0]) == "webhook-worker"]
+        written = [f for f in written_files if f.get("guest_path") == fcm]
+        if not any(f.get("secret_name") for f in written):
+            err(path, f"FCM_SERVICE_ACCOUNT_FILE {fcm}: no [[files]] entry writes it from a secret (secret_name)")
+        for g in wanted:
+            if not any(g in f.get("processes", list(procs)) for f in written):
+                err(path, f"FCM_SERVICE_ACCOUNT_FILE {fcm}: no [[files]] entry writes it on the `{g}` machines")
     metrics = fly.get("metrics", [])
     metrics = [metrics] if isinstance(metrics, dict) else metrics
     for group, cmd in procs.items():
