@@ -84,6 +84,9 @@ impl Client {
     /// A client of `base_url` (e.g. `http://127.0.0.1:8787`), sending
     /// `Authorization: Bearer <token>` when given one.
     pub fn new(base_url: &str, token: Option<String>) -> Client {
+        // TLS is rustls; when another crate of the same build enables reqwest's
+        // rustls without a crypto provider, the client needs the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))

@@ -270,6 +270,9 @@ async fn main() -> anyhow::Result<()> {
     }
     // Thousands of sockets: as many descriptors as the hard limit allows.
     let nofile = storm::raise_nofile_limit()?;
+    // TLS is rustls; when another crate of the same build enables reqwest's
+    // rustls without a crypto provider, the client needs the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency)

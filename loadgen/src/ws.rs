@@ -303,6 +303,9 @@ pub async fn expiry(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Val
         .gateway_metrics
         .clone()
         .context("--gateway-metrics is required (the internal port: http://host:9091/metrics)")?;
+    // TLS is rustls; when another crate of the same build enables reqwest's
+    // rustls without a crypto provider, the client needs the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let (before, count0) = lag_buckets(&http, &url).await?;
     let spread = args.duration_secs.max(1) * 1000;

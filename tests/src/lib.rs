@@ -127,6 +127,9 @@ impl Stack {
     /// defaults (a value of `""` unsets one). Both shapes read the same
     /// names.
     pub fn start_with(transport: Transport, env: &[(&str, &str)]) -> Stack {
+        // TLS is rustls; when another crate of the same build enables reqwest's
+        // rustls without a crypto provider, the client needs the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let redis = RedisServer::start();
         let switch_limit = SWITCH_LIMIT.to_string();
         let mut vars: Vec<(String, String)> = [

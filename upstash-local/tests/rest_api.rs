@@ -40,6 +40,9 @@ impl Endpoint {
         let task = tokio::spawn(run(listener, config, async {
             let _ = stopped.await;
         }));
+        // TLS is rustls; when another crate of the same build enables reqwest's
+        // rustls without a crypto provider, the client needs the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
