@@ -3,7 +3,8 @@
 # docs/openapi.json and docs/ws-messages.schema.json, a strict `tsc --noEmit`,
 # then node's test runner against real local stacks (each test file starts a
 # redis-server and native servers of its own, test/support/stack.ts), the
-# `npm pack` install test included. Installs Node 22 (scripts/tools.sh) and the
+# `npm pack` install test included; then the example webhook receiver's tests
+# (examples/webhook-receiver). Installs Node 22 (scripts/tools.sh) and the
 # SDK's pinned dev dependencies when missing.
 #
 #   SK_BIN_DIR  the folder of the server binaries (default: this script builds
@@ -30,3 +31,6 @@ log "SDK: tsc --noEmit (strict)"
 npm run --silent typecheck
 log "SDK: node --test against the local stack"
 npm test
+cd ../..
+log "the example webhook receiver: Standard Webhooks' published example verifies, a forged request does not"
+node --test examples/webhook-receiver/test/*.test.mjs

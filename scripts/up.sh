@@ -16,10 +16,13 @@
 #   one port, scripts/serve.sh) on :8080 and the audit consumer on :8789,
 #   then the same demo and audit trail against that one URL.
 #
-# With WEBHOOK_ENDPOINTS (or WEBHOOK_ENDPOINTS_FILE) set, both shapes also
-# start the webhook worker on :8791 (/metrics on :9093), delivering the demo's
-# events there (docs/API.md §8; WEBHOOK_ALLOW_LOCAL=true for a receiver on
-# this machine).
+# Both shapes also start the webhook worker on :8791 (/metrics on :9093;
+# docs/API.md §8). Without WEBHOOK_ENDPOINTS (or WEBHOOK_ENDPOINTS_FILE) it
+# delivers to the example receiver (examples/webhook-receiver) on :8792, which
+# verifies each Standard Webhooks signature and logs the events to
+# .run/webhooks.jsonl; the demo's deliveries are shown after its audit trail.
+# With them set, it delivers there instead (WEBHOOK_ALLOW_LOCAL=true for a
+# receiver on this machine).
 #
 # Both shapes end with the web chess clock (examples/web-chess-clock): the SDK
 # (sdk/js) is built, a static server serves the page on :8790, and two links
@@ -30,7 +33,8 @@
 # the services stay up afterwards: scripts/down.sh stops them. Logs and pids in .run/.
 #
 #   EDGE_PORT (8787), REST_PORT (8079), GATEWAY_PORT (8788), AUDIT_PORT (8789),
-#   AUDIT_METRICS_PORT (9092), WEBHOOK_PORT (8791), WEBHOOK_METRICS_PORT (9093), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
+#   AUDIT_METRICS_PORT (9092), WEBHOOK_PORT (8791), WEBHOOK_METRICS_PORT (9093), RECEIVER_PORT (8792:
+#   the example webhook receiver), SERVER_PORT (8080, self-hosted), METRICS_PORT (9091:
 #   the gateway's or the native server's internal /metrics port), REDIS_PORT (6379),
 #   EXAMPLE_PORT (8790: the web chess clock's static server)
 set -euo pipefail
@@ -48,6 +52,7 @@ gateway_port=${GATEWAY_PORT:-8788} audit_port=${AUDIT_PORT:-8789} server_port=${
 audit_metrics_port=${AUDIT_METRICS_PORT:-9092} example_port=${EXAMPLE_PORT:-8790}
 metrics_port=${METRICS_PORT:-9091}
 webhook_port=${WEBHOOK_PORT:-8791} webhook_metrics_port=${WEBHOOK_METRICS_PORT:-9093}
+receiver_port=${RECEIVER_PORT:-8792} local_receiver=0
 run=.run
 mkdir -p "$run"
 
@@ -91,17 +96,45 @@ start_audit_consumer() {
   start_webhook_worker
 }
 
-# The webhook worker, when endpoints are configured (after the audit
-# consumer: its migrations are the same set, already applied).
+# The webhook worker (after the audit consumer: its migrations are the same
+# set, already applied). Without configured endpoints, the example receiver is
+# its endpoint, with a fresh secret.
 start_webhook_worker() {
   if [ -z "${WEBHOOK_ENDPOINTS:-}${WEBHOOK_ENDPOINTS_FILE:-}" ]; then
-    return 0
+    SK_TOOLS=node . scripts/tools.sh # Node >= 22 for the receiver
+    local secret
+    secret=whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+    : >"$run/webhooks.jsonl"
+    log "starting the example webhook receiver on 127.0.0.1:$receiver_port (deliveries in $run/webhooks.jsonl)"
+    WEBHOOK_SECRET=$secret nohup node examples/webhook-receiver/server.mjs --port "$receiver_port" \
+      --log "$run/webhooks.jsonl" >"$run/webhook-receiver.log" 2>&1 </dev/null &
+    echo $! >"$run/webhook-receiver.pid"
+    export WEBHOOK_ALLOW_LOCAL=true WEBHOOK_ENDPOINTS="[{\"id\":\"local-receiver\",\"url\":\"http://127.0.0.1:$receiver_port/hook\",\"secrets\":[\"$secret\"],\"events\":[\"participant_switched\",\"session_completed\",\"session_expired\",\"low_time_warning\"]}]"
+    local_receiver=1
   fi
   log "starting the webhook worker on 127.0.0.1:$webhook_port"
   REDIS_URL=redis://127.0.0.1:$redis_port/ LISTEN=127.0.0.1:$webhook_port \
     METRICS_LISTEN=127.0.0.1:$webhook_metrics_port nohup "$bin/webhook-worker" run >"$run/webhook-worker.log" 2>&1 </dev/null &
   echo $! >"$run/webhook-worker.pid"
   await_ready "http://127.0.0.1:$webhook_port/ready"
+}
+
+# What the example receiver got for the demo's session $sid: every event of
+# it the worker delivered, each signature verified.
+show_webhooks() {
+  [ "$local_receiver" = 1 ] || return 0
+  local mine="\"session_id\":\"$sid\""
+  for _ in $(seq 50); do # the demo ends with `complete`: wait for its delivery
+    grep "$mine" "$run/webhooks.jsonl" | grep -q '"type":"session_completed"' && break
+    sleep 0.1
+  done
+  echo
+  echo "Webhooks: the example receiver (examples/webhook-receiver) got these events of session $sid, each signature verified:"
+  grep "$mine" "$run/webhooks.jsonl" |
+    python3 -c 'import json, sys
+for l in sys.stdin:
+    e = json.loads(l)
+    print("  v%-3s %-22s %s  received %s" % (e["version"], e["type"], e["webhook_id"], e["received_at"]))'
 }
 
 # Waits for each URL's /ready; on a timeout shows the logs and fails.
@@ -187,6 +220,7 @@ if [ "$shape" = self-hosted ]; then
   await_ready "http://127.0.0.1:$server_port/ready" "http://127.0.0.1:$audit_port/ready"
   log "demo: a chess clock over REST, watched over WebSocket, both on http://127.0.0.1:$server_port"
   demo "http://127.0.0.1:$server_port" "ws://127.0.0.1:$server_port"
+  show_webhooks
   try_it "http://127.0.0.1:$server_port"
   cat <<TXT
 
@@ -224,6 +258,7 @@ await_ready "http://127.0.0.1:$edge_port/ready" "http://127.0.0.1:$gateway_port/
 
 log "demo: a chess clock over REST through the edge worker, watched over WebSocket"
 demo "http://127.0.0.1:$edge_port" "ws://127.0.0.1:$gateway_port"
+show_webhooks
 try_it "http://127.0.0.1:$edge_port"
 
 cat <<TXT
