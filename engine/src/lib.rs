@@ -8,6 +8,9 @@
 #![deny(missing_docs)]
 
 pub mod fixtures;
+pub mod target;
+
+pub use target::{RedisTarget, TargetError};
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError};
