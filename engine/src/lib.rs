@@ -8,9 +8,13 @@
 #![deny(missing_docs)]
 
 pub mod fixtures;
+pub mod target;
+
+pub use target::{RedisTarget, TargetError};
 
 use redis::aio::ConnectionManager;
-use redis::{ErrorKind, RedisError};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use synckairos_core::devices::{self, DeviceOp, DeviceReply};
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::record;
@@ -26,6 +30,9 @@ pub enum EngineError {
     /// A script replied with something the engine does not understand.
     #[error(transparent)]
     BadReply(#[from] BadReply),
+    /// The Redis target (URL or cluster seeds) is not valid.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// A stored state could not be parsed.
     #[error("stored state of {session_id} is not valid: {source}")]
     BadState {
@@ -47,30 +54,150 @@ fn connection_config() -> redis::aio::ConnectionManagerConfig {
         .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
 }
 
-/// A handle to the engine; cheap to clone (one multiplexed connection that
-/// reconnects by itself).
+/// How the cluster connection retries. A command whose node is gone (a
+/// primary killed, its replica not promoted yet) is retried up to 6 times,
+/// 100 ms to 1 s apart, refreshing the slot map, so it rides out a failover
+/// of a few seconds (`cluster-node-timeout` plus the election) instead of
+/// failing; each connection attempt and reply is given 1 s.
+///
+/// A retry after a lost connection may run a script a second time if the
+/// first run reached the old primary: at-least-once, like any client retry.
+/// A command sent with its expected version or an `Idempotency-Key` is then
+/// refused or answered as the first time; a script's writes stay atomic
+/// either way.
+fn cluster_client(seeds: &[String]) -> Result<redis::cluster::ClusterClient, RedisError> {
+    redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
+        .retries(6)
+        .min_retry_wait(100)
+        .max_retry_wait(1000)
+        .connection_timeout(std::time::Duration::from_secs(1))
+        .response_timeout(std::time::Duration::from_secs(1))
+        .build()
+}
+
+/// The engine's connection to Redis: one server's [`ConnectionManager`], or a
+/// Redis Cluster connection that routes each command to the primary of its
+/// first key's slot (`EVALSHA`/`EVAL` by `KEYS[1]`, `GET` by its key) and a
+/// keyless one (`TIME`, `PING`) to any node. Cheap to clone; it reconnects by
+/// itself either way, and any `query_async` runs on it.
+#[derive(Clone)]
+pub struct RedisConnection(Conn);
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Connects to `target`.
+    pub async fn connect(target: &RedisTarget) -> Result<RedisConnection, EngineError> {
+        Ok(RedisConnection(match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                Conn::Single(ConnectionManager::new_with_config(client, connection_config()).await?)
+            }
+            RedisTarget::Cluster(seeds) => {
+                Conn::Cluster(cluster_client(seeds)?.get_async_connection().await?)
+            }
+        }))
+    }
+
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Conn::Cluster(_))
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A handle to the engine; cheap to clone (one multiplexed connection, or
+/// one cluster connection, that reconnects by itself).
 #[derive(Clone)]
 pub struct Engine {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     settings: Settings,
 }
 
 impl Engine {
     /// Connects to `redis_url` and loads every script (`SCRIPT LOAD`), so the
-    /// first command is already a single `EVALSHA`.
+    /// first command is already a single `EVALSHA`. A
+    /// `redis+cluster://host1:port,host2:port` URL connects to a Redis
+    /// Cluster (see [`RedisTarget`]); any other URL to one server.
     pub async fn connect(redis_url: &str, settings: Settings) -> Result<Engine, EngineError> {
-        let client = redis::Client::open(redis_url)?;
-        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
+        let target = if redis_url.to_ascii_lowercase().contains("+cluster://") {
+            RedisTarget::parse(redis_url)?
+        } else {
+            RedisTarget::Single(redis_url.to_string())
+        };
+        Engine::connect_target(&target, settings).await
+    }
+
+    /// Connects to `target` (one server or a cluster, e.g. from
+    /// [`RedisTarget::from_env`]) and loads every script.
+    ///
+    /// On a cluster every node (replicas too, so a promoted one has them)
+    /// is asked to load them; a node that cannot be reached then loads each
+    /// script on its first `NOSCRIPT`, so one down node does not stop the
+    /// service from starting.
+    pub async fn connect_target(
+        target: &RedisTarget,
+        settings: Settings,
+    ) -> Result<Engine, EngineError> {
+        let conn = RedisConnection::connect(target).await?;
         let engine = Engine { conn, settings };
-        engine.load_scripts().await?;
+        match engine.load_scripts().await {
+            Err(_) if engine.conn.is_cluster() => {}
+            other => other?,
+        }
         Ok(engine)
     }
 
-    /// (Re)loads every script into the server's script cache.
+    /// (Re)loads every script into the server's script cache (on a cluster,
+    /// into every node's).
     pub async fn load_scripts(&self) -> Result<(), EngineError> {
         let mut conn = self.conn.clone();
+        let sources = script::all().into_iter().chain([&devices::DEVICES]);
+        if conn.is_cluster() {
+            // One command each: a keyless pipeline would go to one node,
+            // while `SCRIPT LOAD` alone is sent to all of them.
+            for s in sources {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(s.source)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
-        for s in script::all().into_iter().chain([&devices::DEVICES]) {
+        for s in sources {
             pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
         }
         let _: Vec<String> = pipe.query_async(&mut conn).await?;
@@ -83,7 +210,9 @@ impl Engine {
     }
 
     /// The underlying connection (for callers that pipeline their own reads).
-    pub fn connection(&self) -> ConnectionManager {
+    /// On a cluster, a pipeline goes to the node of its first keyed command,
+    /// so its keys must share a slot (one shard).
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -112,7 +241,10 @@ impl Engine {
     }
 
     /// Runs one script call: `EVALSHA`, and `EVAL` only if the server lost
-    /// its script cache. The reply's strings.
+    /// its script cache. The reply's strings. On a cluster both go to the
+    /// primary of `KEYS[1]`'s slot (redis-rs routes `EVALSHA` and `EVAL` by
+    /// their first key; every key of a call shares its hash tag), and the
+    /// `NOSCRIPT` fallback works per node, each having its own cache.
     pub async fn run(&self, call: &Call) -> Result<Vec<String>, EngineError> {
         let mut conn = self.conn.clone();
         let parts: Vec<String> = match redis::cmd("EVALSHA")

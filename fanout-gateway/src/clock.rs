@@ -110,10 +110,11 @@ impl RedisClock {
         sample
     }
 
-    /// Takes one sample over `conn` with `TIME`.
+    /// Takes one sample over `conn` with `TIME` (any connection: the
+    /// engine's, to one server or a cluster).
     pub async fn sample(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<Sample> {
         let t0 = local_ms();
         let started = Instant::now();

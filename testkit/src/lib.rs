@@ -3,7 +3,8 @@
 //! Test binaries use this crate to run *real* services instead of mocks. The
 //! main entry point is [`RedisServer`], which spawns a throw-away
 //! `redis-server` process on a free loopback port, waits until it answers and
-//! cleans up after itself when dropped.
+//! cleans up after itself when dropped; [`RedisCluster`] runs a Redis
+//! Cluster of six of them (3 primaries, 3 replicas).
 //!
 //! Tests never skip: if a required binary is missing, or a service cannot be
 //! started, the helpers panic with a loud, actionable message.
@@ -13,8 +14,10 @@
 
 #![deny(missing_docs)]
 
+mod cluster;
 pub mod monitor;
 mod pg;
+pub use cluster::{Node, RedisCluster, Role, NODE_TIMEOUT_MS};
 pub use pg::{admin_url as pg_admin_url, query as pg_query, PgDatabase, PostgresServer};
 
 use std::fs::{self, File, OpenOptions};

@@ -212,6 +212,7 @@ async fn run_op(engine: &Engine, session_id: &str, op: Op) -> Result<(), (String
             EngineError::Redis(_) => "engine:redis",
             EngineError::BadReply(_) => "engine:bad_reply",
             EngineError::BadState { .. } => "engine:bad_state",
+            EngineError::Target(_) => "engine:target",
         };
         (kind.to_string(), e.to_string())
     };
