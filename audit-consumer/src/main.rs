@@ -249,8 +249,7 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
         Cmd::Migrate { database_url } => {
-            let pool = connect_pg(&database_url, db::pool).await?;
-            db::migrate(&pool).await.context("applying migrations")?;
+            service::migrate(&database_url, db::pool).await?;
             tracing::info!("migrations applied");
         }
         Cmd::Run {
@@ -260,15 +259,10 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             shutdown_grace_ms,
         } => {
             if migrate {
-                let pool = connect_pg(&conns.database_url, db::pool).await?;
-                db::migrate(&pool).await.context("applying migrations")?;
+                service::migrate(&conns.database_url, db::pool).await?;
             }
-            let listener = tokio::net::TcpListener::bind(consumer.listen)
-                .await
-                .with_context(|| format!("binding LISTEN {}", consumer.listen))?;
-            let metrics_listener = tokio::net::TcpListener::bind(consumer.metrics_listen)
-                .await
-                .with_context(|| format!("binding METRICS_LISTEN {}", consumer.metrics_listen))?;
+            let (listener, metrics_listener) =
+                service::bind_ops(consumer.listen, consumer.metrics_listen).await?;
             let metrics = Arc::new(Metrics::new());
             let c = synckairos_audit_consumer::consumers(&conns, consumer, metrics.clone()).await?;
             synckairos_audit_consumer::run(

@@ -1,6 +1,6 @@
 //! What every stream-consuming service of the workspace runs the same way:
-//! its logs, its shutdown signal, its PostgreSQL connection check, and the
-//! loop that drives a consumer's steps until that signal.
+//! its logs, its shutdown signal, its PostgreSQL connection check and
+//! migrations, its ops ports, and the loop that drives a consumer's steps until that signal.
 //!
 //! These live here, in the audit consumer's library, because it is the
 //! first such service and the others (the webhook worker, the push sender
@@ -15,7 +15,9 @@
 use anyhow::Context as _;
 use sqlx::PgPool;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -71,6 +73,34 @@ pub async fn connect_pg(
         .await
         .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
     Ok(pool)
+}
+
+/// Applies every migration not yet applied (`migrations/`, the one set all
+/// the services share) to the PostgreSQL at `url`, through a pool made by
+/// `pool` ([`connect_pg`]).
+pub async fn migrate(
+    url: &str,
+    pool: impl FnOnce(&str, u32) -> Result<PgPool, sqlx::Error>,
+) -> anyhow::Result<()> {
+    let pool = connect_pg(url, pool).await?;
+    crate::db::migrate(&pool)
+        .await
+        .context("applying migrations")
+}
+
+/// Binds the public ops port (`LISTEN`) and the internal metrics port
+/// (`METRICS_LISTEN`).
+pub async fn bind_ops(
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding LISTEN {listen}"))?;
+    let metrics_listener = TcpListener::bind(metrics_listen)
+        .await
+        .with_context(|| format!("binding METRICS_LISTEN {metrics_listen}"))?;
+    Ok((listener, metrics_listener))
 }
 
 /// A consumer [`drive`] can run: one batch per step, a batch in hand kept

@@ -90,8 +90,7 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
         Cmd::Migrate { database_url } => {
-            let pool = connect_pg(&database_url, queue::pool).await?;
-            queue::migrate(&pool).await.context("applying migrations")?;
+            service::migrate(&database_url, queue::pool).await?;
             tracing::info!("migrations applied");
         }
         Cmd::Run {
@@ -117,15 +116,10 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                     events = ?e.events, secrets = ?e.secrets, "endpoint");
             }
             if migrate {
-                let pool = connect_pg(&conns.database_url, queue::pool).await?;
-                queue::migrate(&pool).await.context("applying migrations")?;
+                service::migrate(&conns.database_url, queue::pool).await?;
             }
-            let listener = tokio::net::TcpListener::bind(worker.listen)
-                .await
-                .with_context(|| format!("binding LISTEN {}", worker.listen))?;
-            let metrics_listener = tokio::net::TcpListener::bind(worker.metrics_listen)
-                .await
-                .with_context(|| format!("binding METRICS_LISTEN {}", worker.metrics_listen))?;
+            let (listener, metrics_listener) =
+                service::bind_ops(worker.listen, worker.metrics_listen).await?;
             let metrics = Arc::new(Metrics::new(endpoints.iter().map(|e| e.id.as_str())));
             // Mobile push runs in this process when FCM is configured: its
             // own consumer group, its own task, the same shutdown.
