@@ -4,10 +4,11 @@
 use crate::config::ConsumerConfig;
 use crate::db;
 use crate::event::{self, Entry, Row};
+use crate::intake::{Claims, Intake, IntakeConfig};
 use crate::metrics::Metrics;
-use crate::stream::Streams;
+use crate::stream::{ShardInfo, Streams};
 use sqlx::PgPool;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,20 +55,11 @@ struct Batch {
 /// A consumer of every shard stream. [`Consumer::step`] is one batch;
 /// [`crate::run`] loops it.
 pub struct Consumer {
-    streams: Streams,
+    intake: Intake,
     pool: PgPool,
     cfg: ConsumerConfig,
     metrics: Arc<Metrics>,
-    queue: VecDeque<Entry>,
-    held: HashSet<(u16, String)>,
     inflight: Option<Batch>,
-    /// Per shard, where the read of this consumer's own pending entries
-    /// stands (empty once all are read).
-    recovering: Vec<(u16, String)>,
-    groups_ready: bool,
-    last_claim: Option<Instant>,
-    /// Ends a blocking read early (shutdown).
-    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn wall_ms() -> i64 {
@@ -75,6 +67,21 @@ fn wall_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+impl Claims for Metrics {
+    /// The reading shared with the scrapes (the last one's, usually).
+    async fn shard_info(
+        &self,
+        streams: &Streams,
+        max_age: Duration,
+    ) -> redis::RedisResult<Arc<Vec<ShardInfo>>> {
+        Metrics::shard_info(self, streams, max_age).await
+    }
+
+    fn claimed(&self, n: u64) {
+        self.claimed.fetch_add(n, Relaxed);
+    }
 }
 
 impl Consumer {
@@ -85,18 +92,22 @@ impl Consumer {
         cfg: ConsumerConfig,
         metrics: Arc<Metrics>,
     ) -> Consumer {
-        Consumer {
+        // Claims are looked for every half claim threshold.
+        let intake = Intake::new(
             streams,
+            IntakeConfig {
+                batch_size: cfg.batch_size,
+                block_ms: cfg.block_ms,
+                claim_idle_ms: cfg.claim_idle_ms,
+                claim_every: Duration::from_millis((cfg.claim_idle_ms / 2).max(1000)),
+            },
+        );
+        Consumer {
+            intake,
             pool,
             cfg,
             metrics,
-            queue: VecDeque::new(),
-            held: HashSet::new(),
             inflight: None,
-            recovering: Vec::new(),
-            groups_ready: false,
-            last_claim: None,
-            stop: None,
         }
     }
 
@@ -106,12 +117,12 @@ impl Consumer {
     /// this consumer's name, and is taken up again by its next run (or
     /// claimed by another consumer after `CLAIM_IDLE_MS`).
     pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
-        self.stop = Some(stop);
+        self.intake.stop_on(stop);
     }
 
     /// The streams this consumer reads.
     pub fn streams(&self) -> &Streams {
-        &self.streams
+        self.intake.streams()
     }
 
     /// Whether a batch is in hand (read, not yet acknowledged).
@@ -119,132 +130,9 @@ impl Consumer {
         self.inflight.is_some()
     }
 
-    fn hold(&mut self, entries: Vec<Entry>) -> usize {
-        let mut n = 0;
-        for e in entries {
-            if self.held.insert((e.shard, e.id.clone())) {
-                self.queue.push_back(e);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Tops up the queue: first this consumer's own pending entries (once),
-    /// then claims from idle consumers (every half claim threshold), then new
-    /// entries, blocking only when there is nothing at all to do.
-    async fn fill(&mut self, block: bool) -> Result<(), StepError> {
-        let want = self.cfg.batch_size;
-        if !self.groups_ready {
-            self.streams.ensure_groups().await?;
-            self.groups_ready = true;
-            let shards = self.streams.keys().len() as u16;
-            self.recovering = (0..shards).map(|s| (s, "0".to_string())).collect();
-        }
-        if !self.recovering.is_empty() {
-            // Reading history counts as a delivery: read only what the next
-            // batch takes, so entries are not charged for waiting.
-            if self.queue.len() >= want {
-                return Ok(());
-            }
-            let mine = self
-                .streams
-                .read_own_pending(&self.recovering, want - self.queue.len())
-                .await;
-            let mine = self.no_group(mine).await?;
-            let mut next = Vec::new();
-            for (shard, _) in &self.recovering {
-                if let Some(last) = mine
-                    .iter()
-                    .filter(|e| e.shard == *shard)
-                    .map(|e| &e.id)
-                    .next_back()
-                {
-                    next.push((*shard, last.clone()));
-                }
-            }
-            self.recovering = next;
-            let n = self.hold(mine);
-            if n > 0 {
-                tracing::info!(
-                    entries = n,
-                    "taking up entries a previous run left unacknowledged"
-                );
-                return Ok(());
-            }
-        }
-        // Claims are looked for every half claim threshold, and only on the
-        // shards where the group has entries pending at all: a reading of the
-        // streams at most that old (the last scrape's, usually) tells, since an
-        // entry idle for the threshold was already pending then.
-        let every = Duration::from_millis((self.cfg.claim_idle_ms / 2).max(1000));
-        if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
-            self.last_claim = Some(Instant::now());
-            let info = self.metrics.shard_info(&self.streams, every).await?;
-            let group = self.streams.group();
-            let shards: Vec<u16> = info
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.group(group).is_some_and(|g| g.pel_count > 0))
-                .map(|(i, _)| i as u16)
-                .collect();
-            let (claimed, gone) = match shards.is_empty() {
-                true => (Vec::new(), Vec::new()),
-                false => {
-                    self.streams
-                        .claim(self.cfg.claim_idle_ms, want, &shards)
-                        .await?
-                }
-            };
-            if !gone.is_empty() {
-                self.streams.settle(&gone, &[]).await?;
-            }
-            let n = self.hold(claimed);
-            if n > 0 {
-                self.metrics.claimed.fetch_add(n as u64, Relaxed);
-                tracing::info!(entries = n, "claimed entries idle on another consumer");
-            }
-        }
-        if self.queue.len() < want {
-            let block = (block && self.queue.is_empty()).then_some(self.cfg.block_ms);
-            let count = want - self.queue.len();
-            let fresh = match (block, self.stop.as_mut()) {
-                (Some(_), Some(stop)) => {
-                    tokio::select! {
-                        r = self.streams.read(count, block) => r,
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
-                    }
-                }
-                _ => self.streams.read(count, block).await,
-            };
-            let fresh = self.no_group(fresh).await?;
-            self.hold(fresh);
-        }
-        Ok(())
-    }
-
-    /// A `NOGROUP` reply means Redis lost the group (a restart without
-    /// persistence): create it again on the next step.
-    async fn no_group(
-        &mut self,
-        r: Result<Vec<Entry>, redis::RedisError>,
-    ) -> Result<Vec<Entry>, StepError> {
-        match r {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                tracing::warn!("consumer group missing; creating it again");
-                self.groups_ready = false;
-                Ok(Vec::new())
-            }
-            other => Ok(other?),
-        }
-    }
-
     fn take_batch(&mut self) -> Option<Batch> {
-        if self.queue.is_empty() {
-            return None;
-        }
-        let n = self.queue.len().min(self.cfg.batch_size);
-        let entries: Vec<Entry> = self.queue.drain(..n).collect();
+        let entries = self.intake.take_batch()?;
+        let n = entries.len();
         let mut rows = Vec::with_capacity(n);
         let mut dead = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -279,7 +167,7 @@ impl Consumer {
     /// retries the same batch without reading again.
     pub async fn step(&mut self, block: bool) -> Result<StepOutcome, StepError> {
         if self.inflight.is_none() {
-            self.fill(block).await?;
+            self.intake.fill(block, &*self.metrics).await?;
             match self.take_batch() {
                 Some(b) => self.inflight = Some(b),
                 None => return Ok(StepOutcome::default()),
@@ -288,9 +176,9 @@ impl Consumer {
         let mut batch = self.inflight.take().expect("a batch in hand");
         if batch.done.is_none() {
             // While PostgreSQL commits, read the next batch's entries.
-            let want = self.cfg.batch_size.saturating_sub(self.queue.len());
-            let prefetch = self.groups_ready && self.recovering.is_empty() && want > 0;
-            let streams = self.streams.clone();
+            let want = self.cfg.batch_size.saturating_sub(self.intake.queued());
+            let prefetch = self.intake.caught_up() && want > 0;
+            let streams = self.intake.streams().clone();
             let (stored, fetched) = tokio::join!(self.store(&mut batch), async {
                 match prefetch {
                     true => Some(streams.read(want, None).await),
@@ -299,7 +187,7 @@ impl Consumer {
             });
             match fetched {
                 Some(Ok(entries)) => {
-                    self.hold(entries);
+                    self.intake.hold(entries);
                 }
                 // Whatever that read delivered stays pending under this
                 // name: a claim (of entries idle past CLAIM_IDLE_MS, this
@@ -330,7 +218,7 @@ impl Consumer {
             .iter()
             .map(|(i, why)| (&batch.entries[*i], why.as_str()))
             .collect();
-        match self.streams.settle(&done, &dead).await {
+        match self.intake.streams().settle(&done, &dead).await {
             Ok(trimmed) => {
                 self.metrics.trimmed.fetch_add(trimmed, Relaxed);
             }
@@ -343,9 +231,7 @@ impl Consumer {
             tracing::error!(shard = e.shard, entry = %e.id, deliveries = e.deliveries, reason = %why,
                 "audit entry moved to the dead-letter stream");
         }
-        for e in &batch.entries {
-            self.held.remove(&(e.shard, e.id.clone()));
-        }
+        self.intake.release(&batch.entries);
         let outcome = batch.done.take().expect("stored");
         self.metrics
             .dead_letters

@@ -15,7 +15,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// A pool for `url`. Connections are made lazily, so a consumer starts (and
 /// reports not ready) while PostgreSQL is down.
 pub fn pool(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
-    let opts = PgConnectOptions::from_str(url)?.application_name("synckairos-audit-consumer");
+    pool_named(url, max, "synckairos-audit-consumer")
+}
+
+/// A pool for `url` whose connections name themselves `application_name`
+/// (each service its own), connecting lazily, waiting at most 3 s for a
+/// connection.
+pub fn pool_named(url: &str, max: u32, application_name: &str) -> Result<PgPool, sqlx::Error> {
+    let opts = PgConnectOptions::from_str(url)?.application_name(application_name);
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(3))

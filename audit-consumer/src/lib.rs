@@ -14,8 +14,10 @@ pub mod consumer;
 pub mod db;
 pub mod dlq;
 pub mod event;
+pub mod intake;
 pub mod metrics;
 pub mod ops;
+pub mod service;
 pub mod stream;
 
 pub use config::{Connections, ConsumerConfig};
@@ -23,10 +25,11 @@ pub use consumer::{Consumer, StepError, StepOutcome};
 
 use anyhow::Context as _;
 use metrics::Metrics;
+use service::{Backoff, Event};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stream::Streams;
 
 /// A Redis connection that reconnects by itself (`redis://` or `rediss://`).
@@ -139,81 +142,59 @@ pub async fn run(
     Ok(())
 }
 
-/// One consumer's loop: steps with backoff until the signal, then the batch
-/// in hand is finished. A step is never cut short by the signal while it
-/// holds a batch: it finishes within `grace`, so the batch read is the batch
-/// stored and acknowledged. A blocking read with nothing in hand ends at once
-/// ([`Consumer::stop_on`]).
+/// One consumer's loop ([`service::drive`]): steps with backoff until the
+/// signal, then the batch in hand is finished within `grace`.
 async fn drive(
-    mut consumer: Consumer,
+    consumer: Consumer,
     metrics: Arc<Metrics>,
     grace: Duration,
-    mut signal: tokio::sync::watch::Receiver<bool>,
+    signal: tokio::sync::watch::Receiver<bool>,
 ) {
-    consumer.stop_on(signal.clone());
     let cfg = consumer.config().clone();
     let name = consumer.streams().consumer().to_string();
-    let mut backoff = Duration::from_millis(cfg.backoff_min_ms);
-    let mut deadline = None;
-    loop {
-        if *signal.borrow() {
-            break;
+    let backoff = Backoff {
+        min: Duration::from_millis(cfg.backoff_min_ms),
+        max: Duration::from_millis(cfg.backoff_max_ms),
+    };
+    service::drive(consumer, backoff, grace, signal, |consumer, event| match event {
+        Event::GraceExceeded => {
+            tracing::warn!(consumer = %name, "the step in progress did not finish within the grace period")
         }
-        let r = {
-            let step = consumer.step(true);
-            tokio::pin!(step);
-            let signalled = tokio::select! {
-                r = &mut step => Err(r),
-                _ = signal.wait_for(|s| *s) => Ok(()),
-            };
-            match signalled {
-                Err(r) => Some(r),
-                Ok(()) => {
-                    let d = Instant::now() + grace;
-                    deadline = Some(d);
-                    tokio::time::timeout_at(d.into(), &mut step).await.ok()
-                }
-            }
-        };
-        let Some(r) = r else {
-            tracing::warn!(consumer = %name, "the step in progress did not finish within the grace period");
-            break;
-        };
-        match r {
-            Ok(_) => backoff = Duration::from_millis(cfg.backoff_min_ms),
-            Err(e) => {
-                count_error(&metrics, &e);
-                tracing::warn!(consumer = %name, error = %e, retry_in_ms = backoff.as_millis() as u64,
-                    batch_in_hand = consumer.has_batch(), "step failed; nothing acknowledged");
-                if *signal.borrow() {
-                    break;
-                }
-                tokio::select! {
-                    _ = signal.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.backoff_max_ms));
-            }
+        Event::StepFailed { error: e, retry_in } => {
+            count_error(&metrics, e);
+            tracing::warn!(consumer = %name, error = %e, retry_in_ms = retry_in.as_millis() as u64,
+                batch_in_hand = consumer.has_batch(), "step failed; nothing acknowledged");
         }
+        Event::ShuttingDown => {
+            tracing::info!(consumer = %name, batch_in_hand = consumer.has_batch(), "shutting down")
+        }
+        Event::LastBatchDone(o) => {
+            tracing::info!(consumer = %name, events = o.inserted, "last batch stored and acknowledged")
+        }
+        Event::LastBatchFailed(e) => {
+            count_error(&metrics, e);
+            tracing::warn!(consumer = %name, error = %e, "last batch not stored yet; retrying until the deadline");
+        }
+        Event::LeftPending => tracing::warn!(consumer = %name,
+            "stopping with a batch unacknowledged: it stays pending and is delivered again"),
+    })
+    .await;
+}
+
+impl service::Steps for Consumer {
+    type Outcome = StepOutcome;
+    type Error = StepError;
+
+    fn step(&mut self, block: bool) -> impl Future<Output = Result<StepOutcome, StepError>> + Send {
+        Consumer::step(self, block)
     }
-    tracing::info!(consumer = %name, batch_in_hand = consumer.has_batch(), "shutting down");
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
-    while consumer.has_batch() && Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline.into(), consumer.step(false)).await {
-            Ok(Ok(o)) => {
-                tracing::info!(consumer = %name, events = o.inserted, "last batch stored and acknowledged")
-            }
-            Ok(Err(e)) => {
-                count_error(&metrics, &e);
-                tracing::warn!(consumer = %name, error = %e, "last batch not stored yet; retrying until the deadline");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(_) => break,
-        }
+
+    fn has_batch(&self) -> bool {
+        Consumer::has_batch(self)
     }
-    if consumer.has_batch() {
-        tracing::warn!(consumer = %name,
-            "stopping with a batch unacknowledged: it stays pending and is delivered again");
+
+    fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        Consumer::stop_on(self, stop)
     }
 }
 

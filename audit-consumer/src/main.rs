@@ -2,8 +2,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
+use synckairos_audit_consumer::service::{self, connect_pg, shutdown_signal};
 use synckairos_audit_consumer::{cli, db, metrics::Metrics, Connections, ConsumerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// The SyncKairos audit consumer: shard streams into PostgreSQL, and the
 /// operator's restore and timeline.
@@ -162,7 +162,7 @@ async fn dlq(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             let conn = synckairos_audit_consumer::redis(&conns.redis_url).await?;
-            let pool = connect_pg(&conns.database_url).await?;
+            let pool = connect_pg(&conns.database_url, db::pool).await?;
             if all {
                 targets = dlq::list(&conn, conns.shards, shard, i64::MAX as usize)
                     .await
@@ -241,45 +241,15 @@ async fn incarnation_of(
     }
 }
 
-fn logs() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-}
-
-async fn connect_pg(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    let shown = synckairos_core::redact::redact_url(url);
-    let pool = db::pool(url, 2)
-        .with_context(|| format!("DATABASE_URL {shown} is not a PostgreSQL URL"))?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
-    Ok(pool)
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    logs();
-    match real_main().await {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "failed");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    service::main(real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
         Cmd::Migrate { database_url } => {
-            let pool = connect_pg(&database_url).await?;
-            db::migrate(&pool).await.context("applying migrations")?;
+            service::migrate(&database_url, db::pool).await?;
             tracing::info!("migrations applied");
         }
         Cmd::Run {
@@ -289,15 +259,10 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             shutdown_grace_ms,
         } => {
             if migrate {
-                let pool = connect_pg(&conns.database_url).await?;
-                db::migrate(&pool).await.context("applying migrations")?;
+                service::migrate(&conns.database_url, db::pool).await?;
             }
-            let listener = tokio::net::TcpListener::bind(consumer.listen)
-                .await
-                .with_context(|| format!("binding LISTEN {}", consumer.listen))?;
-            let metrics_listener = tokio::net::TcpListener::bind(consumer.metrics_listen)
-                .await
-                .with_context(|| format!("binding METRICS_LISTEN {}", consumer.metrics_listen))?;
+            let (listener, metrics_listener) =
+                service::bind_ops(consumer.listen, consumer.metrics_listen).await?;
             let metrics = Arc::new(Metrics::new());
             let c = synckairos_audit_consumer::consumers(&conns, consumer, metrics.clone()).await?;
             synckairos_audit_consumer::run(
@@ -306,16 +271,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 metrics_listener,
                 metrics,
                 Duration::from_millis(shutdown_grace_ms),
-                async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("a SIGTERM handler");
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    tracing::info!("shutdown signal received");
-                },
+                shutdown_signal(),
             )
             .await?;
         }
@@ -327,7 +283,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             incarnation,
             session_idle_ttl_seconds,
         } => {
-            let pool = connect_pg(&conns.database_url).await?;
+            let pool = connect_pg(&conns.database_url, db::pool).await?;
             let sid = session_id.to_ascii_lowercase();
             let created_at_ms = match incarnation {
                 None => None,
@@ -370,7 +326,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             session_id,
             incarnation,
         } => {
-            let pool = connect_pg(&database_url).await?;
+            let pool = connect_pg(&database_url, db::pool).await?;
             let sid = session_id.to_ascii_lowercase();
             let (n, all, inc) = match incarnation_of(&pool, &sid, incarnation).await? {
                 Ok(found) => found,

@@ -189,18 +189,12 @@ impl Metrics {
                 &self.trimmed,
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP synckairos_audit_{name} {help}\n# TYPE synckairos_audit_{name} counter\nsynckairos_audit_{name} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP synckairos_audit_errors_total Failed steps, retried with backoff.\n# TYPE synckairos_audit_errors_total counter\nsynckairos_audit_errors_total{{dependency=\"postgres\"}} {}\nsynckairos_audit_errors_total{{dependency=\"redis\"}} {}",
-            self.postgres_errors.load(Relaxed),
-            self.redis_errors.load(Relaxed)
+        write_counters(&mut out, "synckairos_audit", &counters);
+        write_errors(
+            &mut out,
+            "synckairos_audit",
+            "Failed steps, retried with backoff.",
+            [&self.postgres_errors, &self.redis_errors],
         );
         let eps = *self.events_per_second.lock().expect("metrics lock");
         let _ = writeln!(
@@ -257,4 +251,32 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
     }
+}
+
+/// Writes `counters` (name, help, value) as Prometheus counters named
+/// `<prefix>_<name>` (the audit consumer's and the webhook worker's).
+pub fn write_counters(out: &mut String, prefix: &str, counters: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter\n{prefix}_{name} {}",
+            v.load(Relaxed)
+        );
+    }
+}
+
+/// Writes the counter `<prefix>_errors_total`, by dependency: the
+/// PostgreSQL then the Redis failures.
+pub fn write_errors(
+    out: &mut String,
+    prefix: &str,
+    help: &str,
+    [postgres, redis]: [&AtomicU64; 2],
+) {
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_errors_total {help}\n# TYPE {prefix}_errors_total counter\n{prefix}_errors_total{{dependency=\"postgres\"}} {}\n{prefix}_errors_total{{dependency=\"redis\"}} {}",
+        postgres.load(Relaxed),
+        redis.load(Relaxed)
+    );
 }

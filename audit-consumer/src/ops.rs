@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -30,23 +31,49 @@ pub struct State {
     pub metrics: Arc<Metrics>,
 }
 
+/// What a service's ops endpoints read: its PostgreSQL, its Redis, its
+/// metrics. [`serve`] serves them for any service that has them (the
+/// audit consumer, the webhook worker).
+pub trait Probe: Clone + Send + Sync + 'static {
+    /// PostgreSQL (`/ready` runs `SELECT 1`).
+    fn pool(&self) -> &PgPool;
+    /// Pings Redis (`/ready`).
+    fn ping(&self) -> impl Future<Output = redis::RedisResult<()>> + Send;
+    /// The Prometheus text of `/metrics` (gauges read now).
+    fn render(&self) -> impl Future<Output = String> + Send;
+}
+
+impl Probe for State {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn ping(&self) -> impl Future<Output = redis::RedisResult<()>> + Send {
+        self.streams.ping()
+    }
+
+    fn render(&self) -> impl Future<Output = String> + Send {
+        metrics(self)
+    }
+}
+
 /// Serves `/health` and `/ready` on `public`, `/metrics` on `internal`
-/// (anything else is 404 on either), until `stop` turns true.
-pub async fn serve(
+/// (anything else is 404 on either) for `probe`, until `stop` turns true.
+pub async fn serve<P: Probe>(
     public: tokio::net::TcpListener,
     internal: tokio::net::TcpListener,
-    state: State,
+    probe: P,
     stop: watch::Receiver<bool>,
 ) {
     let public_app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready::<P>))
         .fallback(not_found)
-        .with_state(state.clone());
+        .with_state(probe.clone());
     let internal_app = Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(render::<P>))
         .fallback(not_found)
-        .with_state(state);
+        .with_state(probe);
     tokio::join!(
         serve_one(public, public_app, stop.clone(), "ops"),
         serve_one(internal, internal_app, stop, "metrics"),
@@ -77,10 +104,10 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-async fn ready(AxState(s): AxState<State>) -> Response {
+async fn ready<P: Probe>(AxState(s): AxState<P>) -> Response {
     let t = Duration::from_secs(2);
-    let pg = tokio::time::timeout(t, sqlx::query("SELECT 1").execute(&s.pool)).await;
-    let rd = tokio::time::timeout(t, s.streams.ping()).await;
+    let pg = tokio::time::timeout(t, sqlx::query("SELECT 1").execute(s.pool())).await;
+    let rd = tokio::time::timeout(t, s.ping()).await;
     let why = match (pg, rd) {
         (Ok(Ok(_)), Ok(Ok(_))) => return Json(json!({"status": "ready"})).into_response(),
         (Ok(Ok(_)), _) => "redis unreachable",
@@ -93,7 +120,15 @@ async fn ready(AxState(s): AxState<State>) -> Response {
         .into_response()
 }
 
-async fn metrics(AxState(s): AxState<State>) -> Response {
+async fn render<P: Probe>(AxState(s): AxState<P>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.render().await,
+    )
+        .into_response()
+}
+
+async fn metrics(s: &State) -> String {
     // The per-shard gauges are read now, not by a timer: an idle consumer
     // costs Redis one command per shard per scrape, and none unscraped.
     let read = tokio::time::timeout(
@@ -120,9 +155,5 @@ async fn metrics(AxState(s): AxState<State>) -> Response {
         s.streams.group(),
         now_ms,
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+    s.metrics.render()
 }

@@ -186,16 +186,9 @@ impl Replayed {
     }
 }
 
-/// Why a replay stopped (the dead letter in hand stays).
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    /// PostgreSQL failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-}
+/// Why a replay stopped (PostgreSQL or Redis; the dead letter in hand
+/// stays). The audit consumer's.
+pub use synckairos_audit_consumer::dlq::ReplayError;
 
 /// Queues a dead letter's delivery again, then deletes the dead letter.
 /// `endpoints`: the configured endpoint ids (a dead letter of another one

@@ -1,37 +1,31 @@
 //! Ingest: the shard audit streams, read as the worker's own consumer group,
 //! into the PostgreSQL queue.
 //!
-//! The same shape as the audit consumer: this consumer's own pending entries
-//! first after a restart, entries idle on a dead consumer claimed
-//! (`XAUTOCLAIM`), a blocking read on its own connection. A batch's
-//! deliveries are committed in one transaction, the endpoints' dispatchers
-//! woken, and only then are the entries acknowledged and the streams trimmed
-//! (the trim never removes an entry some group has not acknowledged). So an
-//! entry is never lost between the stream and the queue, and retries that
-//! run for hours hold nothing in the stream.
+//! The audit consumer's intake ([`synckairos_audit_consumer::intake`]):
+//! this consumer's own pending entries first after a restart, entries idle
+//! on a dead consumer claimed (`XAUTOCLAIM`), a blocking read on its own
+//! connection. A batch's deliveries are committed in one transaction, the
+//! endpoints' dispatchers woken, and only then are the entries acknowledged
+//! and the streams trimmed (the trim never removes an entry some group has
+//! not acknowledged). So an entry is never lost between the stream and the
+//! queue, and retries that run for hours hold nothing in the stream.
 
 use crate::metrics::Metrics;
 use crate::payload::{self, Decoded, WebhookEvent};
 use crate::queue;
 use sqlx::PgPool;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synckairos_audit_consumer::event::Entry;
-use synckairos_audit_consumer::stream::Streams;
+use synckairos_audit_consumer::intake::{Claims, Intake, IntakeConfig};
+use synckairos_audit_consumer::stream::{ShardInfo, Streams};
 use tokio::sync::Notify;
 
-/// Why a step failed. Nothing was acknowledged; the batch in hand is kept.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// PostgreSQL failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-}
+/// Why a step failed (PostgreSQL or Redis). Nothing was acknowledged; the
+/// batch in hand is kept. The audit consumer's.
+pub use synckairos_audit_consumer::consumer::StepError;
 
 /// Where an event type goes: an endpoint's subscriptions and its wake-up.
 #[derive(Clone)]
@@ -61,25 +55,31 @@ struct Batch {
 
 /// The ingest side of a worker.
 pub struct Ingest {
-    streams: Streams,
+    intake: Intake,
     redis: redis::aio::ConnectionManager,
     pool: PgPool,
     routes: Vec<Route>,
     metrics: Arc<Metrics>,
-    batch_size: usize,
-    block_ms: u64,
-    claim_idle_ms: u64,
-    queue: VecDeque<Entry>,
-    held: HashSet<(u16, String)>,
     inflight: Option<Batch>,
-    recovering: Vec<(u16, String)>,
-    groups_ready: bool,
-    last_claim: Option<Instant>,
-    stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// Trim a shard only once this group exists on it (`None`: always).
     trim_after: Option<String>,
     /// By shard: whether `trim_after` was seen on it.
     trim_ok: Vec<bool>,
+}
+
+impl Claims for Metrics {
+    /// A reading of the streams now (one pipelined `XINFO` per shard).
+    async fn shard_info(
+        &self,
+        streams: &Streams,
+        _max_age: Duration,
+    ) -> redis::RedisResult<Arc<Vec<ShardInfo>>> {
+        streams.info().await.map(Arc::new)
+    }
+
+    fn claimed(&self, n: u64) {
+        self.ingest_claimed.fetch_add(n, Relaxed);
+    }
 }
 
 impl Ingest {
@@ -93,22 +93,24 @@ impl Ingest {
         metrics: Arc<Metrics>,
         cfg: &crate::config::WorkerConfig,
     ) -> Ingest {
-        Ingest {
+        // Entries idle on another consumer of the group (a dead process)
+        // are looked for every claim interval.
+        let intake = Intake::new(
             streams,
+            IntakeConfig {
+                batch_size: cfg.batch_size,
+                block_ms: cfg.block_ms,
+                claim_idle_ms: cfg.claim_idle_ms,
+                claim_every: Duration::from_millis(cfg.claim_idle_ms.max(1000)),
+            },
+        );
+        Ingest {
+            intake,
             redis,
             pool,
             routes,
             metrics,
-            batch_size: cfg.batch_size,
-            block_ms: cfg.block_ms,
-            claim_idle_ms: cfg.claim_idle_ms,
-            queue: VecDeque::new(),
-            held: HashSet::new(),
             inflight: None,
-            recovering: Vec::new(),
-            groups_ready: false,
-            last_claim: None,
-            stop: None,
             trim_after: Some(cfg.trim_after_group.clone()).filter(|g| !g.is_empty()),
             trim_ok: Vec::new(),
         }
@@ -116,12 +118,12 @@ impl Ingest {
 
     /// A blocking read ends as soon as `stop` turns true.
     pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
-        self.stop = Some(stop);
+        self.intake.stop_on(stop);
     }
 
     /// The streams.
     pub fn streams(&self) -> &Streams {
-        &self.streams
+        self.intake.streams()
     }
 
     /// Whether a batch is in hand (read, not yet acknowledged).
@@ -129,124 +131,17 @@ impl Ingest {
         self.inflight.is_some()
     }
 
-    fn hold(&mut self, entries: Vec<Entry>) -> usize {
-        let mut n = 0;
-        for e in entries {
-            if self.held.insert((e.shard, e.id.clone())) {
-                self.queue.push_back(e);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    async fn no_group(
-        &mut self,
-        r: Result<Vec<Entry>, redis::RedisError>,
-    ) -> Result<Vec<Entry>, StepError> {
-        match r {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                tracing::warn!("consumer group missing; creating it again");
-                self.groups_ready = false;
-                // Redis lost its data: look for the other groups again too.
-                self.trim_ok.clear();
-                Ok(Vec::new())
-            }
-            other => Ok(other?),
-        }
-    }
-
     async fn fill(&mut self, block: bool) -> Result<(), StepError> {
-        let want = self.batch_size;
-        if !self.groups_ready {
-            self.streams.ensure_groups().await?;
-            self.groups_ready = true;
-            let shards = self.streams.keys().len() as u16;
-            self.recovering = (0..shards).map(|s| (s, "0".to_string())).collect();
+        let r = self.intake.fill(block, &*self.metrics).await;
+        if self.intake.group_lost() {
+            // Redis lost its data: look for the other groups again too.
+            self.trim_ok.clear();
         }
-        if !self.recovering.is_empty() {
-            if self.queue.len() >= want {
-                return Ok(());
-            }
-            let mine = self
-                .streams
-                .read_own_pending(&self.recovering, want - self.queue.len())
-                .await;
-            let mine = self.no_group(mine).await?;
-            let mut next = Vec::new();
-            for (shard, _) in &self.recovering {
-                if let Some(last) = mine
-                    .iter()
-                    .filter(|e| e.shard == *shard)
-                    .map(|e| &e.id)
-                    .next_back()
-                {
-                    next.push((*shard, last.clone()));
-                }
-            }
-            self.recovering = next;
-            let n = self.hold(mine);
-            if n > 0 {
-                tracing::info!(
-                    entries = n,
-                    "taking up entries a previous run left unacknowledged"
-                );
-                return Ok(());
-            }
-        }
-        // Entries idle on another consumer of the group (a dead process):
-        // looked for every claim interval, only on shards where the group
-        // has entries pending (one pipelined reading of the streams).
-        let every = Duration::from_millis(self.claim_idle_ms.max(1000));
-        if self.last_claim.is_none_or(|t| t.elapsed() >= every) {
-            self.last_claim = Some(Instant::now());
-            let info = self.streams.info().await?;
-            let group = self.streams.group();
-            let shards: Vec<u16> = info
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.group(group).is_some_and(|g| g.pel_count > 0))
-                .map(|(i, _)| i as u16)
-                .collect();
-            if !shards.is_empty() {
-                let (claimed, gone) = self
-                    .streams
-                    .claim(self.claim_idle_ms, want, &shards)
-                    .await?;
-                if !gone.is_empty() {
-                    self.streams.settle(&gone, &[]).await?;
-                }
-                let n = self.hold(claimed);
-                if n > 0 {
-                    self.metrics.ingest_claimed.fetch_add(n as u64, Relaxed);
-                    tracing::info!(entries = n, "claimed entries idle on another consumer");
-                }
-            }
-        }
-        if self.queue.len() < want {
-            let block = (block && self.queue.is_empty()).then_some(self.block_ms);
-            let count = want - self.queue.len();
-            let fresh = match (block, self.stop.as_mut()) {
-                (Some(_), Some(stop)) => {
-                    tokio::select! {
-                        r = self.streams.read(count, block) => r,
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
-                    }
-                }
-                _ => self.streams.read(count, block).await,
-            };
-            let fresh = self.no_group(fresh).await?;
-            self.hold(fresh);
-        }
-        Ok(())
+        Ok(r?)
     }
 
     fn take_batch(&mut self) -> Option<Batch> {
-        if self.queue.is_empty() {
-            return None;
-        }
-        let n = self.queue.len().min(self.batch_size);
-        let entries: Vec<Entry> = self.queue.drain(..n).collect();
+        let entries = self.intake.take_batch()?;
         let mut events = Vec::new();
         for e in &entries {
             match payload::decode(e) {
@@ -322,9 +217,7 @@ impl Ingest {
                 return Err(e.into());
             }
         }
-        for e in &batch.entries {
-            self.held.remove(&(e.shard, e.id.clone()));
-        }
+        self.intake.release(&batch.entries);
         Ok(StepOutcome {
             batch: batch.entries.len(),
             queued,
@@ -338,9 +231,9 @@ impl Ingest {
     /// groups that exist). There the entries are only acknowledged.
     async fn acknowledge(&mut self, done: &[(u16, String)]) -> Result<u64, redis::RedisError> {
         let Some(required) = self.trim_after.clone() else {
-            return self.streams.settle(done, &[]).await;
+            return self.streams().settle(done, &[]).await;
         };
-        let shards = self.streams.keys().len();
+        let shards = self.streams().keys().len();
         if self.trim_ok.len() != shards {
             self.trim_ok = vec![false; shards];
         }
@@ -356,7 +249,7 @@ impl Ingest {
             for s in &unknown {
                 pipe.cmd("XINFO")
                     .arg("GROUPS")
-                    .arg(&self.streams.keys()[*s as usize]);
+                    .arg(&self.streams().keys()[*s as usize]);
             }
             let mut conn = self.redis.clone();
             let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
@@ -372,8 +265,8 @@ impl Ingest {
             let mut pipe = redis::pipe();
             for (s, id) in &keep {
                 pipe.cmd("XACK")
-                    .arg(&self.streams.keys()[*s as usize])
-                    .arg(self.streams.group())
+                    .arg(&self.streams().keys()[*s as usize])
+                    .arg(self.streams().group())
                     .arg(id)
                     .ignore();
             }
@@ -382,7 +275,7 @@ impl Ingest {
         }
         match trim.is_empty() {
             true => Ok(0),
-            false => self.streams.settle(&trim, &[]).await,
+            false => self.streams().settle(&trim, &[]).await,
         }
     }
 

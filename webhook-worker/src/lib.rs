@@ -34,7 +34,8 @@ use sqlx::PgPool;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use synckairos_audit_consumer::service::{self, Backoff, Event};
 use synckairos_audit_consumer::stream::Streams;
 use tokio::sync::{watch, Notify};
 
@@ -167,7 +168,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_http, stop_http_rx) = watch::channel(false);
-    let http = tokio::spawn(ops::serve(
+    let http = tokio::spawn(synckairos_audit_consumer::ops::serve(
         listener,
         metrics_listener,
         worker.ops_state(),
@@ -185,70 +186,62 @@ pub async fn run(
     Ok(())
 }
 
-/// Ingest's loop: steps with backoff until the signal; a step holding a
-/// batch is finished within `grace` (the batch read is the batch queued and
-/// acknowledged), a blocking read with nothing in hand ends at once.
+/// Ingest's loop ([`service::drive`]): steps with backoff until the signal;
+/// a step holding a batch is finished within `grace` (the batch read is the
+/// batch queued and acknowledged), a blocking read with nothing in hand ends
+/// at once.
 async fn drive(
-    mut ingest: ingest::Ingest,
+    ingest: ingest::Ingest,
     metrics: Arc<Metrics>,
     grace: Duration,
-    mut signal: watch::Receiver<bool>,
+    signal: watch::Receiver<bool>,
 ) {
-    ingest.stop_on(signal.clone());
-    let min = Duration::from_millis(100);
-    let mut backoff = min;
-    let mut deadline = None;
-    loop {
-        if *signal.borrow() {
-            break;
-        }
-        let r = {
-            let step = ingest.step(true);
-            tokio::pin!(step);
-            let signalled = tokio::select! {
-                r = &mut step => Err(r),
-                _ = signal.wait_for(|s| *s) => Ok(()),
-            };
-            match signalled {
-                Err(r) => Some(r),
-                Ok(()) => {
-                    let d = Instant::now() + grace;
-                    deadline = Some(d);
-                    tokio::time::timeout_at(d.into(), &mut step).await.ok()
-                }
+    let backoff = Backoff {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+    };
+    service::drive(
+        ingest,
+        backoff,
+        grace,
+        signal,
+        |ingest, event| match event {
+            Event::GraceExceeded => {
+                tracing::warn!("the ingest step in progress did not finish within the grace period")
             }
-        };
-        let Some(r) = r else {
-            tracing::warn!("the ingest step in progress did not finish within the grace period");
-            break;
-        };
-        match r {
-            Ok(_) => backoff = min,
-            Err(e) => {
-                count_error(&metrics, &e);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                    batch_in_hand = ingest.has_batch(), "ingest step failed; nothing acknowledged");
-                tokio::select! {
-                    _ = signal.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            Event::StepFailed { error: e, retry_in } => {
+                count_error(&metrics, e);
+                tracing::warn!(error = %e, retry_in_ms = retry_in.as_millis() as u64,
+                batch_in_hand = ingest.has_batch(), "ingest step failed; nothing acknowledged");
             }
-        }
+            Event::ShuttingDown => {}
+            Event::LastBatchDone(_) => tracing::info!("last batch queued and acknowledged"),
+            Event::LastBatchFailed(e) => count_error(&metrics, e),
+            Event::LeftPending => tracing::warn!(
+                "stopping with a batch unacknowledged: it stays pending and is read again"
+            ),
+        },
+    )
+    .await;
+}
+
+impl service::Steps for ingest::Ingest {
+    type Outcome = ingest::StepOutcome;
+    type Error = ingest::StepError;
+
+    fn step(
+        &mut self,
+        block: bool,
+    ) -> impl Future<Output = Result<ingest::StepOutcome, ingest::StepError>> + Send {
+        ingest::Ingest::step(self, block)
     }
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
-    while ingest.has_batch() && Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline.into(), ingest.step(false)).await {
-            Ok(Ok(_)) => tracing::info!("last batch queued and acknowledged"),
-            Ok(Err(e)) => {
-                count_error(&metrics, &e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(_) => break,
-        }
+
+    fn has_batch(&self) -> bool {
+        ingest::Ingest::has_batch(self)
     }
-    if ingest.has_batch() {
-        tracing::warn!("stopping with a batch unacknowledged: it stays pending and is read again");
+
+    fn stop_on(&mut self, stop: watch::Receiver<bool>) {
+        ingest::Ingest::stop_on(self, stop)
     }
 }
 

@@ -2,8 +2,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
+use synckairos_audit_consumer::service::{self, connect_pg, shutdown_signal};
 use synckairos_webhook_worker::{dlq, metrics::Metrics, queue, Connections, WorkerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// The SyncKairos webhook worker: session events to HTTPS endpoints as
 /// Standard Webhooks, with retries, dead letters and replay.
@@ -82,45 +82,15 @@ enum DlqCmd {
     },
 }
 
-fn logs() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-}
-
-async fn connect_pg(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    let shown = synckairos_core::redact::redact_url(url);
-    let pool = queue::pool(url, 2)
-        .with_context(|| format!("DATABASE_URL {shown} is not a PostgreSQL URL"))?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
-    Ok(pool)
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    logs();
-    match real_main().await {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "failed");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    service::main(real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
         Cmd::Migrate { database_url } => {
-            let pool = connect_pg(&database_url).await?;
-            queue::migrate(&pool).await.context("applying migrations")?;
+            service::migrate(&database_url, queue::pool).await?;
             tracing::info!("migrations applied");
         }
         Cmd::Run {
@@ -146,15 +116,10 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                     events = ?e.events, secrets = ?e.secrets, "endpoint");
             }
             if migrate {
-                let pool = connect_pg(&conns.database_url).await?;
-                queue::migrate(&pool).await.context("applying migrations")?;
+                service::migrate(&conns.database_url, queue::pool).await?;
             }
-            let listener = tokio::net::TcpListener::bind(worker.listen)
-                .await
-                .with_context(|| format!("binding LISTEN {}", worker.listen))?;
-            let metrics_listener = tokio::net::TcpListener::bind(worker.metrics_listen)
-                .await
-                .with_context(|| format!("binding METRICS_LISTEN {}", worker.metrics_listen))?;
+            let (listener, metrics_listener) =
+                service::bind_ops(worker.listen, worker.metrics_listen).await?;
             let metrics = Arc::new(Metrics::new(endpoints.iter().map(|e| e.id.as_str())));
             // Mobile push runs in this process when FCM is configured: its
             // own consumer group, its own task, the same shutdown.
@@ -178,14 +143,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let w = synckairos_webhook_worker::worker(&conns, &worker, endpoints, metrics).await?;
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("shutdown signal received");
+                shutdown_signal().await;
                 let _ = stop_tx.send(true);
             });
             let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -249,7 +207,7 @@ async fn dlq_cmd(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::from(2));
             }
             let conn = synckairos_webhook_worker::redis(&conns.redis_url).await?;
-            let pool = connect_pg(&conns.database_url).await?;
+            let pool = connect_pg(&conns.database_url, queue::pool).await?;
             let targets: Vec<String> = if all {
                 dlq::list(&conn, endpoint.as_deref(), usize::MAX)
                     .await

@@ -163,18 +163,16 @@ impl Metrics {
                 &self.trimmed,
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP synckairos_webhook_{name} {help}\n# TYPE synckairos_webhook_{name} counter\nsynckairos_webhook_{name} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP synckairos_webhook_errors_total Failed operations, retried.\n# TYPE synckairos_webhook_errors_total counter\nsynckairos_webhook_errors_total{{dependency=\"postgres\"}} {}\nsynckairos_webhook_errors_total{{dependency=\"redis\"}} {}",
-            self.postgres_errors.load(Relaxed),
-            self.redis_errors.load(Relaxed)
+        synckairos_audit_consumer::metrics::write_counters(
+            &mut out,
+            "synckairos_webhook",
+            &counters,
+        );
+        synckairos_audit_consumer::metrics::write_errors(
+            &mut out,
+            "synckairos_webhook",
+            "Failed operations, retried.",
+            [&self.postgres_errors, &self.redis_errors],
         );
         labelled(
             &mut out,

@@ -1,17 +1,14 @@
-//! `/health` and `/ready` (public ops port), `/metrics` (internal port).
+//! `/health` and `/ready` (public ops port), `/metrics` (internal port):
+//! the audit consumer's servers ([`synckairos_audit_consumer::ops::serve`])
+//! over this worker's PostgreSQL, Redis and metrics.
 
 use crate::metrics::Metrics;
-use axum::extract::State as AxState;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use redis::aio::ConnectionManager;
-use serde_json::json;
 use sqlx::PgPool;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use synckairos_audit_consumer::ops::Probe;
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -24,71 +21,25 @@ pub struct State {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves `/health` and `/ready` on `public`, `/metrics` on `internal`,
-/// until `stop` turns true.
-pub async fn serve(
-    public: tokio::net::TcpListener,
-    internal: tokio::net::TcpListener,
-    state: State,
-    stop: watch::Receiver<bool>,
-) {
-    let public_app = Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .fallback(not_found)
-        .with_state(state.clone());
-    let internal_app = Router::new()
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .with_state(state);
-    tokio::join!(
-        serve_one(public, public_app, stop.clone(), "ops"),
-        serve_one(internal, internal_app, stop, "metrics"),
-    );
-}
+impl Probe for State {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 
-async fn serve_one(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-    what: &'static str,
-) {
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, endpoint = what, "endpoint failed");
+    async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+    }
+
+    fn render(&self) -> impl Future<Output = String> + Send {
+        metrics(self)
     }
 }
 
-async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": {"code": "NOT_FOUND", "message": "no such endpoint"}})),
-    )
-        .into_response()
-}
-
-async fn ready(AxState(s): AxState<State>) -> Response {
-    let t = Duration::from_secs(2);
-    let pg = tokio::time::timeout(t, sqlx::query("SELECT 1").execute(&s.pool)).await;
-    let mut conn = s.redis.clone();
-    let rd = tokio::time::timeout(t, redis::cmd("PING").query_async::<String>(&mut conn)).await;
-    let why = match (pg, rd) {
-        (Ok(Ok(_)), Ok(Ok(_))) => return Json(json!({"status": "ready"})).into_response(),
-        (Ok(Ok(_)), _) => "redis unreachable",
-        _ => "postgres unreachable",
-    };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "not_ready", "error": why})),
-    )
-        .into_response()
-}
-
-async fn metrics(AxState(s): AxState<State>) -> Response {
+async fn metrics(s: &State) -> String {
     // The gauges are read now, not by a timer: one query and one XLEN per
     // scrape, none unscraped.
     let t = Duration::from_secs(2);
@@ -100,9 +51,5 @@ async fn metrics(AxState(s): AxState<State>) -> Response {
         Ok(Ok(n)) => *s.metrics.dead_letters.lock().expect("metrics lock") = Some(n),
         _ => tracing::warn!("cannot read the dead letters; the gauge keeps its last value"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+    s.metrics.render()
 }

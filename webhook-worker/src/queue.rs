@@ -10,20 +10,14 @@
 //! lease is still this worker's.
 
 use crate::payload::WebhookEvent;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row as _};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// A pool for `url`, connecting lazily (the worker starts, and reports not
 /// ready, while PostgreSQL is down).
 pub fn pool(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
-    let opts = PgConnectOptions::from_str(url)?.application_name("synckairos-webhook-worker");
-    Ok(PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(opts))
+    synckairos_audit_consumer::db::pool_named(url, max, "synckairos-webhook-worker")
 }
 
 /// Applies every migration not yet applied (the same set as the audit
