@@ -137,15 +137,16 @@ pub async fn run(
     // call (tests run several gateways in one process) is a harmless no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Messages name the Redis by its redacted URL: host and port, never the password.
-    let client = redis::Client::open(config.redis_url.expose())
-        .with_context(|| format!("REDIS_URL {} is not a Redis URL", config.redis_url))?;
-    let engine = Engine::connect(config.redis_url.expose(), config.api.settings.clone())
+    let nodes = hub::Nodes::new(&config.redis)
+        .with_context(|| format!("{} is not a Redis target", config.redis))?;
+    let engine = Engine::connect_target(&config.redis, config.api.settings.clone())
         .await
-        .with_context(|| format!("connecting to Redis at {} (REDIS_URL)", config.redis_url))?;
+        .with_context(|| format!("connecting to Redis at {}", config.redis))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let (hub, subscriber) = hub::Hub::new(
-        client,
+        nodes,
+        engine.connection(),
         config.api.settings.shards,
         Arc::clone(&metrics),
         stop.clone(),
