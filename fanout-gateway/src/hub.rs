@@ -526,8 +526,24 @@ async fn resync(hub: &Hub, conn: &RedisConnection, shards: u16, sessions: &[Stri
                 .await
         }
     });
-    let Ok(values) = futures::future::try_join_all(reads).await else {
-        return false;
+    // Bounded: on a cluster a read of a dead primary's slot is retried by
+    // the engine's connection until a replica is promoted; past this the
+    // subscriber tries again (another node, after its backoff).
+    let values = match tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::future::try_join_all(reads),
+    )
+    .await
+    {
+        Ok(Ok(values)) => values,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "redis subscriber: resync failed");
+            return false;
+        }
+        Err(_) => {
+            tracing::warn!("redis subscriber: resync timed out");
+            return false;
+        }
     };
     for (sid, value) in sessions.iter().zip(values) {
         let known = hub.version(sid);

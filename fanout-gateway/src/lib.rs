@@ -360,17 +360,29 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         return axum::Json(serde_json::json!({"status": "ready"})).into_response();
     }
     let mut conn = shared.engine.connection();
-    let ping: Result<String, _> = tokio::time::timeout(
-        Duration::from_secs(2),
-        redis::cmd("PING").query_async(&mut conn),
-    )
-    .await
-    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
+    let ping = tokio::time::timeout(Duration::from_secs(2), probe(&mut conn))
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
     match (ping, linked) {
         (Ok(_), true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         (Err(_), _) => not_ready("redis unreachable"),
         (Ok(_), false) => not_ready("not subscribed"),
     }
+}
+
+/// Whether Redis answers: one single-key command (`TYPE` of the expiry
+/// lease). Not `PING`, which redis-rs sends to every node of a cluster, so
+/// a killed node (gone from the topology only after a refresh) would fail
+/// it and pile connection attempts on the engine's cluster connection; a
+/// keyed command asks the one primary of the lease's slot, the node the
+/// clock samples too.
+pub(crate) async fn probe(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<String> {
+    redis::cmd("TYPE")
+        .arg(synckairos_core::keys::EXPIRY_LEASE)
+        .query_async(conn)
+        .await
 }
 
 fn not_ready(why: &str) -> Response {
