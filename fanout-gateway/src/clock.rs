@@ -7,10 +7,25 @@
 //! sample's bound also grows with its age at the worst drift two quartz
 //! clocks are allowed ([`MAX_DRIFT_PPM`]); of the recent samples the one with
 //! the smallest bound now wins.
+//!
+//! **On a Redis Cluster** "Redis time" is several machines' clocks: every
+//! script stamps with the clock of its shard's primary. The gateway samples
+//! one node consistently — the primary of the expiry lease key's slot (the
+//! lease script's reply, and [`RedisClock::sample`], which reads `TIME` in a
+//! script keyed on the lease) — never a random node, so its samples do not
+//! jump between clocks; a failover moves it to the promoted replica's clock.
+//! The assumption is that the cluster's nodes are NTP-synced: the error of a
+//! served time against the clock that stamps a given session is the bound
+//! above plus the offset between the two primaries (NTP on one network:
+//! typically under a millisecond or two, alarms at tens of ms). The
+//! `synckairos_gateway_clock_error_us` metric shows only the sampling part.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// `TIME`, from a script so that it runs on the node of its key's slot.
+const TIME_AT_LEASE: &str = "return redis.call('TIME')";
 
 /// How many recent samples the filter chooses from.
 const WINDOW: usize = 16;
@@ -110,15 +125,20 @@ impl RedisClock {
         sample
     }
 
-    /// Takes one sample over `conn` with `TIME` (any connection: the
-    /// engine's, to one server or a cluster).
+    /// Takes one sample over `conn` (the engine's, to one server or a
+    /// cluster): `TIME` read by a script keyed on the expiry lease, so that
+    /// on a cluster it is always the clock of that slot's primary, the same
+    /// node the lease renewals sample.
     pub async fn sample(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<Sample> {
         let t0 = local_ms();
         let started = Instant::now();
-        let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+        let (s, us): (i64, i64) = redis::Script::new(TIME_AT_LEASE)
+            .key(synckairos_core::keys::EXPIRY_LEASE)
+            .invoke_async(conn)
+            .await?;
         Ok(self.record(t0, started, s * 1000 + us / 1000))
     }
 }

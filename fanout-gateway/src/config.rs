@@ -4,14 +4,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use synckairos_api::config::Vars;
 use synckairos_api::ApiConfig;
-use synckairos_core::redact::SecretUrl;
+use synckairos_engine::{RedisTarget, TargetError};
 
 /// Everything the gateway is configured with.
 #[derive(Debug)]
 pub struct Config {
-    /// `REDIS_URL` (`redis://` or `rediss://` for Upstash's TLS endpoint);
-    /// it may hold a password, so it shows only redacted.
-    pub redis_url: SecretUrl,
+    /// Where Redis is, read by [`RedisTarget`] (the one declaration every
+    /// native service shares): `REDIS_URL` (`redis://` or `rediss://` for
+    /// Upstash's TLS endpoint; default `redis://127.0.0.1:6379/`) for one
+    /// server, or a Redis Cluster by `REDIS_CLUSTER_URLS` (comma-separated
+    /// seed URLs; it wins when both are set) or
+    /// `REDIS_URL=redis+cluster://host1:port,host2:port`. URLs may hold a
+    /// password, so the target shows only redacted.
+    pub redis: RedisTarget,
     /// `LISTEN` (default `127.0.0.1:8788`; the binary binds it).
     pub listen: SocketAddr,
     /// `METRICS_LISTEN` (default [`DEFAULT_METRICS_LISTEN`]): the internal
@@ -85,6 +90,38 @@ fn address(
     })
 }
 
+/// The Redis target of `REDIS_URL` and `REDIS_CLUSTER_URLS` (a local
+/// server when neither is set); a refusal names the variable and shows the
+/// URL redacted.
+fn redis_target(
+    redis_url: Option<String>,
+    cluster_urls: Option<String>,
+) -> Result<RedisTarget, ConfigError> {
+    let redis_url = match (&redis_url, &cluster_urls) {
+        (None, None) => Some("redis://127.0.0.1:6379/".to_string()),
+        _ => redis_url,
+    };
+    RedisTarget::from_vars(redis_url.as_deref(), cluster_urls.as_deref()).map_err(|e| match e {
+        TargetError::BadUrl { var, url, .. } => ConfigError::Invalid {
+            name: var,
+            value: url,
+            expected:
+                "a redis:// or rediss:// URL (a cluster: redis+cluster://host:port,host:port)",
+        },
+        TargetError::Empty { var } => ConfigError::Invalid {
+            name: var,
+            value: String::new(),
+            expected: "a Redis URL",
+        },
+        TargetError::BadCluster { var, .. } => ConfigError::Invalid {
+            name: var,
+            value: "(redacted)".into(),
+            expected: "seeds of one cluster: one scheme, one user and password",
+        },
+        TargetError::Missing => ConfigError::Missing("REDIS_URL"),
+    })
+}
+
 impl Config {
     /// Reads the configuration through `lookup` (name → value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -93,17 +130,7 @@ impl Config {
         let num = |name: &'static str, default: u64, min: u64, max: u64| {
             vars.number(name, default, min, max)
         };
-        let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
-        let redis_url = SecretUrl::new(redis_url);
-        if !(redis_url.expose().starts_with("redis://")
-            || redis_url.expose().starts_with("rediss://"))
-        {
-            return Err(ConfigError::Invalid {
-                name: "REDIS_URL",
-                value: redis_url.to_string(),
-                expected: "a redis:// or rediss:// URL",
-            });
-        }
+        let redis = redis_target(get("REDIS_URL"), get("REDIS_CLUSTER_URLS"))?;
         let listen = address("LISTEN", get("LISTEN"), "127.0.0.1:8788")?;
         let metrics_listen = address(
             "METRICS_LISTEN",
@@ -119,7 +146,7 @@ impl Config {
         }
         let expiry = vars.switch("EXPIRY", true)?;
         Ok(Config {
-            redis_url,
+            redis,
             listen,
             metrics_listen,
             listen_backlog: num("LISTEN_BACKLOG", 4096, 1, 65_535)? as u32,
@@ -214,8 +241,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.redis_url.expose(),
-            "redis://user:hunter2-hunter2@cache.internal:6379/0"
+            c.redis,
+            RedisTarget::Single("redis://user:hunter2-hunter2@cache.internal:6379/0".into())
         );
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2-hunter2"), "{shown}");
@@ -229,6 +256,37 @@ mod tests {
         .to_string();
         assert!(
             !e.contains("hunter2-hunter2") && e.contains("cache.internal:6379"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_redis_target_is_one_server_or_a_cluster() {
+        assert_eq!(
+            config(&[]).unwrap().redis,
+            RedisTarget::Single("redis://127.0.0.1:6379/".into())
+        );
+        let cluster = RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()]);
+        assert_eq!(
+            config(&[("REDIS_URL", "redis+cluster://a:7000,b:7001")])
+                .unwrap()
+                .redis,
+            cluster
+        );
+        assert_eq!(
+            config(&[
+                ("REDIS_URL", "redis://single:6379/"),
+                ("REDIS_CLUSTER_URLS", "redis://a:7000,redis://b:7001"),
+            ])
+            .unwrap()
+            .redis,
+            cluster
+        );
+        let e = config(&[("REDIS_CLUSTER_URLS", "redis://:pw-pw-pw@a:1/3")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("REDIS_CLUSTER_URLS") && !e.contains("pw-pw-pw"),
             "{e}"
         );
     }

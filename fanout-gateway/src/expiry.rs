@@ -18,7 +18,16 @@
 //!   deadline costs that one command;
 //! - after taking the lease, and after the subscriber's link was lost (when
 //!   wake-ups may have been missed), it reads every shard's earliest entry
-//!   again (one pipeline).
+//!   again (one `ZRANGE` per shard, sent together; retried until it
+//!   succeeds).
+//!
+//! **On a Redis Cluster** every command here names one key, so the engine's
+//! connection routes it to that slot's primary: the lease script to the
+//! lease key's, each shard's `ZRANGE`/`ZRANGEBYSCORE` of its `deadlines` and
+//! `expire` to the shard's. The expiry scan reads per slot owner: redis-rs's
+//! cluster pipelines do not split by node (a pipeline across slots is
+//! refused with CROSSSLOT), so there is no multi-shard pipeline. The clock
+//! samples all come from the lease key's primary (see [`crate::clock`]).
 //!
 //! The `expire` script is idempotent and guarded by the stored state, so two
 //! holders for a moment (a renewal that came too late) only cost a refused
@@ -76,8 +85,9 @@ pub async fn run(shared: Arc<Shared>) {
                     if held && !holder {
                         tracing::info!(instance, "expiry lease taken: this gateway schedules");
                         shared.hub.want_wakes(true);
-                        heads = rescan(&shared).await.unwrap_or_default();
-                        epoch = shared.hub.link_epoch();
+                        heads.clear();
+                        // Forces the rescan below (and its retries).
+                        epoch = u64::MAX;
                     }
                     if !held && holder {
                         tracing::info!(instance, "expiry lease lost");
@@ -100,11 +110,17 @@ pub async fn run(shared: Arc<Shared>) {
         }
         if holder {
             let link = shared.hub.link_epoch();
+            let mut rescan_failed = false;
             if link != epoch {
-                // Wake-ups may have been missed while the link was down.
-                epoch = link;
-                if let Some(h) = rescan(&shared).await {
-                    heads = h;
+                // Wake-ups may have been missed while the link was down (or
+                // the lease was just taken): read every shard's head; on a
+                // failure, again after RETRY_AFTER.
+                match rescan(&shared).await {
+                    Some(h) => {
+                        heads = h;
+                        epoch = link;
+                    }
+                    None => rescan_failed = true,
                 }
             }
             for (shard, at_ms, session_id) in shared.hub.take_wakes() {
@@ -112,7 +128,7 @@ pub async fn run(shared: Arc<Shared>) {
                     heads.insert(shard, Due { session_id, at_ms });
                 }
             }
-            failed = !apply_due(&shared, &mut heads).await;
+            failed = !apply_due(&shared, &mut heads).await || rescan_failed;
         }
         let mut sleep = next_renew.saturating_duration_since(Instant::now());
         if holder {
@@ -207,35 +223,33 @@ async fn lease(shared: &Shared, instance: &str, take: bool) -> redis::RedisResul
     Ok(held == 1)
 }
 
-/// Every shard's earliest entry, in one pipeline.
+/// Every shard's earliest entry: one `ZRANGE` per shard, sent together
+/// (on a cluster, each to its shard's primary).
 async fn rescan(shared: &Shared) -> Option<Heads> {
     let shards = shared.config.api.settings.shards;
-    let mut pipe = redis::pipe();
-    for s in 0..shards {
-        pipe.cmd("ZRANGE")
-            .arg(deadlines(s))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES");
-    }
-    let mut conn = shared.engine.connection();
-    match pipe.query_async::<Vec<Vec<(String, f64)>>>(&mut conn).await {
-        Ok(heads) => Some(
-            heads
-                .into_iter()
-                .enumerate()
-                .filter_map(|(s, h)| {
-                    let (session_id, at) = h.into_iter().next()?;
-                    Some((
-                        s as u16,
-                        Due {
-                            session_id,
-                            at_ms: at as i64,
-                        },
-                    ))
-                })
-                .collect(),
-        ),
+    let reads = (0..shards).map(|s| {
+        let mut conn = shared.engine.connection();
+        async move {
+            let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(deadlines(s))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>(head.into_iter().next().map(|(session_id, at)| {
+                (
+                    s,
+                    Due {
+                        session_id,
+                        at_ms: at as i64,
+                    },
+                )
+            }))
+        }
+    });
+    match futures::future::try_join_all(reads).await {
+        Ok(heads) => Some(heads.into_iter().flatten().collect()),
         Err(e) => {
             tracing::warn!(error = %e, "expiry rescan failed");
             None

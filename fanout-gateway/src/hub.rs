@@ -11,6 +11,17 @@
 //!
 //! The same connection carries the expiry scheduler's wake-ups
 //! ([`WAKE_CHANNEL`]) while this gateway holds the expiry lease.
+//!
+//! **On a Redis Cluster** the subscriber is a plain connection to any one
+//! node ([`Nodes`]): the scripts' classic `PUBLISH` is propagated by the
+//! cluster bus to every node, primaries and replicas, so one node hears every
+//! channel. (redis-rs's cluster connection has no Pub/Sub, and sharded
+//! `SSUBSCRIBE` would need a link per slot owner.) When that node's link is
+//! lost, the subscriber connects to the next node it knows — the seeds and
+//! the nodes it learned from `CLUSTER NODES` at its last link — then
+//! resubscribes and resyncs as after any reconnect. The resync's reads go
+//! through the engine's connection, which routes each `GET` to its slot's
+//! primary.
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed, Rendered, Snapshot};
@@ -20,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synckairos_core::keys::{channel, SessionKeys, WAKE_CHANNEL};
+use synckairos_core::redact::redact_url;
 use synckairos_core::{record, SyncState};
+use synckairos_engine::{RedisConnection, RedisTarget};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A connection's id.
@@ -54,11 +67,126 @@ pub struct Hub {
 
 const CHANNEL_PREFIX: &str = "sk:ch:";
 
+/// The nodes the subscriber may connect to: the one server, or a cluster's
+/// seeds and the nodes learned from `CLUSTER NODES`, tried in turn.
+pub struct Nodes {
+    /// The seed URLs (one for a single server).
+    seeds: Vec<String>,
+    cluster: bool,
+    /// URLs of the nodes learned at the last link (cluster only).
+    learned: Vec<String>,
+    /// The next candidate to try.
+    next: usize,
+}
+
+impl Nodes {
+    /// The candidates of `target`; fails when a URL is not one redis-rs can
+    /// open.
+    pub fn new(target: &RedisTarget) -> redis::RedisResult<Nodes> {
+        let (seeds, cluster) = match target {
+            RedisTarget::Single(url) => (vec![url.clone()], false),
+            RedisTarget::Cluster(seeds) => (seeds.clone(), true),
+        };
+        for s in &seeds {
+            redis::Client::open(s.as_str())?;
+        }
+        Ok(Nodes {
+            seeds,
+            cluster,
+            learned: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// Every candidate: the learned nodes first (the current topology), then
+    /// the seeds, without repeats.
+    fn candidates(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for u in self.learned.iter().chain(&self.seeds) {
+            if !all.contains(u) {
+                all.push(u.clone());
+            }
+        }
+        all
+    }
+
+    /// The next node to try (round robin over the candidates).
+    fn pick(&mut self) -> String {
+        let all = self.candidates();
+        let url = all[self.next % all.len()].clone();
+        self.next = self.next.wrapping_add(1);
+        url
+    }
+
+    /// Reads the topology from the node at `url` (cluster only): every node
+    /// the cluster does not flag failed becomes a candidate, addressed with
+    /// the seeds' scheme and credentials.
+    async fn learn(&mut self, client: &redis::Client) {
+        if !self.cluster {
+            return;
+        }
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let Ok(text) = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async::<String>(&mut conn)
+            .await
+        else {
+            return;
+        };
+        let learned: Vec<String> = cluster_node_addresses(&text)
+            .into_iter()
+            .map(|addr| with_address(&self.seeds[0], &addr))
+            .collect();
+        if !learned.is_empty() {
+            self.learned = learned;
+        }
+    }
+}
+
+/// The `host:port` of every node in a `CLUSTER NODES` reply that is not
+/// flagged failed, without address, or in handshake.
+pub fn cluster_node_addresses(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let _id = f.next()?;
+            let addr = f.next()?;
+            let flags = f.next()?;
+            if flags
+                .split(',')
+                .any(|fl| matches!(fl, "fail" | "fail?" | "noaddr" | "handshake"))
+            {
+                return None;
+            }
+            // ip:port@cport[,hostname]
+            let host_port = addr.split(['@', ',']).next()?;
+            let (host, port) = host_port.rsplit_once(':')?;
+            (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+                .then(|| host_port.to_string())
+        })
+        .collect()
+}
+
+/// `seed` with its `host:port` replaced by `addr` (scheme, credentials,
+/// path and query kept).
+pub fn with_address(seed: &str, addr: &str) -> String {
+    let Some((scheme, rest)) = seed.split_once("://") else {
+        return seed.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!("{scheme}://{userinfo}{addr}{tail}")
+}
+
 impl Hub {
     /// The hub and the subscriber task to spawn (it stops when `stop` turns
     /// true).
     pub fn new(
-        client: redis::Client,
+        nodes: Nodes,
+        conn: RedisConnection,
         shards: u16,
         metrics: Arc<Metrics>,
         stop: watch::Receiver<bool>,
@@ -74,7 +202,7 @@ impl Hub {
             wake: tokio::sync::Notify::new(),
             link_epoch: AtomicU64::new(0),
         });
-        let task = subscriber(Arc::clone(&hub), client, shards, rx, stop);
+        let task = subscriber(Arc::clone(&hub), nodes, conn, shards, rx, stop);
         (hub, task)
     }
 
@@ -265,7 +393,8 @@ pub fn parse_message(payload: &str) -> Option<Snapshot> {
 
 async fn subscriber(
     hub: Arc<Hub>,
-    client: redis::Client,
+    mut nodes: Nodes,
+    conn: RedisConnection,
     shards: u16,
     mut control: mpsc::UnboundedReceiver<(String, Option<oneshot::Sender<()>>)>,
     mut stop: watch::Receiver<bool>,
@@ -276,14 +405,24 @@ async fn subscriber(
         if *stop.borrow() {
             return;
         }
+        let url = nodes.pick();
+        let client = match redis::Client::open(url.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, node = %redact_url(&url), "redis subscriber: not a Redis URL");
+                continue;
+            }
+        };
         let pubsub = tokio::select! {
-            p = client.get_async_pubsub() => p,
+            p = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()) => {
+                p.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "connect timeout"))))
+            }
             _ = stop.changed() => return,
         };
         let (mut sink, mut stream) = match pubsub {
             Ok(p) => p.split(),
             Err(e) => {
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "redis subscriber: cannot connect");
+                tracing::warn!(error = %e, node = %redact_url(&url), backoff_ms = backoff.as_millis() as u64, "redis subscriber: cannot connect");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
@@ -310,17 +449,23 @@ async fn subscriber(
         }
         if ok && !first {
             hub.metrics.redis_reconnects.fetch_add(1, Relaxed);
-            ok = resync(&hub, &client, shards, &watched).await;
+            ok = resync(&hub, &conn, shards, &watched).await;
         }
         if !ok {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
+        nodes.learn(&client).await;
         first = false;
         backoff = Duration::from_millis(50);
         hub.linked.store(true, Relaxed);
         hub.link_epoch.fetch_add(1, Relaxed);
         hub.wake.notify_one();
-        tracing::info!(sessions = watched.len(), "redis subscriber linked");
+        tracing::info!(sessions = watched.len(), node = %redact_url(&url), "redis subscriber linked");
         loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -365,20 +510,40 @@ async fn subscriber(
 
 /// After a reconnect: every watched session whose stored version is newer
 /// than the newest this gateway delivered gets a `STATE_SYNC` (and a deleted
-/// one `SESSION_DELETED`). One pipeline of GETs.
-async fn resync(hub: &Hub, client: &redis::Client, shards: u16, sessions: &[String]) -> bool {
+/// one `SESSION_DELETED`). The GETs go out together over the engine's
+/// connection (multiplexed; on a cluster each to its slot's primary).
+async fn resync(hub: &Hub, conn: &RedisConnection, shards: u16, sessions: &[String]) -> bool {
     if sessions.is_empty() {
         return true;
     }
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    let mut pipe = redis::pipe();
-    for sid in sessions {
-        pipe.cmd("GET").arg(SessionKeys::new(sid, shards).state);
-    }
-    let Ok(values): Result<Vec<Option<String>>, _> = pipe.query_async(&mut conn).await else {
-        return false;
+    let reads = sessions.iter().map(|sid| {
+        let mut conn = conn.clone();
+        let key = SessionKeys::new(sid, shards).state;
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        }
+    });
+    // Bounded: on a cluster a read of a dead primary's slot is retried by
+    // the engine's connection until a replica is promoted; past this the
+    // subscriber tries again (another node, after its backoff).
+    let values = match tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::future::try_join_all(reads),
+    )
+    .await
+    {
+        Ok(Ok(values)) => values,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "redis subscriber: resync failed");
+            return false;
+        }
+        Err(_) => {
+            tracing::warn!("redis subscriber: resync timed out");
+            return false;
+        }
     };
     for (sid, value) in sessions.iter().zip(values) {
         let known = hub.version(sid);
@@ -396,4 +561,46 @@ async fn resync(hub: &Hub, client: &redis::Client, shards: u16, sessions: &[Stri
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subscriber_learns_live_nodes_with_the_seeds_credentials() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001,node-b master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected
+d4 :0@0 slave,noaddr a1 0 0 1 disconnected
+e5 10.0.0.5:7004@17004 slave,fail? b2 0 0 2 connected
+f6 10.0.0.6:7005@17005 slave b2 0 0 2 connected
+";
+        assert_eq!(
+            cluster_node_addresses(text),
+            ["127.0.0.1:7000", "127.0.0.1:7001", "10.0.0.6:7005"]
+        );
+        assert_eq!(
+            with_address("rediss://u:pw@seed:6379/0?x=1", "10.0.0.6:7005"),
+            "rediss://u:pw@10.0.0.6:7005/0?x=1"
+        );
+        assert_eq!(with_address("redis://seed:6379", "h:1"), "redis://h:1");
+        let mut nodes = Nodes::new(&RedisTarget::Cluster(vec![
+            "redis://a:1/".into(),
+            "redis://b:2/".into(),
+        ]))
+        .unwrap();
+        nodes.learned = vec!["redis://c:3/".into(), "redis://a:1/".into()];
+        let picked: Vec<String> = (0..4).map(|_| nodes.pick()).collect();
+        assert_eq!(
+            picked,
+            [
+                "redis://c:3/",
+                "redis://a:1/",
+                "redis://b:2/",
+                "redis://c:3/"
+            ]
+        );
+    }
 }

@@ -137,15 +137,16 @@ pub async fn run(
     // call (tests run several gateways in one process) is a harmless no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Messages name the Redis by its redacted URL: host and port, never the password.
-    let client = redis::Client::open(config.redis_url.expose())
-        .with_context(|| format!("REDIS_URL {} is not a Redis URL", config.redis_url))?;
-    let engine = Engine::connect(config.redis_url.expose(), config.api.settings.clone())
+    let nodes = hub::Nodes::new(&config.redis)
+        .with_context(|| format!("{} is not a Redis target", config.redis))?;
+    let engine = Engine::connect_target(&config.redis, config.api.settings.clone())
         .await
-        .with_context(|| format!("connecting to Redis at {} (REDIS_URL)", config.redis_url))?;
+        .with_context(|| format!("connecting to Redis at {}", config.redis))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let (hub, subscriber) = hub::Hub::new(
-        client,
+        nodes,
+        engine.connection(),
         config.api.settings.shards,
         Arc::clone(&metrics),
         stop.clone(),
@@ -359,17 +360,29 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         return axum::Json(serde_json::json!({"status": "ready"})).into_response();
     }
     let mut conn = shared.engine.connection();
-    let ping: Result<String, _> = tokio::time::timeout(
-        Duration::from_secs(2),
-        redis::cmd("PING").query_async(&mut conn),
-    )
-    .await
-    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
+    let ping = tokio::time::timeout(Duration::from_secs(2), probe(&mut conn))
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
     match (ping, linked) {
         (Ok(_), true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         (Err(_), _) => not_ready("redis unreachable"),
         (Ok(_), false) => not_ready("not subscribed"),
     }
+}
+
+/// Whether Redis answers: one single-key command (`TYPE` of the expiry
+/// lease). Not `PING`, which redis-rs sends to every node of a cluster, so
+/// a killed node (gone from the topology only after a refresh) would fail
+/// it and pile connection attempts on the engine's cluster connection; a
+/// keyed command asks the one primary of the lease's slot, the node the
+/// clock samples too.
+pub(crate) async fn probe(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<String> {
+    redis::cmd("TYPE")
+        .arg(synckairos_core::keys::EXPIRY_LEASE)
+        .query_async(conn)
+        .await
 }
 
 fn not_ready(why: &str) -> Response {

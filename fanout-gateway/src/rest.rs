@@ -76,17 +76,12 @@ impl SessionStore for EngineStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.engine.connection();
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(2), crate::probe(&mut conn)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(store_error(e.into())),
             Err(_) => Err(StoreError::Unavailable {
                 reason: "redis timeout".into(),
-                cause: "PING took over 2 s".into(),
+                cause: "the probe took over 2 s".into(),
             }),
         }
     }

@@ -1,0 +1,382 @@
+//! The gateway on a Redis Cluster (testkit's `RedisCluster`: 3 primaries, 3
+//! replicas), configured by `REDIS_CLUSTER_URLS`: two gateways fan out the
+//! switches of sessions spread over all three primaries (made through the
+//! engine and through the gateway's REST API); the one lease holder expires
+//! sessions on every shard at their deadlines.
+//!
+//! Run with `--nocapture` to see the lateness.
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use synckairos_core::keys::SessionKeys;
+use synckairos_core::script::{CallOptions, Settings};
+use synckairos_core::validate::validate_create;
+use synckairos_core::{Command, Request};
+use synckairos_engine::{Engine, RedisTarget};
+use synckairos_fanout_gateway::{run, Config};
+use synckairos_testkit::RedisCluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn settings() -> Settings {
+    Settings {
+        switch_limit: 0,
+        ..Settings::default()
+    }
+}
+
+struct Gateway {
+    addr: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    /// A gateway on the cluster whose seeds are `seeds` (the first is the
+    /// node its subscriber links to first).
+    async fn start(seeds: &[String]) -> Gateway {
+        let seeds = seeds.join(",");
+        let config = Config::from_lookup(|name| match name {
+            "REDIS_CLUSTER_URLS" => Some(seeds.clone()),
+            "AUTH_MODE" => Some("disabled".into()),
+            "SWITCH_RATE_LIMIT" => Some("0".into()),
+            "CONNECTIONS_PER_IP_PER_SECOND" => Some("0".into()),
+            "IP_RATE_LIMIT" => Some("0".into()),
+            _ => None,
+        })
+        .expect("config");
+        assert!(config.redis.is_cluster());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = metrics_listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(run(listener, metrics_listener, config, async move {
+            let _ = stopped.await;
+        }));
+        let gw = Gateway {
+            addr,
+            metrics,
+            stop: Some(stop),
+            done,
+        };
+        assert!(
+            gw.wait_ready(Duration::from_secs(10)).await.is_some(),
+            "the gateway did not become ready"
+        );
+        gw
+    }
+
+    /// How long until `/ready` says ready (`None`: not within `limit`).
+    async fn wait_ready(&self, limit: Duration) -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(r) = http(self.addr, "GET", "/ready", None).await {
+                if r.contains("\"ready\"") {
+                    return Some(t.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+
+    async fn connect(&self, sid: &str) -> Ws {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws?sessionId={sid}", self.addr))
+                .await
+                .expect("websocket connects");
+        // Usually a STATE_SYNC; a STATE_UPDATE of the same state when the
+        // cluster bus brought the create's publish to the subscriber's node
+        // after the subscription (it is not ordered with the script's
+        // reply), and the hub delivered it first.
+        let first = version_at_least(&mut ws, 1, Duration::from_secs(5)).await;
+        assert!(
+            first["type"] == "STATE_SYNC" || first["type"] == "STATE_UPDATE",
+            "{first}"
+        );
+        ws
+    }
+
+    /// A counter or gauge of `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = http(self.metrics, "GET", "/metrics", None)
+            .await
+            .expect("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("the gateway stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A plain HTTP/1.1 request (status line, headers and body).
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(out)
+}
+
+fn uuid(n: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!("{:08x}-0000-4000-8000-{:012x}", n, t & 0xffff_ffff_ffff)
+}
+
+/// One session on every shard (so on all three primaries), `tag` apart.
+fn sessions_on_every_shard(tag: u64) -> Vec<String> {
+    let shards = settings().shards;
+    let mut by_shard = std::collections::BTreeMap::new();
+    let mut n = 0;
+    while by_shard.len() < shards as usize {
+        n += 1;
+        let sid = uuid((tag << 16) + n);
+        by_shard
+            .entry(SessionKeys::new(&sid, shards).shard)
+            .or_insert(sid);
+    }
+    by_shard.into_values().collect()
+}
+
+fn primary_of(cluster: &RedisCluster, sid: &str) -> u16 {
+    cluster.primary_of_key(&SessionKeys::new(sid, settings().shards).state)
+}
+
+async fn engine(cluster: &RedisCluster) -> Engine {
+    Engine::connect_target(&RedisTarget::Cluster(cluster.seed_urls()), settings())
+        .await
+        .expect("engine on the cluster")
+}
+
+async fn create(e: &Engine, sid: &str, bank_ms: i64) {
+    let body = json!({"session_id": sid, "sync_mode": "per_participant", "total_time_ms": bank_ms,
+        "participants": [
+            {"participant_id": uuid(0xa), "participant_index": 0, "total_time_ms": bank_ms},
+            {"participant_id": uuid(0xb), "participant_index": 1, "total_time_ms": bank_ms}]});
+    let spec = validate_create(&body).unwrap();
+    exec(e, sid, Command::Create(Box::new(spec)))
+        .await
+        .expect("create");
+}
+
+/// One engine call; the new version, or the error (Redis or refusal).
+async fn exec(e: &Engine, sid: &str, c: Command) -> Result<u64, String> {
+    let r = e
+        .execute(&Request::new(sid, c), &CallOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.result {
+        Ok(synckairos_core::model::Reply::State { state, .. }) => Ok(state.version),
+        Ok(_) => Ok(0),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn switch() -> Command {
+    Command::Switch {
+        next_participant_id: None,
+    }
+}
+
+/// Reads until a state message (`STATE_SYNC` or `STATE_UPDATE`) of at least
+/// `version` arrives, within `limit`.
+async fn version_at_least(ws: &mut Ws, version: u64, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no state of version >= {version} within {limit:?}"))
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("JSON");
+            if v["state"]["version"].as_u64().is_some_and(|x| x >= version) {
+                return v;
+            }
+        }
+    }
+}
+
+/// Reads until the session's state says `expired`; returns when.
+async fn until_expired(ws: &mut Ws, limit: Duration) -> Instant {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("not expired within {limit:?}"))
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("JSON");
+            if v["state"]["status"] == "expired" {
+                return Instant::now();
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_fan_out_switches_on_every_primary() {
+    let cluster = RedisCluster::start();
+    let e = engine(&cluster).await;
+    let seeds = cluster.seed_urls();
+    let g1 = Gateway::start(&seeds).await;
+    // The second links its subscriber to another node.
+    let mut rotated = seeds.clone();
+    rotated.rotate_left(1);
+    let g2 = Gateway::start(&rotated).await;
+    let sessions = sessions_on_every_shard(1);
+    let primaries: BTreeSet<u16> = sessions.iter().map(|s| primary_of(&cluster, s)).collect();
+    assert_eq!(
+        primaries.len(),
+        3,
+        "the sessions are on all three primaries"
+    );
+    let mut sockets = Vec::new();
+    for sid in &sessions {
+        create(&e, sid, 600_000).await;
+        exec(&e, sid, Command::Start).await.expect("start");
+        sockets.push((g1.connect(sid).await, g2.connect(sid).await));
+    }
+    for round in 0..4 {
+        for (i, sid) in sessions.iter().enumerate() {
+            // Through the engine, or through either gateway's REST API.
+            let version = match (round + i) % 3 {
+                0 => exec(&e, sid, switch()).await.expect("switch"),
+                k => {
+                    let gw = if k == 1 { &g1 } else { &g2 };
+                    let r = http(
+                        gw.addr,
+                        "POST",
+                        &format!("/v1/sessions/{sid}/switch"),
+                        Some("{}"),
+                    )
+                    .await
+                    .expect("REST switch");
+                    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+                    let body: Value =
+                        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).expect("JSON");
+                    body["data"]["version"]
+                        .as_u64()
+                        .or_else(|| body["version"].as_u64())
+                        .unwrap_or_else(|| panic!("no version in {body}"))
+                }
+            };
+            let (a, b) = &mut sockets[i];
+            for ws in [a, b] {
+                let m = version_at_least(ws, version, Duration::from_secs(5)).await;
+                assert_eq!(m["type"], "STATE_UPDATE", "{m}");
+                assert_eq!(m["state"]["version"].as_u64(), Some(version), "{m}");
+            }
+        }
+    }
+    g1.stop().await;
+    g2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_expires_sessions_on_every_shard_at_their_deadlines() {
+    let cluster = RedisCluster::start();
+    let e = engine(&cluster).await;
+    let seeds = cluster.seed_urls();
+    let g1 = Gateway::start(&seeds).await;
+    let mut rotated = seeds.clone();
+    rotated.rotate_left(2);
+    let g2 = Gateway::start(&rotated).await;
+    // Two sessions per shard, their banks staggered 1.5 s to 3 s.
+    let mut sessions: Vec<(String, i64)> = Vec::new();
+    for tag in 0..2u64 {
+        for (i, sid) in sessions_on_every_shard(10 + tag).into_iter().enumerate() {
+            sessions.push((sid, 1_500 + (tag as i64 * 16 + i as i64) * 47));
+        }
+    }
+    let mut watching = Vec::new();
+    for (sid, bank) in &sessions {
+        create(&e, sid, *bank).await;
+        watching.push(g2.connect(sid).await);
+    }
+    let mut started = Vec::new();
+    for (sid, _) in &sessions {
+        started.push(Instant::now());
+        exec(&e, sid, Command::Start).await.expect("start");
+    }
+    let mut lateness: Vec<f64> = Vec::new();
+    for (i, ws) in watching.iter_mut().enumerate() {
+        let at = until_expired(ws, Duration::from_secs(15)).await;
+        let deadline = started[i] + Duration::from_millis(sessions[i].1 as u64);
+        lateness.push(at.saturating_duration_since(deadline).as_secs_f64() * 1000.0);
+    }
+    lateness.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness[lateness.len() - 1],
+    );
+    println!(
+        "expiry on the cluster: {} sessions on {} shards, lateness p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+        sessions.len(),
+        settings().shards
+    );
+    assert!(p99 < 1_000.0, "p99 lateness {p99} ms");
+    // One lease holder applied them all.
+    let leaders = (
+        g1.metric("synckairos_gateway_expiry_leader").await,
+        g2.metric("synckairos_gateway_expiry_leader").await,
+    );
+    let expired = (
+        g1.metric("synckairos_gateway_expired_total").await,
+        g2.metric("synckairos_gateway_expired_total").await,
+    );
+    assert_eq!(leaders.0 + leaders.1, 1.0, "one holder: {leaders:?}");
+    let (holder, other) = if leaders.0 == 1.0 {
+        (expired.0, expired.1)
+    } else {
+        (expired.1, expired.0)
+    };
+    assert_eq!(
+        (holder, other),
+        (sessions.len() as f64, 0.0),
+        "the holder expired every session"
+    );
+    g1.stop().await;
+    g2.stop().await;
+}
