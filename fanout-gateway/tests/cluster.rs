@@ -380,3 +380,141 @@ async fn the_lease_holder_expires_sessions_on_every_shard_at_their_deadlines() {
     g1.stop().await;
     g2.stop().await;
 }
+
+/// Known failing, kept to reproduce it: run alone it passes (replica promoted
+/// after 2.2–2.7 s, every client updated and `/ready` back 2.2–4.1 s after
+/// the kill, the expiries due 6 s after it applied on time), but beside the
+/// other cluster tests the gateway's redis-rs cluster connection starts a
+/// slot refresh that never completes and every command on it then times
+/// out (DESIGN §7). `cargo test -p synckairos-fanout-gateway --test cluster
+/// -- --ignored` runs it.
+#[ignore = "redis-rs cluster connection hangs in a slot refresh after a failover (DESIGN §7)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_carries_on_after_its_subscribers_primary_is_killed() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let cluster = RedisCluster::start();
+    let e = engine(&cluster).await;
+    // The subscriber links to the first seed: a primary.
+    let sessions = sessions_on_every_shard(20);
+    let victim = primary_of(&cluster, &sessions[0]);
+    let mut seeds = vec![format!("redis://127.0.0.1:{victim}/")];
+    seeds.extend(
+        cluster
+            .seed_urls()
+            .into_iter()
+            .filter(|s| !s.contains(&format!(":{victim}/"))),
+    );
+    let gw = Gateway::start(&seeds).await;
+    let mut sockets = Vec::new();
+    let mut versions = Vec::new();
+    for sid in &sessions {
+        create(&e, sid, 600_000).await;
+        versions.push(exec(&e, sid, Command::Start).await.expect("start"));
+        sockets.push(gw.connect(sid).await);
+    }
+    let subscribers = pubsub_clients(victim);
+    assert!(
+        subscribers > 0,
+        "the gateway's subscriber is linked to {victim}"
+    );
+    let on_victim: Vec<usize> = (0..sessions.len())
+        .filter(|&i| primary_of(&cluster, &sessions[i]) == victim)
+        .collect();
+    assert!(!on_victim.is_empty());
+    // Sessions whose banks run out after the kill, on every shard.
+    let expiring = sessions_on_every_shard(21);
+    let mut expiring_ws = Vec::new();
+    for sid in &expiring {
+        create(&e, sid, 6_000).await;
+        expiring_ws.push(gw.connect(sid).await);
+    }
+    for sid in &expiring {
+        exec(&e, sid, Command::Start).await.expect("start");
+    }
+    let slot = cluster.slot_of(&SessionKeys::new(&sessions[on_victim[0]], 16).state);
+
+    let killed = Instant::now();
+    // /ready, watched from the kill: when it went down and came back.
+    let addr = gw.addr;
+    let readiness = tokio::spawn(async move {
+        let mut down = None;
+        while killed.elapsed() < Duration::from_secs(60) {
+            let ok = http(addr, "GET", "/ready", None)
+                .await
+                .is_ok_and(|r| r.contains("\"ready\""));
+            match (ok, down) {
+                (false, None) => down = Some(killed.elapsed()),
+                (true, Some(d)) => return (Some(d), killed.elapsed()),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        (down, killed.elapsed())
+    });
+    cluster.kill(victim);
+    let promoted = cluster.wait_for_failover(slot, victim, Duration::from_secs(30));
+    let failover = killed.elapsed();
+
+    // Later switches reach every client (after a resync, maybe).
+    let mut switch_errors = 0;
+    for (i, sid) in sessions.iter().enumerate() {
+        loop {
+            match exec(&e, sid, switch()).await {
+                Ok(v) => {
+                    versions[i] = v;
+                    break;
+                }
+                Err(_) => {
+                    switch_errors += 1;
+                    assert!(killed.elapsed() < Duration::from_secs(60), "switches fail");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        version_at_least(ws, versions[i], Duration::from_secs(20)).await;
+    }
+    let updates = killed.elapsed();
+    let (went_down, ready) = readiness.await.unwrap();
+    assert!(
+        gw.wait_ready(Duration::from_secs(5)).await.is_some(),
+        "/ready recovers"
+    );
+    // Every expiring session (some on the killed primary's slots) expires.
+    let mut last_expiry = Duration::ZERO;
+    for ws in expiring_ws.iter_mut() {
+        let at = until_expired(ws, Duration::from_secs(30)).await;
+        last_expiry = last_expiry.max(at - killed);
+    }
+    let resubscribed: usize = cluster.live_ports().into_iter().map(pubsub_clients).sum();
+    println!(
+        "failover of {victim} (the subscriber's node) -> {promoted}: replica promoted after {failover:?}; \
+         every client updated {updates:?} after the kill ({switch_errors} switch retries); \
+         /ready not ready from {went_down:?}, ready again {ready:?} after the kill; \
+         the last of {} expiries (deadlines ~6 s after start) applied {last_expiry:?} after the kill",
+        expiring.len()
+    );
+    assert!(resubscribed > 0, "the subscriber linked to another node");
+    gw.stop().await;
+}
+
+/// Pub/Sub clients connected to the node on `port`.
+fn pubsub_clients(port: u16) -> usize {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+        return 0;
+    };
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .unwrap_or_default();
+    list.lines().filter(|l| !l.trim().is_empty()).count()
+}
