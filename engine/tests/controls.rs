@@ -6,33 +6,16 @@
 
 mod common;
 
-use common::{body, cmd, create, state, uuid};
+use common::{at, body, cmd, create, state, switch, uuid};
 use serde_json::json;
 use synckairos_core::model::Reply;
-use synckairos_core::script::{CallOptions, ScriptReply, Settings};
-use synckairos_core::{Command, Request, Status, SyncState};
+use synckairos_core::script::Settings;
+use synckairos_core::{Command, Status, SyncState};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
 
 const T0: i64 = 1_800_000_000_000;
 const S: i64 = 1000;
-
-async fn at(e: &Engine, req: &Request, now_ms: i64) -> ScriptReply {
-    let opts = CallOptions {
-        now_ms: Some(now_ms),
-        idempotency_key: None,
-    };
-    e.execute(req, &opts).await.expect("execute")
-}
-
-fn switch(sid: &str) -> Request {
-    cmd(
-        sid,
-        Command::Switch {
-            next_participant_id: None,
-        },
-    )
-}
 
 /// (bank, periods_left, moves_left, stage) of a participant.
 type Face = (i64, Option<u32>, Option<u32>, Option<u32>);

@@ -6,34 +6,17 @@
 
 mod common;
 
-use common::{audit_after, body, cmd, conn, create, state, uuid};
+use common::{at, audit_after, body, cmd, conn, create, state, switch, uuid};
 use synckairos_core::audit::{AuditEvent, EventType};
 use synckairos_core::keys::SessionKeys;
 use synckairos_core::model::Reply;
-use synckairos_core::script::{CallOptions, ScriptReply, Settings};
-use synckairos_core::{Command, Request, Status};
+use synckairos_core::script::Settings;
+use synckairos_core::{Command, Status};
 use synckairos_engine::Engine;
 use synckairos_testkit::RedisServer;
 
 const T0: i64 = 1_800_000_000_000;
 const S: i64 = 1000;
-
-async fn at(e: &Engine, req: &Request, now_ms: i64) -> ScriptReply {
-    let opts = CallOptions {
-        now_ms: Some(now_ms),
-        idempotency_key: None,
-    };
-    e.execute(req, &opts).await.expect("execute")
-}
-
-fn switch(sid: &str) -> Request {
-    cmd(
-        sid,
-        Command::Switch {
-            next_participant_id: None,
-        },
-    )
-}
 
 struct Game {
     e: Engine,

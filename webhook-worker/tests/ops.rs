@@ -66,18 +66,7 @@ async fn the_binary_serves_delivers_and_stops_on_sigterm() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-            && http_get(port, "/ready").await.starts_with("HTTP/1.1 200");
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(port, &log).await;
     assert!(http_get(port, "/health").await.contains("\"ok\""));
     assert!(http_get(port, "/metrics").await.starts_with("HTTP/1.1 404"));
 

@@ -78,22 +78,7 @@ async fn the_binary_pushes_your_turn_and_low_time_to_the_right_device() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-            && http_get(port, "/ready").await.starts_with("HTTP/1.1 200");
-        if up {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(port, &log).await;
 
     // The start: white's turn. Half a second later the scheduler would fire
     // the warning; here the test is the scheduler.

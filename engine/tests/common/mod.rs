@@ -66,3 +66,22 @@ pub async fn conn(server: &synckairos_testkit::RedisServer) -> redis::aio::Multi
         .await
         .expect("conn")
 }
+
+/// `req` at Redis time `now_ms` (the scripts' test-only clock).
+pub async fn at(e: &synckairos_engine::Engine, req: &Request, now_ms: i64) -> ScriptReply {
+    let opts = synckairos_core::script::CallOptions {
+        now_ms: Some(now_ms),
+        idempotency_key: None,
+    };
+    e.execute(req, &opts).await.expect("execute")
+}
+
+/// A switch to whoever is next, on session `sid`.
+pub fn switch(sid: &str) -> Request {
+    cmd(
+        sid,
+        Command::Switch {
+            next_participant_id: None,
+        },
+    )
+}

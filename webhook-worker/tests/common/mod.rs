@@ -490,3 +490,24 @@ pub fn pct(sorted: &[i64], p: f64) -> i64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
+
+/// Waits until a process serving `/ready` on `port` answers 200 (30 s at
+/// most; `log` is shown on failure).
+pub async fn wait_ready(port: u16, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+            && http_get(port, "/ready").await.starts_with("HTTP/1.1 200");
+        if up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
