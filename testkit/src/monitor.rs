@@ -49,6 +49,9 @@ pub struct Counts {
     pub by_command: BTreeMap<String, u64>,
     /// Per client address (`"127.0.0.1:53122"`), then per command name.
     pub by_addr: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `EVALSHA` calls per script SHA1 (lower case hex): which script ran,
+    /// which `by_command` cannot tell apart from background scripts.
+    pub evalsha_by_sha: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -56,6 +59,14 @@ impl Counts {
     pub fn of(&self, command: &str) -> u64 {
         self.by_command
             .get(&command.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many `EVALSHA` calls ran the script whose SHA1 is `sha`.
+    pub fn evalsha_of(&self, sha: &str) -> u64 {
+        self.evalsha_by_sha
+            .get(&sha.to_ascii_lowercase())
             .copied()
             .unwrap_or(0)
     }
@@ -321,7 +332,20 @@ fn read_loop(mut reader: BufReader<TcpStream>, control_addr: &str, shared: &Shar
                     }
                 }
             }
-            Line { addr, command, .. } => state.counts.add(addr, &command),
+            Line {
+                addr,
+                command,
+                first_arg,
+            } => {
+                if let (true, Some(sha)) = (command == "evalsha", first_arg) {
+                    *state
+                        .counts
+                        .evalsha_by_sha
+                        .entry(sha.to_ascii_lowercase())
+                        .or_default() += 1;
+                }
+                state.counts.add(addr, &command);
+            }
         }
     };
     let mut state = shared.state.lock().expect("monitor state");

@@ -76,3 +76,27 @@ fn a_second_client_is_counted_apart() {
     per_client.sort();
     assert_eq!(per_client, vec![1, 3], "{counts}");
 }
+
+#[test]
+fn evalsha_is_counted_per_script() {
+    let server = RedisServer::start();
+    let mut con = server.client().get_connection().expect("connect");
+    let one = redis::Script::new("return 1");
+    let two = redis::Script::new("return 2");
+    let _: i64 = one.invoke(&mut con).expect("load one");
+    let _: i64 = two.invoke(&mut con).expect("load two");
+    let monitor = server.monitor();
+    for _ in 0..3 {
+        let _: i64 = one.invoke(&mut con).expect("one");
+    }
+    let _: i64 = two.invoke(&mut con).expect("two");
+    let counts = monitor.counts();
+    assert_eq!(counts.of("evalsha"), 4, "{counts}");
+    assert_eq!(counts.evalsha_of(one.get_hash()), 3, "{counts}");
+    assert_eq!(
+        counts.evalsha_of(&two.get_hash().to_uppercase()),
+        1,
+        "{counts}"
+    );
+    assert_eq!(counts.evalsha_of("0000"), 0, "{counts}");
+}
