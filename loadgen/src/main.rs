@@ -17,6 +17,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod scale;
 mod storm;
 mod ws;
 
@@ -35,6 +36,13 @@ enum Mode {
     /// connecting at once, as after a gateway restart: the time until every
     /// one holds its `STATE_SYNC` (see `--batch-size`, `--batch-wait`).
     ReconnectStorm,
+    /// The scale run on a Redis Cluster (`--redis-url redis+cluster://…`)
+    /// behind several native servers (`--gateway ws://a,ws://b,…`): Redis
+    /// bytes per session, watchers over every gateway, switches at `--rate`
+    /// while `--expiring-fraction` of the sessions run out, then the
+    /// maximum rate; Redis commands per process at rest and under load. See
+    /// `scale.rs`.
+    Scale,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,6 +161,23 @@ struct Args {
     /// exits non-zero.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+    /// The share of `--sessions` whose banks run out during the switch
+    /// phase (scale).
+    #[arg(long, default_value_t = 0.12)]
+    expiring_fraction: f64,
+    /// WebSocket watchers, two per watched session (scale).
+    #[arg(long, default_value_t = 10_200)]
+    watchers: usize,
+    /// The `MONITOR` windows that count Redis commands per process (scale).
+    #[arg(long, default_value_t = 10)]
+    window_secs: u64,
+    /// The closed-loop phase that finds the maximum switch rate (scale).
+    #[arg(long, default_value_t = 15)]
+    max_secs: u64,
+    /// A process whose Redis commands are counted, `name=pid` (scale;
+    /// repeatable).
+    #[arg(long)]
+    process: Vec<String>,
 }
 
 impl Args {
@@ -160,6 +185,7 @@ impl Args {
     fn sessions(&self) -> usize {
         self.sessions.unwrap_or(match self.mode {
             Mode::ReconnectStorm => 100,
+            Mode::Scale => 50_000,
             _ => 1000,
         })
     }
@@ -288,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::WsIdle => Some(ws::idle(&args, client.clone(), run).await?),
         Mode::Expiry => Some(ws::expiry(&args, client.clone(), run).await?),
         Mode::ReconnectStorm => Some(storm::run(&args, client.clone(), run, nofile).await?),
+        Mode::Scale => Some(scale::run(&args, client.clone(), run).await?),
     };
     if let Some(r) = report {
         println!("{r}");

@@ -276,7 +276,10 @@ pub async fn fanout(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Val
 
 /// The gateway's expiry-lag histogram: cumulative `(le_ms, count)` and the
 /// total.
-async fn lag_buckets(http: &reqwest::Client, url: &str) -> anyhow::Result<(Vec<(f64, u64)>, u64)> {
+pub(crate) async fn lag_buckets(
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<(Vec<(f64, u64)>, u64)> {
     let text = http.get(url).send().await?.text().await?;
     let (mut buckets, mut count) = (Vec::new(), 0u64);
     for line in text.lines() {
