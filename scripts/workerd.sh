@@ -23,6 +23,9 @@
 # The general per-IP limit is Cloudflare's Rate Limiting binding in
 # production; here the binding IP_RATE_LIMITER is edge-worker/local/ratelimit.js,
 # a stand-in with the same call shape (IP_RATE_LIMIT=0 leaves it out).
+# The Analytics Engine binding ANALYTICS is edge-worker/local/analytics.js, a
+# stand-in that prints each data point as a JSON line on workerd's output
+# (ANALYTICS_DATASET, default synckairos_edge, names its dataset).
 # workerd runs in the foreground (exec), so its pid is this script's pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,12 +66,18 @@ names=(UPSTASH_REDIS_REST_URL UPSTASH_REDIS_REST_TOKEN UPSTASH_TIMEOUT_MS UPSTAS
 bindings=$(for n in "${names[@]}"; do
   if [ -n "${!n:-}" ]; then printf '    (name = "%s", fromEnvironment = "%s"),\n' "$n" "$n"; fi
 done)
-limiter="" extension=""
+dataset=${ANALYTICS_DATASET:-synckairos_edge}
+case "$dataset" in *[!a-z0-9_]*) echo "ANALYTICS_DATASET is [a-z0-9_]+" >&2; exit 2 ;; esac
+limiter="    (name = \"ANALYTICS\", wrapped = (moduleName = \"synckairos-local:analytics\",
+      innerBindings = [(name = \"dataset\", text = \"$dataset\")])),"
+modules="(name = \"synckairos-local:analytics\", esModule = embed \"../local/analytics.js\", internal = true)"
 if [ "$IP_RATE_LIMIT" != 0 ]; then
-  limiter="    (name = \"IP_RATE_LIMITER\", wrapped = (moduleName = \"synckairos-local:ratelimit\",
+  limiter="$limiter
+    (name = \"IP_RATE_LIMITER\", wrapped = (moduleName = \"synckairos-local:ratelimit\",
       innerBindings = [(name = \"limit\", json = \"$IP_RATE_LIMIT\"), (name = \"period\", json = \"$IP_RATE_PERIOD_SECONDS\")])),"
-  extension="  extensions = [(modules = [(name = \"synckairos-local:ratelimit\", esModule = embed \"../local/ratelimit.js\", internal = true)])],"
+  modules="$modules, (name = \"synckairos-local:ratelimit\", esModule = embed \"../local/ratelimit.js\", internal = true)"
 fi
+extension="  extensions = [(modules = [$modules])],"
 
 # Embedded paths are relative to the config file, so it lives beside them.
 conf="$out/workerd-$port.capnp" # one per port: parallel test stacks never share it

@@ -15,6 +15,20 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{AbortSignal, Headers, Request, RequestInit, Response, WorkerGlobalScope};
 
+thread_local! {
+    /// How long the last Upstash call waited, ms: set when a call ends,
+    /// taken by the `fetch` handler right after `handle` returns. Exact per
+    /// request although an isolate interleaves requests, because a request
+    /// makes at most one call and nothing after it awaits: the call's end and
+    /// the handler's read run in one poll, with no other request between.
+    static LAST_CALL_MS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes the duration of the Upstash call made since the last take, if any.
+pub fn take_last_call_ms() -> Option<f64> {
+    LAST_CALL_MS.with(std::cell::Cell::take)
+}
+
 /// `fetch` with a per-request timeout.
 pub struct FetchTransport {
     timeout: Duration,
@@ -78,6 +92,11 @@ impl FetchTransport {
 
 impl Transport for FetchTransport {
     async fn post(&self, req: HttpRequest) -> Result<HttpReply, UpstashError> {
-        self.exchange(req).await.map_err(|e| self.failed(e))
+        // Date.now() in a Worker advances across I/O, which is what this
+        // measures.
+        let started = js_sys::Date::now();
+        let reply = self.exchange(req).await.map_err(|e| self.failed(e));
+        LAST_CALL_MS.with(|c| c.set(Some(js_sys::Date::now() - started)));
+        reply
     }
 }

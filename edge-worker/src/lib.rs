@@ -15,6 +15,7 @@
 pub mod binding;
 pub mod config;
 pub mod fetch;
+pub mod observe;
 pub mod store;
 pub mod upstash;
 
@@ -46,8 +47,9 @@ fn build(env: &Env) -> App {
     store::app(config, |c| fetch::FetchTransport::new(c.upstash.timeout))
 }
 
-fn respond(r: ApiResponse) -> worker::Result<Response> {
+fn respond(r: ApiResponse, request_id: &str) -> worker::Result<Response> {
     let mut b = ResponseBuilder::new().with_status(r.status);
+    b = b.with_header("x-request-id", request_id)?;
     if !r.body.is_empty() {
         b = b.with_header("content-type", "application/json; charset=utf-8")?;
     }
@@ -76,11 +78,17 @@ pub fn is_loopback_host(host: Option<&str>) -> bool {
     }
 }
 
-/// The Worker's `fetch` handler: route, answer, log what went wrong inside.
+/// The Worker's `fetch` handler: route, answer, then one JSON log line and
+/// one Analytics Engine data point per request ([`observe`]).
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let started = js_sys::Date::now();
     let app = APP.with(|cell| Rc::clone(cell.get_or_init(|| Rc::new(build(&env)))));
     let headers = req.headers();
+    let request_id = observe::request_id(
+        headers.get("cf-ray").ok().flatten().as_deref(),
+        js_sys::Math::random,
+    );
     let header = |name: &str| headers.get(name).ok().flatten();
     let declared: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
     let (authorization, if_match, idempotency_key, origin, client_ip) = (
@@ -94,6 +102,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     // know (QUERY, PURGE, ...) as GET, which would answer it as a read.
     let method = req.inner().method();
     let path = req.path();
+    let mut body_error = None;
     let read = if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
         Ok(Vec::new())
     } else if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
@@ -101,8 +110,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     } else {
         // A body that fails to read is refused, never taken as empty.
         req.bytes().await.map_err(|e| {
-            let path = synckairos_core::api::loggable_path(&path);
-            worker::console_error!("{method} {path}: reading the body: {e}");
+            body_error = Some(format!("reading the body: {e}"));
             Body::Unreadable
         })
     };
@@ -125,11 +133,36 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         Some(limiter) => app.handle(&incoming, &limiter).await,
         None => app.handle(&incoming, &Unlimited).await,
     };
-    if let Some(error) = &handled.error {
-        let path = synckairos_core::api::loggable_path(&path);
-        worker::console_error!("{method} {path}: {error}");
+    // Right after `handle`, with no await between (see fetch.rs).
+    let upstash_ms = fetch::take_last_call_ms();
+    let code = (handled.response.status >= 400)
+        .then(|| observe::error_code(&handled.response.body))
+        .flatten();
+    let error = match (&body_error, &handled.error) {
+        (Some(b), Some(h)) => Some(format!("{b}; {h}")),
+        (b, h) => b.clone().or_else(|| h.clone()),
+    };
+    let record = observe::RequestRecord {
+        request_id: &request_id,
+        method: &method,
+        route: observe::route_label(&method, &path),
+        status: handled.response.status,
+        code: code.as_deref(),
+        latency_ms: js_sys::Date::now() - started,
+        upstash_ms,
+        error: error.as_deref(),
+    };
+    worker::console_log!("{}", record.log_line());
+    if let Some(analytics) = observe::AnalyticsBinding::from_env(&env, observe::ANALYTICS) {
+        if let Err(e) = analytics.write(&record.data_point()) {
+            worker::console_error!(
+                "{}",
+                serde_json::json!({"level": "error", "msg": "analytics engine write failed",
+                    "request_id": request_id, "error": e})
+            );
+        }
     }
-    respond(handled.response)
+    respond(handled.response, &request_id)
 }
 
 #[cfg(test)]
