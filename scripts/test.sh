@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs what is missing (redis-server,
-# postgresql, the wasm target, the edge worker's pinned tools); the tests start
+# postgresql, the wasm target, the edge worker's pinned tools, promtool); the tests start
 # their own redis-server processes on free ports, the end-to-end tests the
 # built worker under workerd in front of them, and the audit tests a fresh
 # PostgreSQL database each (one of them a PostgreSQL server of its own).
@@ -29,6 +29,8 @@ log "wrangler deploy --dry-run of every deployable configuration (offline)"
 scripts/deploy-dry-run.sh
 log "deployment manifests (Kubernetes schemas offline, Fly configs)"
 scripts/check-deploy.sh
+log "operations: alert rules (promtool check and unit tests), dashboards and runbook against a live scrape"
+scripts/check-ops.sh
 log "contract: schemathesis against the native server and the worker (docs/API.md, Contract checks)"
 scripts/schemathesis.sh
 log "tests"

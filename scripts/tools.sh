@@ -9,6 +9,10 @@
 #   SK_TOOLS=node . scripts/tools.sh
 #                          only Node >= 22 (the SDK and the web example need
 #                          no wasm toolchain), then exports the env below
+#   SK_TOOLS=promtool . scripts/tools.sh
+#                          only promtool (scripts/check-ops.sh: the alert rules'
+#                          checks and unit tests), from Debian's prometheus
+#                          package at the pinned version
 #
 # Exported: WASM_BINDGEN_BIN, WASM_OPT_BIN, ESBUILD_BIN (worker-build downloads
 # whatever these do not name, and it never looks on PATH), WORKER_BUILD_BIN,
@@ -22,11 +26,15 @@
 #                folder survives between CI runs like the cargo target dir)
 #   Node 22      .tools/node (repo-local, gitignored) when the system node is older
 #   wrangler, workerd, esbuild, binaryen   node_modules/ (pinned in package.json)
+#   promtool     /usr/bin (Debian's prometheus package; as root or with sudo)
 
 # --- pins ------------------------------------------------------------------
 SK_WORKER_BUILD_VERSION=0.8.7
 SK_NODE_VERSION=22.23.3 # npm package node-linux-<arch>; wrangler 4.x needs >= 22.12
 SK_NODE_MIN=22.12.0
+# promtool: Debian's prometheus package, this upstream version (any Debian
+# revision of it: a point release replaces the older one in the archive).
+SK_PROMETHEUS_VERSION=2.42.0
 # wasm-bindgen-cli: exactly the wasm-bindgen of Cargo.lock (read below).
 # wrangler and binaryen: exact versions in package.json / package-lock.json.
 
@@ -124,6 +132,27 @@ _sk_install_node() {
   fi
 }
 
+# promtool at SK_PROMETHEUS_VERSION, from Debian's prometheus package (the
+# server it also ships is not wanted: a service the package started is
+# stopped and disabled again).
+_sk_install_promtool() {
+  set -euo pipefail
+  . "$_sk_root/scripts/lib.sh"
+  if command -v promtool >/dev/null &&
+    promtool --version 2>&1 | head -n 1 | grep -q "version $SK_PROMETHEUS_VERSION+"; then
+    return 0
+  fi
+  log "installing promtool (Debian's prometheus $SK_PROMETHEUS_VERSION)"
+  apt_install --no-install-recommends "prometheus=$SK_PROMETHEUS_VERSION+*"
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  promtool --version 2>&1 | head -n 1 | grep -q "version $SK_PROMETHEUS_VERSION+" || {
+    log "promtool is not at version $SK_PROMETHEUS_VERSION: $(promtool --version 2>&1 | head -n 1)"
+    return 1
+  }
+}
+
 # PATH with Node >= 22.12 first (and the repo's node_modules/.bin).
 _sk_env_node() {
   local arch
@@ -184,7 +213,10 @@ _sk_print_env() {
   done
 }
 
-if [ "${SK_TOOLS:-all}" = node ]; then
+if [ "${SK_TOOLS:-all}" = promtool ]; then
+  # Only promtool (scripts/check-ops.sh); nothing to export.
+  (_sk_install_promtool)
+elif [ "${SK_TOOLS:-all}" = node ]; then
   # Only Node (scripts that need no wasm toolchain): install, then export
   # PATH and the quiet npm settings.
   (_sk_install_node) && _sk_export_env

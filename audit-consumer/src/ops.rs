@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +42,9 @@ pub trait Probe: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = redis::RedisResult<()>> + Send;
     /// The Prometheus text of `/metrics` (gauges read now).
     fn render(&self) -> impl Future<Output = String> + Send;
+    /// The name of the gauge that `/metrics` appends: 1 when `/ready`
+    /// would answer ready, 0 when not (the same check, run when scraped).
+    fn ready_metric(&self) -> &'static str;
 }
 
 impl Probe for State {
@@ -54,6 +58,10 @@ impl Probe for State {
 
     fn render(&self) -> impl Future<Output = String> + Send {
         metrics(self)
+    }
+
+    fn ready_metric(&self) -> &'static str {
+        "synckairos_audit_ready"
     }
 }
 
@@ -105,27 +113,38 @@ async fn not_found() -> Response {
 }
 
 async fn ready<P: Probe>(AxState(s): AxState<P>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "error": why})),
+        )
+            .into_response(),
+    }
+}
+
+/// What `/ready` answers: ready when PostgreSQL and Redis both answer
+/// within 2 s.
+async fn readiness<P: Probe>(s: &P) -> Result<(), &'static str> {
     let t = Duration::from_secs(2);
     let pg = tokio::time::timeout(t, sqlx::query("SELECT 1").execute(s.pool())).await;
     let rd = tokio::time::timeout(t, s.ping()).await;
-    let why = match (pg, rd) {
-        (Ok(Ok(_)), Ok(Ok(_))) => return Json(json!({"status": "ready"})).into_response(),
-        (Ok(Ok(_)), _) => "redis unreachable",
-        _ => "postgres unreachable",
-    };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "not_ready", "error": why})),
-    )
-        .into_response()
+    match (pg, rd) {
+        (Ok(Ok(_)), Ok(Ok(_))) => Ok(()),
+        (Ok(Ok(_)), _) => Err("redis unreachable"),
+        _ => Err("postgres unreachable"),
+    }
 }
 
 async fn render<P: Probe>(AxState(s): AxState<P>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.render().await,
-    )
-        .into_response()
+    let (mut text, ready) = tokio::join!(s.render(), readiness(&s));
+    let name = s.ready_metric();
+    let _ = writeln!(
+        text,
+        "# HELP {name} 1 when /ready answers ready (PostgreSQL and Redis answer), 0 when not.\n# TYPE {name} gauge\n{name} {}",
+        u8::from(ready.is_ok())
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn metrics(s: &State) -> String {

@@ -204,6 +204,11 @@ async fn postgres_stopped_for_10_s_under_load_loses_nothing() {
         ready.starts_with("HTTP/1.1 503"),
         "not ready while postgres is down: {ready}"
     );
+    assert_eq!(
+        p.metric("synckairos_audit_ready").await,
+        0.0,
+        "the readiness gauge (alerts.yml) says the same"
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     pg.start_again();
     let expected = load.await.unwrap();
@@ -216,6 +221,7 @@ async fn postgres_stopped_for_10_s_under_load_loses_nothing() {
     );
     let ready = http_get(p.port, "/ready").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "ready again: {ready}");
+    assert_eq!(p.metric("synckairos_audit_ready").await, 1.0);
     assert!(p.term().success());
     s.assert_exactly(&expected).await;
 }

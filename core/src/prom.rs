@@ -53,12 +53,36 @@ impl Histogram {
     /// and the count as `name`.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// Appends the buckets, the sum and the count as `name` with `labels`
+    /// (`key="value"` pairs joined by commas, or empty) on every line, and
+    /// no `# HELP`/`# TYPE`: one of several series of a labelled histogram,
+    /// whose header the caller writes once.
+    ///
+    /// ```
+    /// use synckairos_core::prom::Histogram;
+    /// static MS: &[f64] = &[1.0];
+    /// let h = Histogram::new(MS, 1000.0);
+    /// h.observe(0.5);
+    /// let mut out = String::new();
+    /// h.render_series(&mut out, "lag_seconds", "route=\"/a\"");
+    /// assert!(out.contains("lag_seconds_bucket{route=\"/a\",le=\"0.001\"} 1\n"));
+    /// assert!(out.contains("lag_seconds_count{route=\"/a\"} 1\n"));
+    /// ```
+    pub fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        let (bucket_prefix, braced) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.load(Relaxed);
             let _ = writeln!(
                 out,
-                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                "{name}_bucket{{{bucket_prefix}le=\"{}\"}} {cumulative}",
                 b / self.divisor
             );
         }
@@ -66,7 +90,7 @@ impl Histogram {
         let sum = self.sum_micro.load(Relaxed) as f64 / 1e6 / self.divisor;
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"+Inf\"}} {n}\n{name}_sum {sum}\n{name}_count {n}"
+            "{name}_bucket{{{bucket_prefix}le=\"+Inf\"}} {n}\n{name}_sum{braced} {sum}\n{name}_count{braced} {n}"
         );
     }
 }

@@ -352,21 +352,30 @@ async fn ws(
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    match readiness(&shared).await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(why) => not_ready(why),
+    }
+}
+
+/// What `/ready` answers (and `synckairos_gateway_ready` reports): ready
+/// when the subscriber is linked and Redis answers.
+async fn readiness(shared: &Shared) -> Result<(), &'static str> {
     let linked = shared.hub.linked.load(Relaxed);
     // A clock sample (every lease renewal is one) that recent proves Redis
     // answers: a probe then costs Redis nothing.
     let fresh = expiry::RENEW_EVERY * 2;
     if linked && shared.clock.last_sample_age().is_some_and(|a| a < fresh) {
-        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+        return Ok(());
     }
     let mut conn = shared.engine.connection();
     let ping = tokio::time::timeout(Duration::from_secs(2), probe(&mut conn))
         .await
         .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))));
     match (ping, linked) {
-        (Ok(_), true) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        (Err(_), _) => not_ready("redis unreachable"),
-        (Ok(_), false) => not_ready("not subscribed"),
+        (Ok(_), true) => Ok(()),
+        (Err(_), _) => Err("redis unreachable"),
+        (Ok(_), false) => Err("not subscribed"),
     }
 }
 
@@ -394,6 +403,12 @@ fn not_ready(why: &str) -> Response {
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    // The link and readiness gauges are read when scraped.
+    let m = &shared.metrics;
+    m.redis_connected
+        .store(shared.hub.linked.load(Relaxed).into(), Relaxed);
+    m.ready
+        .store(readiness(&shared).await.is_ok().into(), Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),

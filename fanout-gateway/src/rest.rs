@@ -224,10 +224,24 @@ pub(crate) async fn handle(
     if let Some(error) = &handled.error {
         tracing::error!(method = %parts.method, path = %synckairos_core::api::loggable_path(parts.uri.path()), status = r.status, error = %error, "request failed");
     }
-    shared
-        .metrics
-        .rest_latency
-        .observe(started.elapsed().as_secs_f64() * 1000.0);
+    let method = match parts.method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
+    let route =
+        synckairos_core::api::route(method, parts.uri.path()).map_or("unmatched", |r| r.pattern());
+    shared.metrics.rest.observe(
+        method,
+        route,
+        r.status,
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
     let mut response = if r.body.is_empty() {
         StatusCode::from_u16(r.status)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

@@ -472,6 +472,61 @@ async fn clients_are_resynced_after_redis_restarts() {
     gw.stop().await;
 }
 
+/// The series the alert rules watch (deploy/prometheus/alerts.yml): REST
+/// requests by route and status, and the Redis link and readiness gauges,
+/// which drop to 0 while Redis is gone and come back with it.
+#[tokio::test]
+async fn the_scrape_reports_rest_statuses_the_redis_link_and_readiness() {
+    let mut redis = RedisServer::start();
+    let gw = Gateway::start(&redis, &[("REST_API", "on")]).await;
+    let scrape = || async { reqwest_like_get(gw.metrics, "/metrics").await.unwrap() };
+    let r = reqwest_like_get(gw.addr, &format!("/v1/sessions/{}", uuid(11)))
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let r = reqwest_like_get(gw.addr, "/elsewhere").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let m = scrape().await;
+    for line in [
+        "synckairos_gateway_rest_requests_total{method=\"GET\",route=\"/v1/sessions/:id\",code=\"404\"} 1\n",
+        "synckairos_gateway_rest_requests_total{method=\"GET\",route=\"unmatched\",code=\"404\"} 1\n",
+        "synckairos_gateway_rest_duration_seconds_count{method=\"GET\",route=\"/v1/sessions/:id\"} 1\n",
+        "synckairos_gateway_redis_connected 1\n",
+        "synckairos_gateway_ready 1\n",
+        "synckairos_gateway_redis_reconnects_total 0\n",
+    ] {
+        assert!(m.contains(line), "{line} missing from:\n{m}");
+    }
+    redis.kill();
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = scrape().await;
+        if m.contains("synckairos_gateway_redis_connected 0\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(m.contains("synckairos_gateway_redis_connected 0\n"), "{m}");
+    assert!(m.contains("synckairos_gateway_ready 0\n"), "{m}");
+    let r = reqwest_like_get(gw.addr, "/ready").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    redis.restart();
+    for _ in 0..200 {
+        m = scrape().await;
+        if m.contains("synckairos_gateway_ready 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(m.contains("synckairos_gateway_ready 1\n"), "{m}");
+    assert!(m.contains("synckairos_gateway_redis_connected 1\n"), "{m}");
+    assert!(
+        m.contains("synckairos_gateway_redis_reconnects_total 1\n"),
+        "{m}"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_closes_clients_with_1012() {
     let redis = RedisServer::start();

@@ -205,22 +205,7 @@ fn labelled(
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for e in endpoints {
-        let mut one = String::new();
-        h(e).render(&mut one, name, help);
-        let label = format!("endpoint=\"{}\"", e.id);
-        for line in one.lines().filter(|l| !l.starts_with('#')) {
-            let line = if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) {
-                format!("{name}_bucket{{{label},{rest}")
-            } else if let Some(rest) = line.strip_prefix(&format!("{name}_sum ")) {
-                format!("{name}_sum{{{label}}} {rest}")
-            } else if let Some(rest) = line.strip_prefix(&format!("{name}_count ")) {
-                format!("{name}_count{{{label}}} {rest}")
-            } else {
-                line.to_string()
-            };
-            out.push_str(&line);
-            out.push('\n');
-        }
+        h(e).render_series(out, name, &format!("endpoint=\"{}\"", e.id));
     }
 }
 

@@ -37,6 +37,10 @@ impl Probe for State {
     fn render(&self) -> impl Future<Output = String> + Send {
         metrics(self)
     }
+
+    fn ready_metric(&self) -> &'static str {
+        "synckairos_webhook_ready"
+    }
 }
 
 async fn metrics(s: &State) -> String {

@@ -106,6 +106,7 @@ async fn the_binary_serves_delivers_and_stops_on_sigterm() {
         m.contains("synckairos_webhook_ingest_ignored_total 2"),
         "{m}"
     );
+    assert!(m.contains("synckairos_webhook_ready 1\n"), "{m}");
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
