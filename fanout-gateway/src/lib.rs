@@ -394,6 +394,8 @@ fn not_ready(why: &str) -> Response {
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    let rebuilds = shared.engine.connection().rebuilds();
+    shared.metrics.redis_rebuilds.store(rebuilds, Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),

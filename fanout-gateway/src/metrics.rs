@@ -25,6 +25,9 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// Redis subscriber (re)connections.
     pub redis_reconnects: AtomicU64,
+    /// Times the engine's cluster connection was rebuilt after it stopped
+    /// answering (read from the engine when rendered).
+    pub redis_rebuilds: AtomicU64,
     /// Expired transitions this gateway applied.
     pub expired: AtomicU64,
     /// 1 while this gateway holds the expiry lease (runs the scheduler).
@@ -55,6 +58,7 @@ impl Default for Metrics {
             dropped_heartbeat: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
+            redis_rebuilds: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             expiry_leader: AtomicI64::new(0),
             syncs_from_memory: AtomicU64::new(0),
@@ -124,6 +128,12 @@ impl Metrics {
             "counter",
             "Redis subscriber reconnections.",
             self.redis_reconnects.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_redis_rebuilds_total",
+            "counter",
+            "Redis Cluster connection rebuilds after a run of commands without an answer.",
+            self.redis_rebuilds.load(Relaxed).to_string(),
         );
         one(
             "synckairos_gateway_expired_total",
