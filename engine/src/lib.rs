@@ -7,13 +7,15 @@
 //! the same scripts over Upstash's REST API.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod fixtures;
 pub mod target;
 
 pub use target::{RedisTarget, TargetError};
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use synckairos_core::devices::{self, DeviceOp, DeviceReply};
 use synckairos_core::keys::SessionKeys;
@@ -54,39 +56,22 @@ fn connection_config() -> redis::aio::ConnectionManagerConfig {
         .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
 }
 
-/// How the cluster connection retries. A command whose node is gone (a
-/// primary killed, its replica not promoted yet) is retried up to 6 times,
-/// 100 ms to 1 s apart, refreshing the slot map, so it rides out a failover
-/// of a few seconds (`cluster-node-timeout` plus the election) instead of
-/// failing; each connection attempt and reply is given 1 s.
-///
-/// A retry after a lost connection may run a script a second time if the
-/// first run reached the old primary: at-least-once, like any client retry.
-/// A command sent with its expected version or an `Idempotency-Key` is then
-/// refused or answered as the first time; a script's writes stay atomic
-/// either way.
-fn cluster_client(seeds: &[String]) -> Result<redis::cluster::ClusterClient, RedisError> {
-    redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
-        .retries(6)
-        .min_retry_wait(100)
-        .max_retry_wait(1000)
-        .connection_timeout(std::time::Duration::from_secs(1))
-        .response_timeout(std::time::Duration::from_secs(1))
-        .build()
-}
-
 /// The engine's connection to Redis: one server's [`ConnectionManager`], or a
 /// Redis Cluster connection that routes each command to the primary of its
 /// first key's slot (`EVALSHA`/`EVAL` by `KEYS[1]`, `GET` by its key) and a
 /// keyless one (`TIME`, `PING`) to any node. Cheap to clone; it reconnects by
 /// itself either way, and any `query_async` runs on it.
+///
+/// On a cluster every command is bounded ([`cluster::COMMAND_TIMEOUT`]) and
+/// watched: after a run of commands without an answer the connection is
+/// rebuilt, and every clone uses the new one (see [`cluster`]).
 #[derive(Clone)]
 pub struct RedisConnection(Conn);
 
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<cluster::Cluster>),
 }
 
 impl RedisConnection {
@@ -98,7 +83,7 @@ impl RedisConnection {
                 Conn::Single(ConnectionManager::new_with_config(client, connection_config()).await?)
             }
             RedisTarget::Cluster(seeds) => {
-                Conn::Cluster(cluster_client(seeds)?.get_async_connection().await?)
+                Conn::Cluster(Arc::new(cluster::Cluster::connect(seeds).await?))
             }
         }))
     }
@@ -107,13 +92,28 @@ impl RedisConnection {
     pub fn is_cluster(&self) -> bool {
         matches!(self.0, Conn::Cluster(_))
     }
+
+    /// How many times the watchdog has replaced the cluster connection
+    /// (always 0 on one server).
+    pub fn rebuilds(&self) -> u64 {
+        match &self.0 {
+            Conn::Single(_) => 0,
+            Conn::Cluster(c) => c.rebuilds(),
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => {
+                let c = Arc::clone(c);
+                Box::pin(async move {
+                    c.run(|mut conn| async move { conn.req_packed_command(cmd).await })
+                        .await
+                })
+            }
         }
     }
 
@@ -125,20 +125,29 @@ impl redis::aio::ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => {
+                let c = Arc::clone(c);
+                Box::pin(async move {
+                    c.run(|mut conn| async move {
+                        conn.req_packed_commands(cmd, offset, count).await
+                    })
+                    .await
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match &self.0 {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
         }
     }
 }
 
 /// A handle to the engine; cheap to clone (one multiplexed connection, or
-/// one cluster connection, that reconnects by itself).
+/// one cluster connection, that reconnects by itself and is rebuilt when it
+/// stops answering).
 #[derive(Clone)]
 pub struct Engine {
     conn: RedisConnection,

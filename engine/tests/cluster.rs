@@ -499,7 +499,9 @@ async fn failover_under_load_keeps_state_and_audit_in_agreement() {
     eprintln!(
         "failover: lost acknowledged commands: {lost_below} below the stored version, \
          {lost_replaced} acknowledged versions whose audit event holds another state \
-         (of {acked_before_kill_on_victim} acknowledged on the killed primary)"
+         (of {acked_before_kill_on_victim} acknowledged on the killed primary); \
+         cluster connection rebuilds: {}",
+        engine.connection().rebuilds()
     );
     assert!(lost_below <= acked_before_kill_on_victim);
     assert!(lost_replaced <= acked_before_kill_on_victim);

@@ -409,6 +409,8 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
         .store(shared.hub.linked.load(Relaxed).into(), Relaxed);
     m.ready
         .store(readiness(&shared).await.is_ok().into(), Relaxed);
+    m.redis_rebuilds
+        .store(shared.engine.connection().rebuilds(), Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),

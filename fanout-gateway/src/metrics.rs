@@ -37,6 +37,9 @@ pub struct Metrics {
     /// 1 when `/ready` would answer ready, 0 when not; evaluated (the same
     /// check) when scraped.
     pub ready: AtomicI64,
+    /// Times the engine's cluster connection was rebuilt after it stopped
+    /// answering (read from the engine when rendered).
+    pub redis_rebuilds: AtomicU64,
     /// Expired transitions this gateway applied.
     pub expired: AtomicU64,
     /// 1 while this gateway holds the expiry lease (runs the scheduler).
@@ -123,6 +126,7 @@ impl Default for Metrics {
             redis_reconnects: AtomicU64::new(0),
             redis_connected: AtomicI64::new(0),
             ready: AtomicI64::new(0),
+            redis_rebuilds: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             expiry_leader: AtomicI64::new(0),
             syncs_from_memory: AtomicU64::new(0),
@@ -204,6 +208,12 @@ impl Metrics {
             "gauge",
             "1 when /ready answers ready (Redis answers and the subscriber is linked), 0 when not.",
             self.ready.load(Relaxed).to_string(),
+        );
+        one(
+            "synckairos_gateway_redis_rebuilds_total",
+            "counter",
+            "Redis Cluster connection rebuilds after a run of commands without an answer.",
+            self.redis_rebuilds.load(Relaxed).to_string(),
         );
         one(
             "synckairos_gateway_expired_total",
