@@ -6,7 +6,7 @@ use synckairos_core::record;
 use synckairos_core::script::Settings;
 use synckairos_core::time::format_iso;
 use synckairos_core::SyncState;
-use synckairos_engine::{Engine, EngineError};
+use synckairos_engine::{Engine, EngineError, RedisTarget};
 
 /// Why a restore did not happen. Each has a stable code.
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +63,14 @@ impl RestoreError {
 /// session.
 pub async fn restore(
     pool: &PgPool,
-    redis_url: &str,
+    redis: &RedisTarget,
     settings: Settings,
     session_id: &str,
     actor: Option<&str>,
     created_at_ms: Option<i64>,
 ) -> Result<SyncState, RestoreError> {
     let sid = session_id.to_ascii_lowercase();
-    let engine = Engine::connect(redis_url, settings).await?;
+    let engine = Engine::connect_target(redis, settings).await?;
     if engine.get(&sid).await?.is_some() {
         return Err(RestoreError::StillExists(sid));
     }

@@ -10,25 +10,69 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8789";
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9092";
 
 /// Where the data lives (every subcommand). `Debug` shows the URLs redacted.
+///
+/// Redis is declared as every native service declares it
+/// ([`RedisTarget`](crate::RedisTarget)): `REDIS_URL` for one server, or
+/// `REDIS_CLUSTER_URLS` (or a `redis+cluster://h1:p,h2:p` `REDIS_URL`) for a
+/// Redis Cluster; the cluster list wins when both are set.
 #[derive(Args, Clone)]
 pub struct Connections {
     /// PostgreSQL, e.g. `postgres://user:pass@host/db?sslmode=require`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Redis (`redis://` or `rediss://` for Upstash's TLS endpoint).
+    /// One Redis server (`redis://`, or `rediss://` for Upstash's TLS
+    /// endpoint), or a cluster's seeds as `redis+cluster://h1:p,h2:p`.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: String,
+    pub redis_url: Option<String>,
+    /// A Redis Cluster's seed URLs, comma-separated
+    /// (`redis://h1:6379,redis://h2:6379`); wins over `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_URLS", hide_env_values = true)]
+    pub redis_cluster_urls: Option<String>,
     /// Shards of the key space: the edge worker's value.
     #[arg(long, env = "SHARDS", default_value_t = synckairos_core::keys::DEFAULT_SHARDS)]
     pub shards: u16,
 }
 
+impl Connections {
+    /// One server at `redis_url` (a `redis+cluster://` URL: a cluster).
+    pub fn new(database_url: &str, redis_url: &str, shards: u16) -> Connections {
+        Connections {
+            database_url: database_url.into(),
+            redis_url: Some(redis_url.into()),
+            redis_cluster_urls: None,
+            shards,
+        }
+    }
+
+    /// The Redis Cluster of `seeds`.
+    pub fn cluster(database_url: &str, seeds: &[String], shards: u16) -> Connections {
+        Connections {
+            database_url: database_url.into(),
+            redis_url: None,
+            redis_cluster_urls: Some(seeds.join(",")),
+            shards,
+        }
+    }
+
+    /// The Redis declared (an error names the variable, URLs redacted).
+    pub fn target(&self) -> Result<crate::RedisTarget, synckairos_engine::TargetError> {
+        crate::RedisTarget::from_vars(
+            self.redis_url.as_deref(),
+            self.redis_cluster_urls.as_deref(),
+        )
+    }
+}
+
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use synckairos_core::redact::redact_url;
+        let redis = match self.target() {
+            Ok(t) => t.to_string(),
+            Err(e) => e.to_string(),
+        };
         f.debug_struct("Connections")
             .field("database_url", &redact_url(&self.database_url))
-            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis", &redis)
             .field("shards", &self.shards)
             .finish()
     }
@@ -178,5 +222,38 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("BACKOFF"), "{e}");
         assert!(!hostname().is_empty());
+    }
+
+    #[test]
+    fn redis_is_one_server_or_a_cluster_and_never_shows_a_password() {
+        use crate::RedisTarget;
+        let one = Connections::new("postgres://h/db", "redis://:hunter2@r:6379/", 16);
+        assert_eq!(
+            one.target(),
+            Ok(RedisTarget::Single("redis://:hunter2@r:6379/".into()))
+        );
+        let seeds = [
+            "redis://:hunter2@a:7000".to_string(),
+            "redis://:hunter2@b:7001".into(),
+        ];
+        let cluster = Connections {
+            redis_url: Some("redis://single:6379/".into()),
+            ..Connections::cluster("postgres://h/db", &seeds, 16)
+        };
+        assert_eq!(cluster.target(), Ok(RedisTarget::Cluster(seeds.to_vec())));
+        for c in [&one, &cluster] {
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert!(format!("{cluster:?}").contains("cluster[redis://:[redacted]@a:7000"));
+        let none = Connections {
+            redis_url: None,
+            ..one
+        };
+        assert!(none
+            .target()
+            .unwrap_err()
+            .to_string()
+            .contains("REDIS_CLUSTER_URLS"));
     }
 }

@@ -14,10 +14,14 @@
 //! stream would give it a new id, and so a second row. The dead letter is
 //! deleted only after the transaction committed; one that still fails stays
 //! where it is, untouched, and the replay reports why.
+//!
+//! On a Redis Cluster each shard's dead letters live in its slot, with its
+//! audit stream: every command here names one key, and goes to that slot's
+//! primary.
 
+use crate::conn::RedisConn;
 use crate::db;
 use crate::event::{self, Entry};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use serde_json::json;
 use sqlx::PgPool;
@@ -118,7 +122,7 @@ fn from_reply(shard: u16, reply: StreamRangeReply) -> Vec<DeadLetter> {
 /// The dead letters of `shard` (or of every shard), oldest first per shard,
 /// at most `limit` in all.
 pub async fn list(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     shards: u16,
     shard: Option<u16>,
     limit: usize,
@@ -143,11 +147,7 @@ pub async fn list(
 }
 
 /// Reads one dead letter by name.
-pub async fn get(
-    conn: &ConnectionManager,
-    shard: u16,
-    id: &str,
-) -> redis::RedisResult<Option<DeadLetter>> {
+pub async fn get(conn: &RedisConn, shard: u16, id: &str) -> redis::RedisResult<Option<DeadLetter>> {
     let mut conn = conn.clone();
     let reply: StreamRangeReply = redis::cmd("XRANGE")
         .arg(keys::dead_letter_stream(shard))
@@ -198,7 +198,7 @@ pub enum ReplayError {
 /// Re-drives one dead letter: stores its original entry in PostgreSQL under
 /// its original event id, then deletes the dead letter.
 pub async fn replay(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     pool: &PgPool,
     dead: &DeadLetter,
 ) -> Result<Replayed, ReplayError> {

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod consumer;
 pub mod db;
 pub mod dlq;
@@ -21,6 +22,7 @@ pub mod service;
 pub mod stream;
 
 pub use config::{Connections, ConsumerConfig};
+pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{Consumer, StepError, StepOutcome};
 
 use anyhow::Context as _;
@@ -32,18 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use stream::Streams;
 
-/// A Redis connection that reconnects by itself (`redis://` or `rediss://`).
-pub async fn redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let shown = synckairos_core::redact::redact_url(url);
-    let client = redis::Client::open(url)
-        .with_context(|| format!("REDIS_URL {shown} is not a Redis URL"))?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(None);
-    redis::aio::ConnectionManager::new_with_config(client, cfg)
-        .await
-        .with_context(|| format!("connecting to Redis at {shown}"))
+/// A connection to the Redis of `url` that reconnects by itself: one
+/// server (`redis://`, `rediss://`), or a cluster
+/// (`redis+cluster://host1:port,host2:port`; see [`RedisTarget`]).
+pub async fn redis(url: &str) -> anyhow::Result<RedisConn> {
+    RedisConn::connect(&RedisTarget::parse(url)?).await
 }
 
 /// A consumer for `conns` with `cfg` (does not touch PostgreSQL yet).
@@ -53,10 +48,8 @@ pub async fn consumer(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Consumer> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let conn = redis(&conns.redis_url).await?;
-    let blocking = redis(&conns.redis_url).await?;
-    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name())
-        .with_blocking_connection(blocking);
+    let conn = RedisConn::connect(&conns.target()?).await?;
+    let streams = Streams::new(conn, conns.shards, &cfg.group, &cfg.name());
     let pool = db::pool(&conns.database_url, 4).with_context(|| {
         format!(
             "DATABASE_URL {} is not a PostgreSQL URL",

@@ -3,7 +3,9 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 use synckairos_audit_consumer::service::{self, connect_pg, shutdown_signal};
-use synckairos_audit_consumer::{cli, db, metrics::Metrics, Connections, ConsumerConfig};
+use synckairos_audit_consumer::{
+    cli, db, metrics::Metrics, Connections, ConsumerConfig, RedisConn,
+};
 
 /// The SyncKairos audit consumer: shard streams into PostgreSQL, and the
 /// operator's restore and timeline.
@@ -134,7 +136,7 @@ async fn dlq(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
             if let Err(code) = check_shard(shard, conns.shards) {
                 return Ok(code);
             }
-            let conn = synckairos_audit_consumer::redis(&conns.redis_url).await?;
+            let conn = RedisConn::connect(&conns.target()?).await?;
             for d in dlq::list(&conn, conns.shards, shard, limit)
                 .await
                 .context("reading the dead letters")?
@@ -161,7 +163,7 @@ async fn dlq(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
                     }
                 }
             }
-            let conn = synckairos_audit_consumer::redis(&conns.redis_url).await?;
+            let conn = RedisConn::connect(&conns.target()?).await?;
             let pool = connect_pg(&conns.database_url, db::pool).await?;
             if all {
                 targets = dlq::list(&conn, conns.shards, shard, i64::MAX as usize)
@@ -258,6 +260,8 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             migrate,
             shutdown_grace_ms,
         } => {
+            // Which Redis, before anything else is done.
+            conns.target()?;
             if migrate {
                 service::migrate(&conns.database_url, db::pool).await?;
             }
@@ -300,7 +304,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             };
             match cli::restore(
                 &pool,
-                &conns.redis_url,
+                &conns.target()?,
                 settings,
                 &sid,
                 Some(&actor),

@@ -179,7 +179,7 @@ async fn a_recreated_session_id_is_a_second_incarnation_that_collides_with_nothi
     let settings = settings();
     let first_again = cli::restore(
         &s.pool,
-        &s.redis.url(),
+        &s.target(),
         settings.clone(),
         &sid,
         None,
@@ -190,7 +190,7 @@ async fn a_recreated_session_id_is_a_second_incarnation_that_collides_with_nothi
         matches!(first_again, Err(RestoreError::Deleted { version: 5, .. })),
         "{first_again:?}"
     );
-    let st = cli::restore(&s.pool, &s.redis.url(), settings, &sid, None, None)
+    let st = cli::restore(&s.pool, &s.target(), settings, &sid, None, None)
         .await
         .expect("restored");
     assert_eq!((st.version, st.created_at.ms()), (4, second_created));

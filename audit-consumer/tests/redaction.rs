@@ -53,11 +53,11 @@ fn unreachable_databases_are_named_without_their_passwords() {
 
 #[test]
 fn debug_of_the_connections_hides_both_passwords() {
-    let conns = Connections {
-        database_url: format!("postgres://app:{PG_PASSWORD}@db:5432/audit"),
-        redis_url: format!("rediss://default:{REDIS_PASSWORD}@cache:6379"),
-        shards: 16,
-    };
+    let conns = Connections::new(
+        &format!("postgres://app:{PG_PASSWORD}@db:5432/audit"),
+        &format!("rediss://default:{REDIS_PASSWORD}@cache:6379"),
+        16,
+    );
     let shown = format!("{conns:?}");
     assert!(
         !shown.contains(PG_PASSWORD) && !shown.contains(REDIS_PASSWORD),

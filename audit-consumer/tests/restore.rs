@@ -53,7 +53,7 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
     let settings = settings();
     let err = cli::restore(
         &s.pool,
-        &s.redis.url(),
+        &s.target(),
         settings.clone(),
         &sid,
         Some("ops"),
@@ -76,7 +76,7 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
 
     let restored = cli::restore(
         &s.pool,
-        &s.redis.url(),
+        &s.target(),
         settings.clone(),
         &sid,
         Some("ops"),
@@ -109,7 +109,7 @@ async fn a_lost_session_is_restored_paused_and_play_continues() {
     assert_eq!(s.engine.get(&sid).await.unwrap().as_ref(), Some(&restored));
     let again = cli::restore(
         &s.pool,
-        &s.redis.url(),
+        &s.target(),
         settings.clone(),
         &sid,
         Some("ops"),
@@ -180,7 +180,7 @@ async fn restore_refuses_unknown_and_deleted_sessions() {
     let s = stack().await;
     let (mut c, _) = s.consumer("solo", ConsumerConfig::default()).await;
     let unknown = fixtures::uuid(0x7_1000);
-    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &unknown, None, None).await;
+    let r = cli::restore(&s.pool, &s.target(), settings(), &unknown, None, None).await;
     assert_eq!(r.unwrap_err().code(), "SESSION_NOT_FOUND");
 
     let sid = fixtures::uuid(0x7_1001);
@@ -196,7 +196,7 @@ async fn restore_refuses_unknown_and_deleted_sessions() {
         .unwrap();
     assert!(matches!(del.result, Ok(Reply::Deleted { existed: true })));
     drain(&mut c, &s, 2).await;
-    let r = cli::restore(&s.pool, &s.redis.url(), settings(), &sid, None, None).await;
+    let r = cli::restore(&s.pool, &s.target(), settings(), &sid, None, None).await;
     let e = r.unwrap_err();
     assert_eq!(e.code(), "SESSION_DELETED", "{e}");
 

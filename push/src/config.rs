@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use synckairos_audit_consumer::RedisTarget;
 
 /// What the push sender runs with.
 #[derive(Clone, Debug)]
 pub struct PushConfig {
-    /// `REDIS_URL`.
-    pub redis_url: String,
+    /// `REDIS_URL` (one server, or `redis+cluster://h1:p,h2:p`) or
+    /// `REDIS_CLUSTER_URLS` (a cluster's seeds; wins when both are set), as
+    /// every native service reads them ([`RedisTarget`]); a local server
+    /// when neither is set.
+    pub redis: RedisTarget,
     /// `SHARDS` (the deployment's; default 16).
     pub shards: u16,
     /// `PUSH_CONSUMER_NAME`: this consumer's name in the `push` group
@@ -50,7 +54,12 @@ impl PushConfig {
             }
         };
         Ok(PushConfig {
-            redis_url: get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis: {
+                let cluster = get("REDIS_CLUSTER_URLS");
+                let url = get("REDIS_URL")
+                    .or_else(|| cluster.is_none().then(|| "redis://127.0.0.1:6379".into()));
+                RedisTarget::from_vars(url.as_deref(), cluster.as_deref())?
+            },
             shards: number(
                 "SHARDS",
                 synckairos_core::keys::DEFAULT_SHARDS.into(),
@@ -85,6 +94,29 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_age, Duration::from_secs(60));
         assert_eq!((c.shards, c.batch), (16, 100));
+        assert_eq!(
+            c.redis,
+            RedisTarget::Single("redis://127.0.0.1:6379".into())
+        );
+        let c = PushConfig::from_lookup(|n| match n {
+            "FCM_SERVICE_ACCOUNT_FILE" => Some("/sa.json".into()),
+            "REDIS_URL" => Some("redis://single:6379".into()),
+            "REDIS_CLUSTER_URLS" => Some("redis://a:7000,redis://b:7001".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.redis,
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()])
+        );
+        let e = PushConfig::from_lookup(|n| match n {
+            "FCM_SERVICE_ACCOUNT_FILE" => Some("/sa.json".into()),
+            "REDIS_URL" => Some("http://:hunter2@h:1".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REDIS_URL") && !e.contains("hunter2"), "{e}");
         assert!(PushConfig::from_lookup(|_| None).is_err());
         assert!(PushConfig::from_lookup(|n| match n {
             "FCM_SERVICE_ACCOUNT_FILE" => Some("/sa.json".into()),

@@ -4,7 +4,9 @@
 //!
 //! Per batch: one pipelined `HGETALL` of the session's devices hash per
 //! entry that pushes, the sends side by side, one pipelined `HDEL` of the
-//! dead tokens, then one settle (`XACK` and the shared trim script). A push
+//! dead tokens, then one settle (`XACK` and the shared trim script). On a
+//! Redis Cluster each of those is one pipeline per shard, sent together
+//! (a devices hash shares its session's shard's slot). A push
 //! is worth something only briefly: an entry older than the max age when it
 //! is read sends nothing (`result="stale"`), and a send is retried at most
 //! until the max age. Delivery is at most once per device per entry, except
@@ -13,7 +15,6 @@
 use crate::config::PushConfig;
 use crate::fcm::{FcmClient, Outcome, Push, PushKind};
 use crate::metrics::{Metrics, SendResult};
-use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,25 +82,22 @@ fn now_ms() -> i64 {
 /// The push sender: one consumer of the `push` group.
 pub struct Pusher {
     streams: Streams,
-    conn: ConnectionManager,
     fcm: Arc<FcmClient>,
     cfg: PushConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Pusher {
-    /// A sender reading `streams` (of the `push` group), with `conn` for the
-    /// devices hashes, sending through `fcm`.
+    /// A sender reading `streams` (of the `push` group; the devices hashes
+    /// through their connection), sending through `fcm`.
     pub fn new(
         streams: Streams,
-        conn: ConnectionManager,
         fcm: Arc<FcmClient>,
         cfg: PushConfig,
         metrics: Arc<Metrics>,
     ) -> Pusher {
         Pusher {
             streams,
-            conn,
             fcm,
             cfg,
             metrics,
@@ -124,17 +122,21 @@ impl Pusher {
                 fresh.push(t);
             }
         }
-        let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, String)>> = if fresh.is_empty() {
-            Vec::new()
-        } else {
-            let mut pipe = redis::pipe();
-            for t in &fresh {
-                pipe.cmd("HGETALL")
-                    .arg(keys::devices(t.shard, &t.session_id));
-            }
-            pipe.query_async(&mut conn).await?
-        };
+        let conn = self.streams.conn();
+        let reads: Vec<(u16, redis::Cmd)> = fresh
+            .iter()
+            .map(|t| {
+                let mut x = redis::cmd("HGETALL");
+                x.arg(keys::devices(t.shard, &t.session_id));
+                (t.shard, x)
+            })
+            .collect();
+        let hashes = conn
+            .pipelined(&reads)
+            .await?
+            .into_iter()
+            .map(redis::from_redis_value::<Vec<(String, String)>>)
+            .collect::<Result<Vec<_>, _>>()?;
         let ttl_s = self.cfg.max_age.as_secs().max(1);
         let mut sends = Vec::new();
         for (t, hash) in fresh.iter().zip(&hashes) {
@@ -149,22 +151,23 @@ impl Pusher {
                 };
                 let fcm = self.fcm.clone();
                 let key = keys::devices(t.shard, &t.session_id);
+                let shard = t.shard;
                 sends.push(async move {
                     let outcome = fcm.send(&push, ttl_s, deadline).await;
-                    (key, d, outcome)
+                    (shard, key, d, outcome)
                 });
             }
         }
         let outcomes = futures::future::join_all(sends).await;
-        let mut dead = redis::pipe();
-        let mut dropped = 0;
+        let mut dead: Vec<(u16, redis::Cmd)> = Vec::new();
         let mut sent = 0;
-        for (key, device, outcome) in &outcomes {
+        for (shard, key, device, outcome) in &outcomes {
             match outcome {
                 Outcome::Sent => sent += 1,
                 Outcome::Unregistered => {
-                    dead.cmd("HDEL").arg(key).arg(device.field()).ignore();
-                    dropped += 1;
+                    let mut x = redis::cmd("HDEL");
+                    x.arg(key).arg(device.field());
+                    dead.push((*shard, x));
                 }
                 Outcome::Failed(why) => tracing::warn!(
                     participant_id = %device.participant_id,
@@ -174,9 +177,9 @@ impl Pusher {
                 ),
             }
         }
-        if dropped > 0 {
-            let _: () = dead.query_async(&mut conn).await?;
-            self.metrics.tokens_dropped(dropped);
+        if !dead.is_empty() {
+            conn.pipelined(&dead).await?;
+            self.metrics.tokens_dropped(dead.len() as u64);
         }
         let done: Vec<(u16, String)> = entries.iter().map(|e| (e.shard, e.id.clone())).collect();
         if !done.is_empty() {

@@ -26,10 +26,12 @@ pub use metrics::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use synckairos_audit_consumer::stream::Streams;
+use synckairos_audit_consumer::RedisConn;
 
 /// Builds the push sender of `cfg`: reads the service account, connects to
-/// Redis (one connection for commands, one for the blocking read) and
-/// creates the `push` group on every shard stream.
+/// Redis (one server or a cluster: commands on one connection, each
+/// blocking read on its own) and creates the `push` group on every shard
+/// stream.
 pub async fn pusher(cfg: PushConfig, metrics: Arc<Metrics>) -> anyhow::Result<Pusher> {
     let account = ServiceAccount::from_file(&cfg.service_account_file)?;
     let fcm = FcmClient::new(
@@ -38,12 +40,10 @@ pub async fn pusher(cfg: PushConfig, metrics: Arc<Metrics>) -> anyhow::Result<Pu
         cfg.token_margin,
         metrics.clone(),
     )?;
-    let conn = synckairos_audit_consumer::redis(&cfg.redis_url).await?;
-    let blocking = synckairos_audit_consumer::redis(&cfg.redis_url).await?;
-    let streams = Streams::new(conn.clone(), cfg.shards, GROUP, &cfg.consumer)
-        .with_blocking_connection(blocking);
+    let conn = RedisConn::connect(&cfg.redis).await?;
+    let streams = Streams::new(conn, cfg.shards, GROUP, &cfg.consumer);
     streams.ensure_groups().await?;
-    Ok(Pusher::new(streams, conn, Arc::new(fcm), cfg, metrics))
+    Ok(Pusher::new(streams, Arc::new(fcm), cfg, metrics))
 }
 
 /// Runs the push sender of `cfg` until `shutdown` resolves (the batch in

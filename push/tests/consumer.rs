@@ -19,7 +19,7 @@ use synckairos_testkit::RedisServer;
 
 fn cfg(server: &RedisServer, fake: &Fake, name: &str) -> PushConfig {
     PushConfig {
-        redis_url: server.url(),
+        redis: synckairos_engine::RedisTarget::Single(server.url()),
         shards: Settings::default().shards,
         consumer: "push-test".into(),
         service_account_file: fake.account_file(name),

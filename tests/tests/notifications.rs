@@ -69,11 +69,11 @@ async fn low_time_warnings_reach_a_webhook_on_time() {
         .expect("migrations");
 
     let (url, hits) = receiver().await;
-    let conns = Connections {
-        database_url: db.url().to_string(),
-        redis_url: stack.redis.url(),
-        shards: synckairos_core::keys::DEFAULT_SHARDS,
-    };
+    let conns = Connections::new(
+        db.url(),
+        &stack.redis.url(),
+        synckairos_core::keys::DEFAULT_SHARDS,
+    );
     // The audit consumer, as deployed: its group exists before any event.
     let audit_metrics = Arc::new(synckairos_audit_consumer::metrics::Metrics::default());
     let consumers = synckairos_audit_consumer::consumers(

@@ -14,11 +14,11 @@ use crate::metrics::Metrics;
 use crate::payload::WebhookEvent;
 use crate::queue::{self, Delivery};
 use crate::{dlq, guard};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use synckairos_audit_consumer::RedisConn;
 use tokio::sync::{watch, Notify, Semaphore};
 
 /// What every dispatcher of a process shares.
@@ -27,7 +27,7 @@ pub struct Shared {
     /// The queue.
     pub pool: PgPool,
     /// For the dead-letter stream.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// This process's name on its leases.
     pub me: String,
     /// The wait before each attempt (the first included).

@@ -7,19 +7,23 @@
 //! event id and so the same `webhook-id`) and then deletes the dead letter.
 //! Queuing is idempotent (`ON CONFLICT DO NOTHING`), so a replay interrupted
 //! between the two, or run twice, queues nothing twice.
+//!
+//! The stream is one key, not a shard's: on a Redis Cluster it lives in its
+//! own slot (whichever primary serves `sk:webhooks:dead`), and every
+//! command here goes there.
 
 use crate::queue::{self, Delivery};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use serde_json::json;
 use sqlx::PgPool;
+use synckairos_audit_consumer::RedisConn;
 
 /// The dead-letter stream.
 pub const DEAD_STREAM: &str = "sk:webhooks:dead";
 
 /// Appends a dead letter for `d` after `attempts` attempts.
 pub async fn add(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     d: &Delivery,
     attempts: usize,
     error: &str,
@@ -107,7 +111,7 @@ fn from_reply(reply: StreamRangeReply) -> Vec<DeadLetter> {
 
 /// Dead letters, oldest first, of `endpoint` (or all), at most `limit`.
 pub async fn list(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     endpoint: Option<&str>,
     limit: usize,
 ) -> redis::RedisResult<Vec<DeadLetter>> {
@@ -141,7 +145,7 @@ pub async fn list(
 }
 
 /// Reads one dead letter by id.
-pub async fn get(conn: &ConnectionManager, id: &str) -> redis::RedisResult<Option<DeadLetter>> {
+pub async fn get(conn: &RedisConn, id: &str) -> redis::RedisResult<Option<DeadLetter>> {
     let mut conn = conn.clone();
     let reply: StreamRangeReply = redis::cmd("XRANGE")
         .arg(DEAD_STREAM)
@@ -153,7 +157,7 @@ pub async fn get(conn: &ConnectionManager, id: &str) -> redis::RedisResult<Optio
 }
 
 /// Entries of the dead-letter stream.
-pub async fn count(conn: &ConnectionManager) -> redis::RedisResult<u64> {
+pub async fn count(conn: &RedisConn) -> redis::RedisResult<u64> {
     let mut conn = conn.clone();
     redis::cmd("XLEN")
         .arg(DEAD_STREAM)
@@ -194,7 +198,7 @@ pub use synckairos_audit_consumer::dlq::ReplayError;
 /// `endpoints`: the configured endpoint ids (a dead letter of another one
 /// stays where it is).
 pub async fn replay(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     pool: &PgPool,
     dead: &DeadLetter,
     endpoints: &[String],

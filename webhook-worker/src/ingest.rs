@@ -56,7 +56,6 @@ struct Batch {
 /// The ingest side of a worker.
 pub struct Ingest {
     intake: Intake,
-    redis: redis::aio::ConnectionManager,
     pool: PgPool,
     routes: Vec<Route>,
     metrics: Arc<Metrics>,
@@ -87,7 +86,6 @@ impl Ingest {
     /// into `pool`, for `routes`.
     pub fn new(
         streams: Streams,
-        redis: redis::aio::ConnectionManager,
         pool: PgPool,
         routes: Vec<Route>,
         metrics: Arc<Metrics>,
@@ -106,7 +104,6 @@ impl Ingest {
         );
         Ingest {
             intake,
-            redis,
             pool,
             routes,
             metrics,
@@ -245,14 +242,15 @@ impl Ingest {
         unknown.sort_unstable();
         unknown.dedup();
         if !unknown.is_empty() {
-            let mut pipe = redis::pipe();
-            for s in &unknown {
-                pipe.cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&self.streams().keys()[*s as usize]);
-            }
-            let mut conn = self.redis.clone();
-            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let cmds: Vec<(u16, redis::Cmd)> = unknown
+                .iter()
+                .map(|s| {
+                    let mut x = redis::cmd("XINFO");
+                    x.arg("GROUPS").arg(&self.streams().keys()[*s as usize]);
+                    (*s, x)
+                })
+                .collect();
+            let replies = self.streams().conn().pipelined(&cmds).await?;
             for (s, groups) in unknown.iter().zip(&replies) {
                 self.trim_ok[*s as usize] = has_group(groups, &required);
             }
@@ -262,16 +260,17 @@ impl Ingest {
             .cloned()
             .partition(|(s, _)| self.trim_ok[*s as usize]);
         if !keep.is_empty() {
-            let mut pipe = redis::pipe();
-            for (s, id) in &keep {
-                pipe.cmd("XACK")
-                    .arg(&self.streams().keys()[*s as usize])
-                    .arg(self.streams().group())
-                    .arg(id)
-                    .ignore();
-            }
-            let mut conn = self.redis.clone();
-            pipe.query_async::<()>(&mut conn).await?;
+            let cmds: Vec<(u16, redis::Cmd)> = keep
+                .iter()
+                .map(|(s, id)| {
+                    let mut x = redis::cmd("XACK");
+                    x.arg(&self.streams().keys()[*s as usize])
+                        .arg(self.streams().group())
+                        .arg(id);
+                    (*s, x)
+                })
+                .collect();
+            self.streams().conn().pipelined(&cmds).await?;
         }
         match trim.is_empty() {
             true => Ok(0),

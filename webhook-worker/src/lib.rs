@@ -29,7 +29,6 @@ pub use config::{Connections, Endpoint, WorkerConfig};
 
 use anyhow::Context as _;
 use metrics::Metrics;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,10 +36,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use synckairos_audit_consumer::service::{self, Backoff, Event};
 use synckairos_audit_consumer::stream::Streams;
+use synckairos_audit_consumer::RedisConn;
 use tokio::sync::{watch, Notify};
 
-/// A Redis connection that reconnects by itself (`redis://` or `rediss://`).
-pub async fn redis(url: &str) -> anyhow::Result<ConnectionManager> {
+/// A connection to the Redis of `url` that reconnects by itself: one
+/// server (`redis://`, `rediss://`) or a cluster (`redis+cluster://…`).
+pub async fn redis(url: &str) -> anyhow::Result<RedisConn> {
     synckairos_audit_consumer::redis(url).await
 }
 
@@ -58,7 +59,7 @@ pub fn pool(url: &str) -> anyhow::Result<PgPool> {
 pub struct Worker {
     ingest: ingest::Ingest,
     dispatchers: Vec<dispatch::Dispatcher>,
-    redis: ConnectionManager,
+    redis: RedisConn,
     pool: PgPool,
     metrics: Arc<Metrics>,
     with_ingest: bool,
@@ -75,12 +76,10 @@ pub async fn worker(
 ) -> anyhow::Result<Worker> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let schedule = cfg.schedule().map_err(anyhow::Error::msg)?;
-    let conn = redis(&conns.redis_url).await?;
-    let blocking = redis(&conns.redis_url).await?;
+    let conn = RedisConn::connect(&conns.target()?).await?;
     let pool = pool(&conns.database_url)?;
     let name = cfg.name();
-    let streams = Streams::new(conn.clone(), conns.shards, &cfg.group, &name)
-        .with_blocking_connection(blocking);
+    let streams = Streams::new(conn.clone(), conns.shards, &cfg.group, &name);
     let shared = dispatch::Shared {
         pool: pool.clone(),
         redis: conn.clone(),
@@ -102,14 +101,7 @@ pub async fn worker(
         });
         dispatchers.push(dispatch::Dispatcher::new(ep, shared.clone(), wake)?);
     }
-    let ingest = ingest::Ingest::new(
-        streams,
-        conn.clone(),
-        pool.clone(),
-        routes,
-        metrics.clone(),
-        cfg,
-    );
+    let ingest = ingest::Ingest::new(streams, pool.clone(), routes, metrics.clone(), cfg);
     Ok(Worker {
         ingest,
         dispatchers,

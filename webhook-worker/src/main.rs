@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 use synckairos_audit_consumer::service::{self, connect_pg, shutdown_signal};
+use synckairos_audit_consumer::RedisConn;
 use synckairos_webhook_worker::{dlq, metrics::Metrics, queue, Connections, WorkerConfig};
 
 /// The SyncKairos webhook worker: session events to HTTPS endpoints as
@@ -99,6 +100,8 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             migrate,
             shutdown_grace_ms,
         } => {
+            // Which Redis, before anything else is done.
+            conns.target()?;
             let endpoints = match worker.load_endpoints() {
                 Ok(e) => e,
                 Err(why) => {
@@ -180,7 +183,7 @@ async fn dlq_cmd(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
             endpoint,
             limit,
         } => {
-            let conn = synckairos_webhook_worker::redis(&conns.redis_url).await?;
+            let conn = RedisConn::connect(&conns.target()?).await?;
             for d in dlq::list(&conn, endpoint.as_deref(), limit)
                 .await
                 .context("reading the dead letters")?
@@ -206,7 +209,7 @@ async fn dlq_cmd(command: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
                 eprintln!("BAD_ID: {bad:?} is not a dead letter's id (<ms>-<seq>, as `dlq list` prints it)");
                 return Ok(std::process::ExitCode::from(2));
             }
-            let conn = synckairos_webhook_worker::redis(&conns.redis_url).await?;
+            let conn = RedisConn::connect(&conns.target()?).await?;
             let pool = connect_pg(&conns.database_url, queue::pool).await?;
             let targets: Vec<String> = if all {
                 dlq::list(&conn, endpoint.as_deref(), usize::MAX)

@@ -3,18 +3,18 @@
 //! over this worker's PostgreSQL, Redis and metrics.
 
 use crate::metrics::Metrics;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use synckairos_audit_consumer::ops::Probe;
+use synckairos_audit_consumer::RedisConn;
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct State {
     /// Redis.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// PostgreSQL.
     pub pool: PgPool,
     /// The metrics.

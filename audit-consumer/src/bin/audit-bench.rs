@@ -95,7 +95,7 @@ fn session_events(n: u128, switches: usize, now: i64) -> Vec<AuditEvent> {
 }
 
 async fn fill(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut synckairos_audit_consumer::RedisConn,
     shards: u16,
     n: usize,
 ) -> anyhow::Result<()> {
@@ -157,11 +157,7 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<serde_json::Value> {
             .query_async::<()>(&mut conn)
             .await?;
     }
-    let conns = Connections {
-        database_url: url.into(),
-        redis_url: args.redis_url.clone(),
-        shards: args.shards,
-    };
+    let conns = Connections::new(url, &args.redis_url, args.shards);
     let cfg = ConsumerConfig {
         batch_size: args.batch_size,
         consumer_name: Some("bench".into()),

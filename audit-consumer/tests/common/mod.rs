@@ -51,12 +51,13 @@ pub fn settings() -> Settings {
 }
 
 impl Stack {
+    /// The test's redis-server, as a [`synckairos_engine::RedisTarget`].
+    pub fn target(&self) -> synckairos_engine::RedisTarget {
+        synckairos_engine::RedisTarget::Single(self.redis.url())
+    }
+
     pub fn conns(&self) -> Connections {
-        Connections {
-            database_url: self.db.url().to_string(),
-            redis_url: self.redis.url(),
-            shards: SHARDS,
-        }
+        Connections::new(self.db.url(), &self.redis.url(), SHARDS)
     }
 
     /// An in-process consumer.

@@ -71,11 +71,7 @@ pub fn wall_ms() -> i64 {
 
 impl Stack {
     pub fn conns(&self) -> Connections {
-        Connections {
-            database_url: self.db.url().to_string(),
-            redis_url: self.redis.url(),
-            shards: SHARDS,
-        }
+        Connections::new(self.db.url(), &self.redis.url(), SHARDS)
     }
 
     /// Runs one command; returns the version it produced.
