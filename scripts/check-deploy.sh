@@ -121,9 +121,11 @@ DEFAULT_METRICS_LISTEN = {
     "fanout-gateway": declared_metrics_listen("fanout-gateway/src/config.rs"),
     "audit-consumer": declared_metrics_listen("audit-consumer/src/config.rs") or "0.0.0.0:9092",
     "webhook-worker": declared_metrics_listen("webhook-worker/src/config.rs"),
+    "edge-exporter": declared_metrics_listen("edge-exporter/src/config.rs"),
 }
 for binary, source in (("fanout-gateway", "fanout-gateway/src/config.rs"),
-                       ("webhook-worker", "webhook-worker/src/config.rs")):
+                       ("webhook-worker", "webhook-worker/src/config.rs"),
+                       ("edge-exporter", "edge-exporter/src/config.rs")):
     if not DEFAULT_METRICS_LISTEN[binary]:
         err(source, "no DEFAULT_METRICS_LISTEN declaration")
 # Which binaries each workspace package builds (for the Dockerfile's cargo build).

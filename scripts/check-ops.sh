@@ -8,16 +8,17 @@
 #   2. a live scrape: starts the native services on free ports, on a
 #      redis-server of its own and a fresh PostgreSQL database (the native
 #      server with REST_API=on, the audit consumer, the webhook worker with an
-#      endpoint and the push sender configured), sends a few REST commands,
-#      scrapes every /metrics, and fails listing each metric that a rule, a
-#      panel or a dashboard variable names and no service exports
-#      (scripts/check-ops-names.py; recording rules are not metrics, and
-#      histogram _bucket/_sum/_count are read as the scrape has them); it
-#      also fails for an alert without a test that fires it or without its
-#      runbook section.
+#      endpoint and the push sender configured, and the edge exporter against
+#      a stand-in for the Analytics Engine SQL API, scripts/fake-analytics-sql.py),
+#      sends a few REST commands, scrapes every /metrics, and fails listing
+#      each metric that a rule, a panel or a dashboard variable names and no
+#      service exports (scripts/check-ops-names.py; recording rules are not
+#      metrics, and histogram _bucket/_sum/_count are read as the scrape has
+#      them); it also fails for an alert without a test that fires it or
+#      without its runbook section.
 #
 # Installs what is missing (promtool: Debian's prometheus package at the
-# version scripts/tools.sh pins; redis-server; postgresql); builds the three
+# version scripts/tools.sh pins; redis-server; postgresql); builds the four
 # binaries (debug, as `cargo test` does). Fails loudly, with the service's
 # log, when a service does not become ready or its /metrics cannot be read.
 # scripts/test.sh runs it. About 20 s once the binaries are built.
@@ -38,7 +39,8 @@ promtool test rules deploy/prometheus/alerts.test.yml
 python3 scripts/check-ops-names.py --self-test
 
 log "the live scrape: building the services"
-cargo build -q --locked -p synckairos-fanout-gateway -p synckairos-audit-consumer -p synckairos-webhook-worker
+cargo build -q --locked -p synckairos-fanout-gateway -p synckairos-audit-consumer -p synckairos-webhook-worker \
+  -p synckairos-edge-exporter
 bin=$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug
 
@@ -88,8 +90,9 @@ server_port=$(free_port) server_metrics=$(free_port)
 audit_port=$(free_port) audit_metrics=$(free_port)
 webhook_port=$(free_port) webhook_metrics=$(free_port)
 closed_port=$(free_port) # nothing listens: deliveries fail, and are counted
+edge_port=$(free_port) edge_metrics=$(free_port) sql_port=$(free_port)
 
-log "starting the native server, the audit consumer and the webhook worker (with push)"
+log "starting the native server, the audit consumer, the webhook worker (with push) and the edge exporter"
 LISTEN=127.0.0.1:$server_port METRICS_LISTEN=127.0.0.1:$server_metrics AUTH_MODE=disabled REST_API=on \
   start server "$bin/fanout-gateway"
 "$bin/audit-consumer" migrate >"$work/migrate.log" 2>&1 || { cat "$work/migrate.log" >&2; exit 1; }
@@ -107,9 +110,18 @@ secret=whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')
 WEBHOOK_ENDPOINTS="[{\"id\":\"ops-check\",\"url\":\"http://127.0.0.1:$closed_port/hook\",\"secrets\":[\"$secret\"],\"events\":[\"participant_switched\",\"session_completed\",\"session_expired\",\"low_time_warning\"]}]" \
   WEBHOOK_ALLOW_LOCAL=true FCM_SERVICE_ACCOUNT_FILE=$work/fcm.json FCM_SEND_URL=http://127.0.0.1:$closed_port/send \
   LISTEN=127.0.0.1:$webhook_port METRICS_LISTEN=127.0.0.1:$webhook_metrics start webhook-worker "$bin/webhook-worker" run
+# The edge exporter, querying a stand-in for the SQL API every second with
+# no lag: it is ready once a query has been answered.
+sql_token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+start sql-api python3 scripts/fake-analytics-sql.py "$sql_port" "$sql_token"
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$sql_port/" && break; sleep 0.1; done
+CF_ACCOUNT_ID=opscheck CF_API_TOKEN=$sql_token SCRAPE_INTERVAL_SECONDS=1 LAG_SECONDS=0 \
+  ANALYTICS_SQL_URL="http://127.0.0.1:$sql_port/client/v4/accounts/{account}/analytics_engine/sql" \
+  LISTEN=127.0.0.1:$edge_port METRICS_LISTEN=127.0.0.1:$edge_metrics start edge-exporter "$bin/edge-exporter"
 await_ready server "$server_port"
 await_ready audit "$audit_port"
 await_ready webhook-worker "$webhook_port"
+await_ready edge-exporter "$edge_port"
 
 # A few commands, so that the REST series (by route and status) have samples.
 api=http://127.0.0.1:$server_port
@@ -130,7 +142,8 @@ codes=$(
 }
 
 log "scraping every service's /metrics"
-for target in "server:$server_metrics" "audit:$audit_metrics" "webhook-worker:$webhook_metrics"; do
+for target in "server:$server_metrics" "audit:$audit_metrics" "webhook-worker:$webhook_metrics" \
+  "edge-exporter:$edge_metrics"; do
   name=${target%%:*} port=${target##*:}
   curl -sf "http://127.0.0.1:$port/metrics" >"$work/$name.prom" || {
     log "cannot scrape $name at http://127.0.0.1:$port/metrics; its log:"
@@ -139,5 +152,6 @@ for target in "server:$server_metrics" "audit:$audit_metrics" "webhook-worker:$w
   }
 done
 python3 scripts/check-ops-names.py deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml \
-  docs/RUNBOOK.md deploy/grafana "$work/server.prom" "$work/audit.prom" "$work/webhook-worker.prom"
+  docs/RUNBOOK.md deploy/grafana "$work/server.prom" "$work/audit.prom" "$work/webhook-worker.prom" \
+  "$work/edge-exporter.prom"
 log "ops checks passed ($((SECONDS - t0)) s)"

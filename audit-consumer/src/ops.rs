@@ -32,6 +32,23 @@ pub struct State {
     pub metrics: Arc<Metrics>,
 }
 
+/// What any service's ops endpoints read: whether it is ready (and why
+/// not), its metrics text, and the name of its readiness gauge.
+/// [`serve_endpoints`] serves them; a service over PostgreSQL and Redis
+/// implements [`Probe`] instead and calls [`serve`]. The edge exporter,
+/// which has neither, implements this directly.
+pub trait Endpoints: Clone + Send + Sync + 'static {
+    /// `Ok` when `/ready` answers ready, else why not (its `error`).
+    fn readiness(&self) -> impl Future<Output = Result<(), &'static str>> + Send;
+    /// The Prometheus text of `/metrics` (gauges read now).
+    fn render(&self) -> impl Future<Output = String> + Send;
+    /// The name of the gauge that `/metrics` appends: 1 when `/ready`
+    /// would answer ready, 0 when not (the same check, run when scraped).
+    fn ready_metric(&self) -> &'static str;
+    /// That gauge's `# HELP` text.
+    fn ready_help(&self) -> &'static str;
+}
+
 /// What a service's ops endpoints read: its PostgreSQL, its Redis, its
 /// metrics. [`serve`] serves them for any service that has them (the
 /// audit consumer, the webhook worker).
@@ -66,22 +83,34 @@ impl Probe for State {
 }
 
 /// Serves `/health` and `/ready` on `public`, `/metrics` on `internal`
-/// (anything else is 404 on either) for `probe`, until `stop` turns true.
+/// (anything else is 404 on either) for `probe`, until `stop` turns true:
+/// ready when PostgreSQL and Redis both answer within 2 s.
 pub async fn serve<P: Probe>(
     public: tokio::net::TcpListener,
     internal: tokio::net::TcpListener,
     probe: P,
     stop: watch::Receiver<bool>,
 ) {
+    serve_endpoints(public, internal, PgRedis(probe), stop).await
+}
+
+/// [`serve`] for any [`Endpoints`]: `/health` and `/ready` on `public`,
+/// `/metrics` on `internal`, until `stop` turns true.
+pub async fn serve_endpoints<E: Endpoints>(
+    public: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
+    endpoints: E,
+    stop: watch::Receiver<bool>,
+) {
     let public_app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready::<P>))
+        .route("/ready", get(ready::<E>))
         .fallback(not_found)
-        .with_state(probe.clone());
+        .with_state(endpoints.clone());
     let internal_app = Router::new()
-        .route("/metrics", get(render::<P>))
+        .route("/metrics", get(render::<E>))
         .fallback(not_found)
-        .with_state(probe);
+        .with_state(endpoints);
     tokio::join!(
         serve_one(public, public_app, stop.clone(), "ops"),
         serve_one(internal, internal_app, stop, "metrics"),
@@ -112,8 +141,30 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-async fn ready<P: Probe>(AxState(s): AxState<P>) -> Response {
-    match readiness(&s).await {
+/// A [`Probe`] as [`Endpoints`]: ready when PostgreSQL and Redis answer.
+#[derive(Clone)]
+struct PgRedis<P>(P);
+
+impl<P: Probe> Endpoints for PgRedis<P> {
+    async fn readiness(&self) -> Result<(), &'static str> {
+        readiness(&self.0).await
+    }
+
+    fn render(&self) -> impl Future<Output = String> + Send {
+        self.0.render()
+    }
+
+    fn ready_metric(&self) -> &'static str {
+        self.0.ready_metric()
+    }
+
+    fn ready_help(&self) -> &'static str {
+        "1 when /ready answers ready (PostgreSQL and Redis answer), 0 when not."
+    }
+}
+
+async fn ready<E: Endpoints>(AxState(s): AxState<E>) -> Response {
+    match s.readiness().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -136,12 +187,12 @@ async fn readiness<P: Probe>(s: &P) -> Result<(), &'static str> {
     }
 }
 
-async fn render<P: Probe>(AxState(s): AxState<P>) -> Response {
-    let (mut text, ready) = tokio::join!(s.render(), readiness(&s));
-    let name = s.ready_metric();
+async fn render<E: Endpoints>(AxState(s): AxState<E>) -> Response {
+    let (mut text, ready) = tokio::join!(s.render(), s.readiness());
+    let (name, help) = (s.ready_metric(), s.ready_help());
     let _ = writeln!(
         text,
-        "# HELP {name} 1 when /ready answers ready (PostgreSQL and Redis answer), 0 when not.\n# TYPE {name} gauge\n{name} {}",
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
         u8::from(ready.is_ok())
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
