@@ -6,7 +6,11 @@
 //! slot), while one server takes every shard in one. So the shards are read
 //! in *lanes*: one lane of every shard on one server (one multi-stream
 //! `XREADGROUP`, as ever), one lane per shard on a cluster. A read that does
-//! not block sends one command per lane, all at once. A read that may block
+//! not block sends one command on one lane; on several lanes, once a blocking
+//! read has set the block time, it only makes sure each lane has its
+//! blocking read in flight and takes what they brought (a read-ahead per
+//! batch would otherwise cost one command per shard, most of them empty;
+//! before any blocking read it sends one per lane). A read that may block
 //! keeps one blocking `XREADGROUP` in flight per lane, each on its own
 //! connection ([`crate::conn::ReadConn`]), and returns as soon as any of
 //! them brings entries: a read blocked on a quiet shard never holds up
@@ -90,6 +94,9 @@ struct Reads {
     ready: Mutex<Vec<Entry>>,
     /// The lanes' blocking reads; held by the one read waiting on them.
     lanes: tokio::sync::Mutex<Lanes>,
+    /// The block time of the last blocking read, ms (0: none yet), which a
+    /// non-blocking read on several lanes re-arms the lanes with.
+    block_ms: std::sync::atomic::AtomicU64,
 }
 
 struct Lanes {
@@ -201,6 +208,7 @@ impl Streams {
                     rx,
                     tasks: JoinSet::new(),
                 }),
+                block_ms: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -310,8 +318,22 @@ impl Streams {
             None => {
                 let mut got = self.reads.take_ready();
                 let mut errors = Vec::new();
+                let block_ms = self
+                    .reads
+                    .block_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut lanes) = self.reads.lanes.try_lock() {
                     lanes.drain(&mut got, &mut errors);
+                    // Several lanes (a cluster): a read-ahead does not send
+                    // one XREADGROUP per shard each time (16 commands a
+                    // batch, most of them empty); it makes sure every lane
+                    // has its blocking read in flight and takes what they
+                    // brought. Each shard then costs a read only when it
+                    // has entries.
+                    if self.lanes.len() > 1 && block_ms > 0 {
+                        self.arm(&mut lanes, count, block_ms);
+                        return self.reads.answer(got, errors);
+                    }
                 }
                 let from: Vec<(u16, String)> = (0..self.keys.len() as u16)
                     .map(|s| (s, ">".into()))
@@ -368,6 +390,52 @@ impl Streams {
         futures::future::join_all(reads).await
     }
 
+    /// Starts a blocking read (`block_ms`) on every lane that has none in
+    /// flight and is not waiting out a failure; returns when the first such
+    /// wait ends (far in the future when none).
+    fn arm(&self, lanes: &mut Lanes, count: usize, block_ms: u64) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_secs(3600);
+        for i in 0..lanes.state.len() {
+            let lane = &mut lanes.state[i];
+            if lane.busy {
+                continue;
+            }
+            if let Some(t) = lane.retry_at.filter(|t| *t > now) {
+                wake = wake.min(t);
+                continue;
+            }
+            lane.busy = true;
+            let mut conn = lane.conn.take().unwrap_or_else(|| self.conn.read_conn());
+            let from: Vec<(u16, &str)> = self.lanes[i].iter().map(|s| (*s, ">")).collect();
+            let cmd = self.xreadgroup(&from, count, Some(block_ms));
+            let (keys, tx) = (self.keys.clone(), lanes.tx.clone());
+            let limit = Duration::from_millis(block_ms) + READ_GRACE;
+            lanes.tasks.spawn(async move {
+                let result = match tokio::time::timeout(limit, conn.query(&cmd)).await {
+                    Ok(r) => r.and_then(|v| {
+                        let reply: Option<StreamReadReply> = redis::from_redis_value(v)?;
+                        Ok(entries_of(&keys, reply))
+                    }),
+                    Err(_) => {
+                        conn.reset();
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "a blocking read did not answer",
+                        )
+                        .into())
+                    }
+                };
+                let _ = tx.send(Done {
+                    lane: i,
+                    conn,
+                    result,
+                });
+            });
+        }
+        wake
+    }
+
     /// New entries of every lane, waiting up to `block_ms` for the first
     /// lane that brings any: a blocking read is started on every lane that
     /// has none in flight (and did not fail within the last second), and
@@ -379,46 +447,11 @@ impl Streams {
         let mut got = self.reads.take_ready();
         let mut errors = Vec::new();
         lanes.drain(&mut got, &mut errors);
+        self.reads
+            .block_ms
+            .store(block_ms, std::sync::atomic::Ordering::Relaxed);
         while got.is_empty() && errors.is_empty() {
-            let now = Instant::now();
-            let mut wake = deadline;
-            for i in 0..lanes.state.len() {
-                let lane = &mut lanes.state[i];
-                if lane.busy {
-                    continue;
-                }
-                if let Some(t) = lane.retry_at.filter(|t| *t > now) {
-                    wake = wake.min(t);
-                    continue;
-                }
-                lane.busy = true;
-                let mut conn = lane.conn.take().unwrap_or_else(|| self.conn.read_conn());
-                let from: Vec<(u16, &str)> = self.lanes[i].iter().map(|s| (*s, ">")).collect();
-                let cmd = self.xreadgroup(&from, count, Some(block_ms));
-                let (keys, tx) = (self.keys.clone(), lanes.tx.clone());
-                let limit = Duration::from_millis(block_ms) + READ_GRACE;
-                lanes.tasks.spawn(async move {
-                    let result = match tokio::time::timeout(limit, conn.query(&cmd)).await {
-                        Ok(r) => r.and_then(|v| {
-                            let reply: Option<StreamReadReply> = redis::from_redis_value(v)?;
-                            Ok(entries_of(&keys, reply))
-                        }),
-                        Err(_) => {
-                            conn.reset();
-                            Err(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "a blocking read did not answer",
-                            )
-                            .into())
-                        }
-                    };
-                    let _ = tx.send(Done {
-                        lane: i,
-                        conn,
-                        result,
-                    });
-                });
-            }
+            let wake = self.arm(&mut lanes, count, block_ms).min(deadline);
             match tokio::time::timeout_at(wake, lanes.rx.recv()).await {
                 Ok(Some(d)) => {
                     lanes.finish(d, &mut got, &mut errors);

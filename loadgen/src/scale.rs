@@ -151,9 +151,10 @@ impl Nodes {
     }
 }
 
-/// Which process (by name) holds the local TCP port of each socket: from
-/// `/proc/<pid>/fd` and `/proc/net/tcp{,6}`.
-fn port_owners(processes: &[(String, u32)]) -> HashMap<u16, String> {
+/// Which process (by name) holds each TCP socket, by (local port, remote
+/// port): from `/proc/<pid>/fd` and `/proc/net/tcp{,6}`. Both ports, since
+/// Linux gives one local port to several connections to different peers.
+fn port_owners(processes: &[(String, u32)]) -> HashMap<(u16, u16), String> {
     let mut inode_owner = HashMap::new();
     for (name, pid) in processes {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -178,11 +179,13 @@ fn port_owners(processes: &[(String, u32)]) -> HashMap<u16, String> {
             if f.len() < 10 {
                 continue;
             }
-            let port = f[1]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if let (Some(port), Some(name)) = (port, inode_owner.get(f[9])) {
-                owners.insert(port, name.clone());
+            let port = |a: &str| {
+                a.rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            };
+            if let (Some(l), Some(r), Some(name)) = (port(f[1]), port(f[2]), inode_owner.get(f[9]))
+            {
+                owners.insert((l, r), name.clone());
             }
         }
     }
@@ -201,6 +204,10 @@ async fn commands_per_process(
     let mut tasks = tokio::task::JoinSet::new();
     for addr in nodes {
         let (addr, owners) = (addr.clone(), owners.clone());
+        let node_port: u16 = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .context("a node's port")?;
         tasks.spawn(async move {
             let mut s = tokio::net::TcpStream::connect(&addr).await?;
             s.write_all(b"MONITOR\r\n").await?;
@@ -232,7 +239,7 @@ async fn commands_per_process(
                     .rsplit_once(':')
                     .and_then(|(_, p)| p.parse::<u16>().ok());
                 let who = port
-                    .and_then(|p| owners.get(&p).cloned())
+                    .and_then(|p| owners.get(&(p, node_port)).cloned())
                     .unwrap_or_else(|| "other".into());
                 *counts.entry(who).or_default().entry(cmd).or_default() += 1;
             }
@@ -469,7 +476,7 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
                     let at = sent.lock().expect("lock").get(&(s, version)).copied();
                     if let Some(at) = at {
                         let p = phase.load(Ordering::Relaxed) as usize;
-                        let _ = hists[p.min(2)]
+                        let _ = hists[p.min(3)]
                             .lock()
                             .expect("lock")
                             .record((now - at).as_micros().max(1) as u64);
@@ -524,9 +531,13 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
     let monitor = {
         let (p, procs, w) = (primaries.clone(), processes.clone(), args.window_secs);
         let delay = Duration::from_secs(args.duration_secs.saturating_sub(w) / 2);
+        let phase = phase.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            commands_per_process(&p, &procs, w).await
+            let _ = phase.compare_exchange(1, 3, Ordering::Relaxed, Ordering::Relaxed);
+            let r = commands_per_process(&p, &procs, w).await;
+            let _ = phase.compare_exchange(3, 1, Ordering::Relaxed, Ordering::Relaxed);
+            r
         })
     };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
@@ -658,6 +669,7 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
         "per_s": (switches as f64 / elapsed).round(), "min_per_s_in_any_second": min_s,
         "max_per_s_in_any_second": secs.iter().copied().max().unwrap_or(0),
         "fanout": hist_json(&hists[1].lock().expect("lock")),
+        "fanout_while_monitored": hist_json(&hists[3].lock().expect("lock")),
         "expected_deliveries": switches * 2, "errors": errors.json(),
     });
     let max = json!({
