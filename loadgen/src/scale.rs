@@ -435,7 +435,11 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
     // 2. Watchers: two per watched session, on two gateways.
     let sent: Sent = Default::default();
     let phase = Arc::new(AtomicU8::new(0));
-    let hists: Arc<[Mutex<Histogram<u64>>; 3]> = Arc::new([
+    // Fan-out per phase: 0 before switching, 1 the switch phase, 2 the
+    // maximum, 3 the switch phase while MONITOR counts commands (which
+    // costs the primaries and is reported apart).
+    let hists: Arc<[Mutex<Histogram<u64>>; 4]> = Arc::new([
+        Mutex::new(new_hist()),
         Mutex::new(new_hist()),
         Mutex::new(new_hist()),
         Mutex::new(new_hist()),
