@@ -31,7 +31,6 @@
 use crate::ws::{ms, sessions};
 use crate::{Args, Client};
 use anyhow::{bail, Context};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -136,16 +135,25 @@ impl Nodes {
         Err(last.map_or_else(|| anyhow::anyhow!("no primary"), Into::into))
     }
 
+    /// `MEMORY USAGE key SAMPLES 0` (every element counted), on its owner.
+    async fn memory_usage(&mut self, key: &str) -> anyhow::Result<Option<u64>> {
+        self.on_owner(
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0),
+        )
+        .await
+    }
+
     /// Entries in the shards' audit streams, and their `MEMORY USAGE`.
     async fn streams(&mut self, shards: u16) -> anyhow::Result<(u64, u64)> {
         let (mut len, mut bytes) = (0u64, 0u64);
         for s in 0..shards {
             let k = keys::audit_stream(s);
             len += self.on_owner::<u64>(redis::cmd("XLEN").arg(&k)).await?;
-            bytes += self
-                .on_owner::<Option<u64>>(redis::cmd("MEMORY").arg("USAGE").arg(&k))
-                .await?
-                .unwrap_or(0);
+            bytes += self.memory_usage(&k).await?.unwrap_or(0);
         }
         Ok((len, bytes))
     }
@@ -397,29 +405,14 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
     for id in ids.iter().step_by((ids.len() / sample).max(1)).take(sample) {
         let k = keys::SessionKeys::new(id, args.shards).state;
         record_bytes += nodes
-            .on_owner::<Option<u64>>(
-                redis::cmd("MEMORY")
-                    .arg("USAGE")
-                    .arg(&k)
-                    .arg("SAMPLES")
-                    .arg(0),
-            )
+            .memory_usage(&k)
             .await?
             .context("a sampled record is missing")?;
     }
     let (mut zset_bytes, mut zset_members) = (0u64, 0u64);
     for s in 0..args.shards {
         let k = keys::deadlines(s);
-        zset_bytes += nodes
-            .on_owner::<Option<u64>>(
-                redis::cmd("MEMORY")
-                    .arg("USAGE")
-                    .arg(&k)
-                    .arg("SAMPLES")
-                    .arg(0),
-            )
-            .await?
-            .unwrap_or(0);
+        zset_bytes += nodes.memory_usage(&k).await?.unwrap_or(0);
         zset_members += nodes.on_owner::<u64>(redis::cmd("ZCARD").arg(&k)).await?;
     }
     let memory = json!({
@@ -458,35 +451,22 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
                 hists.clone(),
                 connected.clone(),
             );
-            let mut ws = tokio_tungstenite::connect_async(url)
+            let ws = tokio_tungstenite::connect_async(url)
                 .await
                 .with_context(|| format!("watcher {s}/{k} on {gw}"))?
                 .0;
             connected.fetch_add(1, Ordering::Relaxed);
-            readers.spawn(async move {
-                while let Some(Ok(m)) = ws.next().await {
-                    let now = Instant::now();
-                    let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
-                        continue;
-                    };
-                    if !t.contains("\"STATE_UPDATE\"") {
-                        continue;
-                    }
-                    let version = t
-                        .split_once("\"version\":")
-                        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|d| d.parse().ok())
-                        .unwrap_or(0u64);
-                    let at = sent.lock().expect("lock").get(&(s, version)).copied();
-                    if let Some(at) = at {
-                        let p = phase.load(Ordering::Relaxed) as usize;
-                        let _ = hists[p.min(3)]
-                            .lock()
-                            .expect("lock")
-                            .record((now - at).as_micros().max(1) as u64);
-                    }
+            readers.spawn(crate::ws::watch(ws, move |version, now| {
+                let now = Instant::from_std(now);
+                let at = sent.lock().expect("lock").get(&(s, version)).copied();
+                if let Some(at) = at {
+                    let p = phase.load(Ordering::Relaxed) as usize;
+                    let _ = hists[p.min(3)]
+                        .lock()
+                        .expect("lock")
+                        .record((now - at).as_micros().max(1) as u64);
                 }
-            });
+            }));
         }
     }
     let sockets = connected.load(Ordering::Relaxed);

@@ -178,6 +178,37 @@ pub async fn idle(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Value
     )
 }
 
+/// Reads `ws` until it ends, calling `on_update(version, received at)` for
+/// each `STATE_UPDATE`.
+pub(crate) async fn watch<Ws2, F>(mut ws: Ws2, on_update: F)
+where
+    Ws2: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+    F: Fn(u64, Instant),
+{
+    while let Some(Ok(m)) = ws.next().await {
+        let now = Instant::now();
+        let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
+            continue;
+        };
+        if !t.contains("\"STATE_UPDATE\"") {
+            continue;
+        }
+        // The first "version" is the state's (the envelope has none):
+        // cheaper than parsing 10,000 sockets' JSON.
+        let version = t
+            .split_once("\"version\":")
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0u64);
+        on_update(version, now);
+    }
+}
+
 /// `ws-fanout`: `--sessions` running clocks, `--clients-per-session`
 /// watchers each, switches at `--rate` per second for `--duration-secs`;
 /// latency from sending each switch to each watcher's receipt of it.
@@ -196,34 +227,18 @@ pub async fn fanout(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Val
     let mut readers = tokio::task::JoinSet::new();
     for (s, id) in ids.iter().enumerate() {
         for _ in 0..args.clients_per_session {
-            let mut ws = connect(&gateway, id, args.token.as_deref()).await?;
+            let ws = connect(&gateway, id, args.token.as_deref()).await?;
             let (sent, hist, received) = (sent.clone(), hist.clone(), received.clone());
-            readers.spawn(async move {
-                while let Some(Ok(m)) = ws.next().await {
-                    let now = Instant::now();
-                    let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
-                        continue;
-                    };
-                    if !t.contains("\"STATE_UPDATE\"") {
-                        continue;
-                    }
-                    // The first "version" is the state's (the envelope has
-                    // none): cheaper than parsing 10,000 sockets' JSON.
-                    let version = t
-                        .split_once("\"version\":")
-                        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|d| d.parse().ok())
-                        .unwrap_or(0u64);
-                    let at = sent.lock().expect("lock").get(&(s, version)).copied();
-                    if let Some(at) = at {
-                        let _ = hist
-                            .lock()
-                            .expect("lock")
-                            .record((now - at).as_micros().max(1) as u64);
-                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+            readers.spawn(watch(ws, move |version, now| {
+                let at = sent.lock().expect("lock").get(&(s, version)).copied();
+                if let Some(at) = at {
+                    let _ = hist
+                        .lock()
+                        .expect("lock")
+                        .record((now - at).as_micros().max(1) as u64);
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            });
+            }));
         }
         if s % 100 == 99 {
             tokio::time::sleep(Duration::from_millis(60)).await; // within the per-address rate
