@@ -12,11 +12,11 @@
 
 mod common;
 
-use common::{wait_ready, Proc};
+use common::{settings, spawn_consumer, stored_in, switch, wait_ready, Proc, SHARDS};
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,20 +24,12 @@ use synckairos_audit_consumer::db;
 use synckairos_core::keys::{self, SessionKeys};
 use synckairos_core::model::Reply;
 use synckairos_core::record;
-use synckairos_core::script::{CallOptions, ScriptReply, Settings};
+use synckairos_core::script::{CallOptions, ScriptReply};
 use synckairos_core::{Command as Cmd, Request, SyncState};
 use synckairos_engine::{fixtures, Engine, RedisTarget};
-use synckairos_testkit::{free_port, PgDatabase, RedisCluster};
-
-const SHARDS: u16 = 16;
-
-fn settings() -> Settings {
-    Settings {
-        shards: SHARDS,
-        switch_limit: 0,
-        ..Default::default()
-    }
-}
+use synckairos_testkit::{
+    command_calls_on, flush_scripts_on, ids_on_every_shard, PgDatabase, RedisCluster,
+};
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -79,28 +71,13 @@ impl Env {
     /// The consumer binary on the cluster (`REDIS_CLUSTER_URLS`, no
     /// `REDIS_URL`), with extra environment.
     fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Proc {
-        let (port, metrics_port) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-consumer"));
-        cmd.arg("run")
-            .env_remove("REDIS_URL")
-            .env("DATABASE_URL", self.db.url())
-            .env("REDIS_CLUSTER_URLS", self.seeds())
-            .env("SHARDS", SHARDS.to_string())
-            .env("CONSUMER_NAME", name)
-            .env("LISTEN", format!("127.0.0.1:{port}"))
-            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc {
-            child: cmd.spawn().expect("audit-consumer binary"),
-            port,
-            metrics_port,
-        }
+        spawn_consumer(
+            self.db.url(),
+            ("REDIS_CLUSTER_URLS", &self.seeds()),
+            "warn",
+            name,
+            env,
+        )
     }
 
     /// `audit-consumer <args>` on the cluster: exit code, stdout, stderr.
@@ -138,29 +115,18 @@ impl Env {
 
     /// Every (session, version) stored, and the row count.
     async fn stored(&self) -> (BTreeSet<(String, i64)>, i64) {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT session_id, version FROM sync_events")
-                .fetch_all(&self.pool)
-                .await
-                .expect("events");
-        let n = rows.len() as i64;
-        (rows.into_iter().collect(), n)
+        stored_in(&self.pool).await
     }
 }
 
 /// `per_shard` session ids on every shard (ids from `base`).
 fn sessions_on_every_shard(per_shard: usize, base: u128) -> Vec<String> {
-    let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    let mut n = 0u128;
-    while by_shard.len() < SHARDS as usize || by_shard.values().any(|v| v.len() < per_shard) {
-        n += 1;
-        let sid = fixtures::uuid(base + n);
-        let v = by_shard.entry(keys::shard_of(&sid, SHARDS)).or_default();
-        if v.len() < per_shard {
-            v.push(sid);
-        }
-    }
-    by_shard.into_values().flatten().collect()
+    ids_on_every_shard(
+        SHARDS,
+        per_shard,
+        |n| fixtures::uuid(base + n),
+        |sid| keys::shard_of(sid, SHARDS),
+    )
 }
 
 /// Runs one command; the new version.
@@ -173,15 +139,6 @@ async fn exec(engine: &Engine, req: &Request) -> u64 {
         Reply::State { state, .. } => state.version,
         other => panic!("unexpected {other:?}"),
     }
-}
-
-fn switch(sid: &str) -> Request {
-    Request::new(
-        sid,
-        Cmd::Switch {
-            next_participant_id: None,
-        },
-    )
 }
 
 /// Creates and starts each session and switches it `switches` times;
@@ -258,27 +215,13 @@ async fn xlen(conn: &mut synckairos_engine::RedisConnection, key: &str) -> u64 {
         .expect("XLEN")
 }
 
-/// `INFO commandstats` calls of `command` on one node.
-fn calls(port: u16, command: &str) -> u64 {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut c)
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_lands_once_with_dead_letters_trims_and_restore_per_slot() {
     let e = env().await;
     let sessions = sessions_on_every_shard(2, 0xC1_0000);
-    let primaries: BTreeSet<u16> = (0..SHARDS).map(|s| e.primary_of_shard(s)).collect();
+    let primaries = e
+        .cluster
+        .primaries_of_keys((0..SHARDS).map(keys::audit_stream));
     assert_eq!(primaries.len(), 3, "the shards are spread over 3 primaries");
     let mut expected = play(&e.engine, &sessions, 3).await;
 
@@ -438,12 +381,11 @@ async fn every_shard_lands_once_with_dead_letters_trims_and_restore_per_slot() {
     // One primary loses its script cache (a restart): the settles of its
     // shards fall back to EVAL there, and every other primary never does.
     let flushed = e.primary_of_shard(0);
-    let evals: BTreeMap<u16, u64> = primaries.iter().map(|&p| (p, calls(p, "eval"))).collect();
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{flushed}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let evals: BTreeMap<u16, u64> = primaries
+        .iter()
+        .map(|&p| (p, command_calls_on(p, "eval")))
+        .collect();
+    flush_scripts_on(flushed);
 
     // With every worker waiting in a 10 s read, a new event on any shard is
     // stored at once: a read blocked on a quiet shard holds up no other.
@@ -474,11 +416,15 @@ async fn every_shard_lands_once_with_dead_letters_trims_and_restore_per_slot() {
     }
     eprintln!("one new event per shard, each stored within {worst:?} (reads block 10 s)");
     assert!(
-        calls(flushed, "eval") > evals[&flushed],
+        command_calls_on(flushed, "eval") > evals[&flushed],
         "EVAL after NOSCRIPT"
     );
     for &p in primaries.iter().filter(|&&p| p != flushed) {
-        assert_eq!(calls(p, "eval"), evals[&p], "primary {p} ran EVAL");
+        assert_eq!(
+            command_calls_on(p, "eval"),
+            evals[&p],
+            "primary {p} ran EVAL"
+        );
     }
 
     // `restore` on the cluster: a session Redis lost comes back from its

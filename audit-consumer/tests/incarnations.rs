@@ -31,15 +31,6 @@ async fn run(s: &Stack, req: Request) -> i64 {
     }
 }
 
-fn switch(sid: &str) -> Request {
-    Request::new(
-        sid,
-        Cmd::Switch {
-            next_participant_id: None,
-        },
-    )
-}
-
 fn timeline_cli(s: &Stack, sid: &str, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_audit-consumer"))
         .arg("timeline")

@@ -55,15 +55,6 @@ async fn run(engine: &Engine, req: Request) -> Result<i64, EngineError> {
     }
 }
 
-fn switch(sid: &str) -> Request {
-    Request::new(
-        sid,
-        Cmd::Switch {
-            next_participant_id: None,
-        },
-    )
-}
-
 fn is_oom(e: &EngineError) -> bool {
     e.to_string().contains("OOM")
 }

@@ -25,7 +25,9 @@ use synckairos_core::script::{CallOptions, ScriptReply, Settings};
 use synckairos_core::{Command, Request, SyncState};
 use synckairos_engine::fixtures::uuid;
 use synckairos_engine::{Engine, RedisTarget};
-use synckairos_testkit::{RedisCluster, RedisServer};
+use synckairos_testkit::{
+    command_calls_on, flush_scripts_on, ids_on_every_shard, RedisCluster, RedisServer,
+};
 
 const T0: i64 = 1_795_455_546_123;
 
@@ -40,26 +42,21 @@ fn settings() -> Settings {
 /// `n` sessions per shard, over all shards.
 fn sessions_on_every_shard(per_shard: usize) -> Vec<String> {
     let shards = settings().shards;
-    let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    let mut n = 0u128;
-    while by_shard.len() < shards as usize || by_shard.values().any(|v| v.len() < per_shard) {
-        n += 1;
-        let sid = uuid(0xc1_0000 + n);
-        let shard = SessionKeys::new(&sid, shards).shard;
-        let v = by_shard.entry(shard).or_default();
-        if v.len() < per_shard {
-            v.push(sid);
-        }
-    }
-    by_shard.into_values().flatten().collect()
+    ids_on_every_shard(
+        shards,
+        per_shard,
+        |n| uuid(0xc1_0000 + n),
+        |sid| SessionKeys::new(sid, shards).shard,
+    )
 }
 
 /// The ports of the primaries that serve `sessions`.
 fn primaries_of(cluster: &RedisCluster, sessions: &[String]) -> BTreeSet<u16> {
-    sessions
-        .iter()
-        .map(|s| cluster.primary_of_key(&SessionKeys::new(s, settings().shards).state))
-        .collect()
+    cluster.primaries_of_keys(
+        sessions
+            .iter()
+            .map(|s| SessionKeys::new(s, settings().shards).state),
+    )
 }
 
 /// Every audit event of one shard's stream (through the engine's own
@@ -230,22 +227,6 @@ async fn every_command_kind_matches_a_single_server() {
     );
 }
 
-/// `INFO commandstats` calls of `command` on one node.
-fn calls(port: u16, command: &str) -> u64 {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut c)
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_without_its_scripts_falls_back_to_eval() {
     let cluster = RedisCluster::start();
@@ -265,15 +246,11 @@ async fn a_primary_without_its_scripts_falls_back_to_eval() {
     // Every script was loaded on every primary: no EVAL so far.
     let primaries = primaries_of(&cluster, &sessions);
     for &p in &primaries {
-        assert_eq!(calls(p, "eval"), 0, "primary {p}");
+        assert_eq!(command_calls_on(p, "eval"), 0, "primary {p}");
     }
 
     let flushed = *primaries.iter().next().unwrap();
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{flushed}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    flush_scripts_on(flushed);
 
     let on_flushed: Vec<&String> = sessions
         .iter()
@@ -292,9 +269,9 @@ async fn a_primary_without_its_scripts_falls_back_to_eval() {
     }
     // The flushed primary ran EVAL (once: it caches the script again); the
     // others never did.
-    assert_eq!(calls(flushed, "eval"), 1);
+    assert_eq!(command_calls_on(flushed, "eval"), 1);
     for &p in primaries.iter().filter(|&&p| p != flushed) {
-        assert_eq!(calls(p, "eval"), 0, "primary {p}");
+        assert_eq!(command_calls_on(p, "eval"), 0, "primary {p}");
     }
 }
 

@@ -6,36 +6,19 @@
 
 mod common;
 
-use common::{fcm_error, Fake};
-use std::collections::{BTreeMap, BTreeSet};
+use common::{fcm_error, register, run, sent, Fake};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synckairos_core::devices::{self, DeviceOp, Platform, Registration};
+use synckairos_core::devices;
 use synckairos_core::keys::{self, SessionKeys};
-use synckairos_core::script::{CallOptions, Settings};
+use synckairos_core::script::Settings;
 use synckairos_core::{Command, Request};
 use synckairos_engine::fixtures::{body, create, uuid};
 use synckairos_engine::{Engine, RedisTarget};
 use synckairos_push::metrics::SendResult;
 use synckairos_push::{Metrics, PushConfig};
-use synckairos_testkit::RedisCluster;
-
-async fn run(e: &Engine, req: Request) {
-    let r = e.execute(&req, &CallOptions::default()).await.unwrap();
-    assert!(r.result.is_ok(), "{:?}", r.result);
-}
-
-async fn register(e: &Engine, sid: &str, pid: &str, token: &str) {
-    let op = DeviceOp::Register {
-        session_id: sid.into(),
-        registration: Registration {
-            participant_id: pid.into(),
-            token: token.into(),
-            platform: Platform::Android,
-        },
-    };
-    e.devices(&op, None).await.unwrap().unwrap();
-}
+use synckairos_testkit::{ids_on_every_shard, RedisCluster};
 
 fn switch(sid: &str) -> Request {
     Request::new(
@@ -44,22 +27,6 @@ fn switch(sid: &str) -> Request {
             next_participant_id: None,
         },
     )
-}
-
-/// The sends' (token, type, version).
-fn sent(fake: &Fake) -> Vec<(String, String, String)> {
-    fake.sends()
-        .iter()
-        .map(|r| {
-            let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            let m = &b["message"];
-            (
-                m["token"].as_str().unwrap().to_string(),
-                m["data"]["type"].as_str().unwrap().to_string(),
-                m["data"]["version"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 async fn wait_for(fake: &Fake, n: usize) {
@@ -83,18 +50,14 @@ async fn pushes_from_every_shard_and_a_dead_token_dropped_on_a_cluster() {
     let e = Engine::connect_target(&RedisTarget::Cluster(cluster.seed_urls()), settings)
         .await
         .unwrap();
-    let mut by_shard: BTreeMap<u16, String> = BTreeMap::new();
-    let mut n = 0u128;
-    while by_shard.len() < shards as usize {
-        n += 1;
-        let sid = uuid(0x9_1000 + n);
-        by_shard.entry(keys::shard_of(&sid, shards)).or_insert(sid);
-    }
-    let sessions: Vec<String> = by_shard.into_values().collect();
-    let primaries: BTreeSet<u16> = sessions
-        .iter()
-        .map(|s| cluster.primary_of_key(&SessionKeys::new(s, shards).devices))
-        .collect();
+    let sessions = ids_on_every_shard(
+        shards,
+        1,
+        |n| uuid(0x9_1000 + n),
+        |sid| keys::shard_of(sid, shards),
+    );
+    let primaries =
+        cluster.primaries_of_keys(sessions.iter().map(|s| SessionKeys::new(s, shards).devices));
     assert_eq!(
         primaries.len(),
         3,

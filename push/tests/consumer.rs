@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{fcm_error, Fake};
+use common::{fcm_error, register, run, sent, Fake};
 use std::sync::Arc;
 use std::time::Duration;
-use synckairos_core::devices::{self, DeviceOp, Platform, Registration};
+use synckairos_core::devices;
 use synckairos_core::keys::SessionKeys;
-use synckairos_core::script::{CallOptions, Settings};
+use synckairos_core::script::Settings;
 use synckairos_core::{Command, Request};
 use synckairos_engine::fixtures::{body, create, uuid};
 use synckairos_engine::Engine;
@@ -32,25 +32,8 @@ fn cfg(server: &RedisServer, fake: &Fake, name: &str) -> PushConfig {
     }
 }
 
-async fn run(e: &Engine, req: Request) {
-    let r = e.execute(&req, &CallOptions::default()).await.unwrap();
-    assert!(r.result.is_ok(), "{:?}", r.result);
-}
-
 fn command(sid: &str, c: Command) -> Request {
     Request::new(sid.to_string(), c)
-}
-
-async fn register(e: &Engine, sid: &str, pid: &str, token: &str) {
-    let op = DeviceOp::Register {
-        session_id: sid.into(),
-        registration: Registration {
-            participant_id: pid.into(),
-            token: token.into(),
-            platform: Platform::Android,
-        },
-    };
-    e.devices(&op, None).await.unwrap().unwrap();
 }
 
 /// Reads what the group has for this consumer and handles it.
@@ -62,22 +45,6 @@ async fn drain(p: &Pusher) {
         }
         p.handle(&entries).await.unwrap();
     }
-}
-
-/// The sends' (token, type, version), in order.
-fn sent(fake: &Fake) -> Vec<(String, String, String)> {
-    fake.sends()
-        .iter()
-        .map(|r| {
-            let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            let m = &b["message"];
-            (
-                m["token"].as_str().unwrap().to_string(),
-                m["data"]["type"].as_str().unwrap().to_string(),
-                m["data"]["version"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 async fn xadd_low_time(

@@ -2,6 +2,7 @@
 //! `redis-server` processes on loopback, for tests that need slots spread
 //! over several nodes and a failover.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -243,6 +244,17 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("synckairos-testkit: no primary serves slot {slot}"))
     }
 
+    /// The ports of the primaries that serve `keys`' slots (see
+    /// [`RedisCluster::primary_of_key`]).
+    pub fn primaries_of_keys<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> BTreeSet<u16> {
+        keys.into_iter()
+            .map(|k| self.primary_of_key(k.as_ref()))
+            .collect()
+    }
+
     /// Kills the node on `port` with SIGKILL and reaps it.
     ///
     /// # Panics
@@ -339,6 +351,29 @@ impl Drop for RedisCluster {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `per_shard` ids on each of `shards` shards, in shard order: candidates
+/// `id(1)`, `id(2)`, … each go to shard `shard_of(&candidate)` until every
+/// shard has its share (later candidates for a full shard are skipped).
+/// With a cluster this puts work on every primary.
+pub fn ids_on_every_shard(
+    shards: u16,
+    per_shard: usize,
+    id: impl Fn(u128) -> String,
+    shard_of: impl Fn(&str) -> u16,
+) -> Vec<String> {
+    let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut n = 0u128;
+    while by_shard.len() < shards as usize || by_shard.values().any(|v| v.len() < per_shard) {
+        n += 1;
+        let candidate = id(n);
+        let v = by_shard.entry(shard_of(&candidate)).or_default();
+        if v.len() < per_shard {
+            v.push(candidate);
+        }
+    }
+    by_shard.into_values().flatten().collect()
 }
 
 /// A plain connection to one node, with short timeouts.
@@ -440,5 +475,11 @@ mod tests {
         assert!(nodes[2].failed);
         assert_eq!(nodes[2].slots, vec![(5461, 5461), (5462, 10922)]);
         assert_eq!(nodes[2].port, 7002);
+    }
+
+    #[test]
+    fn ids_fill_every_shard_in_order() {
+        let ids = ids_on_every_shard(3, 2, |n| n.to_string(), |s| s.parse::<u16>().unwrap() % 3);
+        assert_eq!(ids, ["3", "6", "1", "4", "2", "5"]);
     }
 }

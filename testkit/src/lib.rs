@@ -17,7 +17,7 @@
 mod cluster;
 pub mod monitor;
 mod pg;
-pub use cluster::{Node, RedisCluster, Role, NODE_TIMEOUT_MS};
+pub use cluster::{ids_on_every_shard, Node, RedisCluster, Role, NODE_TIMEOUT_MS};
 pub use pg::{admin_url as pg_admin_url, query as pg_query, PgDatabase, PostgresServer};
 
 use std::fs::{self, File, OpenOptions};
@@ -589,19 +589,51 @@ impl RedisServer {
     /// from `INFO commandstats` (0 when never). Commands that scripts run
     /// count too.
     pub fn command_calls(&self, command: &str) -> u64 {
-        let mut c = self
-            .client()
-            .get_connection()
-            .expect("a connection to the test redis-server");
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut c)
-            .expect("INFO commandstats");
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |n| n.parse().expect("a call count"))
+        command_calls_on(self.port, command)
     }
+}
+
+/// A plain connection to the redis-server (or cluster node) on
+/// `127.0.0.1:port`.
+///
+/// # Panics
+///
+/// Panics if it does not answer.
+pub fn connection_on(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("synckairos-testkit: no connection to 127.0.0.1:{port}: {e}"))
+}
+
+/// How many times `command` (lower case, e.g. `evalsha`) has run so far on
+/// the redis-server (or cluster node) on `127.0.0.1:port`, from `INFO
+/// commandstats` (0 when never). Commands that scripts run count too.
+///
+/// # Panics
+///
+/// Panics if the server does not answer.
+pub fn command_calls_on(port: u16, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection_on(port))
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a call count"))
+}
+
+/// Empties the script cache of the redis-server (or cluster node) on
+/// `127.0.0.1:port` (`SCRIPT FLUSH`), as a restart would.
+///
+/// # Panics
+///
+/// Panics if the server does not answer.
+pub fn flush_scripts_on(port: u16) {
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut connection_on(port))
+        .expect("SCRIPT FLUSH");
 }
 
 /// An HS256 token signed with `secret` for `role` and `sub` (and `sid`),

@@ -9,20 +9,16 @@
 mod common;
 
 use common::{
-    delivered_ids, endpoint, http_get, test_config, until, Answer, Receiver, Running, ALL_EVENTS,
-    SECRET_A,
+    delivered_ids, endpoint, exec_on, http_get, run_worker, switch, test_config, until, worker_cli,
+    Answer, Receiver, Running, ALL_EVENTS, SECRET_A,
 };
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use synckairos_core::keys;
-use synckairos_core::model::Reply;
 use synckairos_core::script::{CallOptions, Settings};
-use synckairos_core::{Command as Cmd, Request};
+use synckairos_core::Command as Cmd;
 use synckairos_engine::{fixtures, Engine, RedisTarget};
-use synckairos_testkit::{PgDatabase, RedisCluster};
-use synckairos_webhook_worker::metrics::Metrics;
+use synckairos_testkit::{ids_on_every_shard, PgDatabase, RedisCluster};
 use synckairos_webhook_worker::{config, Connections};
 
 const SHARDS: u16 = 16;
@@ -68,49 +64,18 @@ impl Env {
         // As deployed: trim only where the audit consumer's group exists.
         cfg.trim_after_group = "audit".into();
         let eps = config::parse_endpoints(endpoints, true, &cfg).expect("endpoints");
-        let metrics = Arc::new(Metrics::new(eps.iter().map(|e| e.id.as_str())));
         let conns = Connections::cluster(self.db.url(), &self.cluster.seed_urls(), SHARDS);
-        let w = synckairos_webhook_worker::worker(&conns, &cfg, eps, metrics.clone())
-            .await
-            .expect("a worker on the cluster");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mlistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ops_port = listener.local_addr().unwrap().port();
-        let metrics_port = mlistener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            synckairos_webhook_worker::run(w, listener, mlistener, Duration::from_secs(5), async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("run");
-        });
-        Running {
-            handle,
-            stop: Some(tx),
-            metrics,
-            ops_port,
-            metrics_port,
-        }
+        run_worker(&conns, &cfg, eps).await
     }
 
     /// `webhook-worker <args>` on the cluster (`REDIS_CLUSTER_URLS`).
     fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-worker"));
-        cmd.args(args)
-            .env_remove("REDIS_URL")
-            .env("DATABASE_URL", self.db.url())
-            .env("REDIS_CLUSTER_URLS", self.cluster.seed_urls().join(","))
-            .env("SHARDS", SHARDS.to_string())
-            .env("RUST_LOG", "warn");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("the webhook-worker binary");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        worker_cli(
+            self.db.url(),
+            ("REDIS_CLUSTER_URLS", &self.cluster.seed_urls().join(",")),
+            SHARDS,
+            args,
+            env,
         )
     }
 
@@ -173,36 +138,26 @@ impl Env {
     }
 
     async fn exec(&self, sid: &str, c: Cmd) -> u64 {
-        let r = self
-            .engine
-            .execute(&Request::new(sid, c), &CallOptions::default())
-            .await
-            .expect("redis");
-        match r.result.expect("accepted") {
-            Reply::State { state, .. } => state.version,
-            other => panic!("unexpected {other:?}"),
-        }
+        exec_on(&self.engine, sid, c).await
     }
 }
 
 /// One session id on every shard (ids from `base`).
 fn one_session_per_shard(base: u128) -> Vec<String> {
-    let mut by_shard: BTreeMap<u16, String> = BTreeMap::new();
-    let mut n = 0u128;
-    while by_shard.len() < SHARDS as usize {
-        n += 1;
-        let sid = fixtures::uuid(base + n);
-        by_shard.entry(keys::shard_of(&sid, SHARDS)).or_insert(sid);
-    }
-    by_shard.into_values().collect()
+    ids_on_every_shard(
+        SHARDS,
+        1,
+        |n| fixtures::uuid(base + n),
+        |sid| keys::shard_of(sid, SHARDS),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shards_events_are_delivered_once_and_dead_letters_replay_on_a_cluster() {
     let e = env().await;
-    let primaries: BTreeSet<u16> = (0..SHARDS)
-        .map(|s| e.cluster.primary_of_key(&keys::audit_stream(s)))
-        .collect();
+    let primaries = e
+        .cluster
+        .primaries_of_keys((0..SHARDS).map(keys::audit_stream));
     assert_eq!(primaries.len(), 3, "the shards are spread over 3 primaries");
     let dead_primary = e.cluster.primary_of_key("sk:webhooks:dead");
     assert!(primaries.contains(&dead_primary));
@@ -226,14 +181,7 @@ async fn every_shards_events_are_delivered_once_and_dead_letters_replay_on_a_clu
         e.create(sid).await;
         e.exec(sid, Cmd::Start).await;
         for _ in 0..2 {
-            let v = e
-                .exec(
-                    sid,
-                    Cmd::Switch {
-                        next_participant_id: None,
-                    },
-                )
-                .await;
+            let v = e.exec(sid, switch()).await;
             events.insert((sid.clone(), v));
         }
         events.insert((sid.clone(), e.exec(sid, Cmd::Complete).await));
@@ -285,14 +233,7 @@ async fn every_shards_events_are_delivered_once_and_dead_letters_replay_on_a_clu
     for sid in &one_session_per_shard(0xC4_0000) {
         e.create(sid).await;
         e.exec(sid, Cmd::Start).await;
-        let v = e
-            .exec(
-                sid,
-                Cmd::Switch {
-                    next_participant_id: None,
-                },
-            )
-            .await;
+        let v = e.exec(sid, switch()).await;
         events.insert((sid.clone(), v));
     }
     let n = events.len();

@@ -7,26 +7,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
-
-fn cli(s: &Stack, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-worker"));
-    cmd.args(args)
-        .env("DATABASE_URL", s.db.url())
-        .env("REDIS_URL", s.redis.url())
-        .env("SHARDS", SHARDS.to_string())
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("the webhook-worker binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
@@ -56,7 +37,7 @@ async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
     assert_in_order(&hits);
     let sent: BTreeSet<String> = arrived_ids(&hits);
 
-    let (code, out, err) = cli(&s, &["dlq", "list", "--endpoint", "down"], &[]);
+    let (code, out, err) = s.cli(&["dlq", "list", "--endpoint", "down"], &[]);
     assert_eq!(code, 0, "{err}");
     let listed: Vec<serde_json::Value> = out
         .lines()
@@ -74,9 +55,9 @@ async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
         );
         assert_eq!(d["payload"]["data"]["event_id"], d["event_id"]);
     }
-    let (_, none, _) = cli(&s, &["dlq", "list", "--endpoint", "other"], &[]);
+    let (_, none, _) = s.cli(&["dlq", "list", "--endpoint", "other"], &[]);
     assert!(none.is_empty());
-    let (_, two, _) = cli(&s, &["dlq", "list", "--limit", "2"], &[]);
+    let (_, two, _) = s.cli(&["dlq", "list", "--limit", "2"], &[]);
     assert_eq!(two.lines().count(), 2);
 
     // The receiver is back: replay one by id, then the rest.
@@ -86,16 +67,16 @@ async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
         ("WEBHOOK_ALLOW_LOCAL", "true"),
     ];
     let first = listed[0]["id"].as_str().unwrap();
-    let (code, out, err) = cli(&s, &["dlq", "replay", first], &env);
+    let (code, out, err) = s.cli(&["dlq", "replay", first], &env);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\"result\":\"queued\""), "{out}");
-    let (code, out, err) = cli(&s, &["dlq", "replay", first, "0-1"], &env);
+    let (code, out, err) = s.cli(&["dlq", "replay", first, "0-1"], &env);
     assert_eq!(
         code, 2,
         "a missing dead letter fails the replay: {out}{err}"
     );
     assert!(out.contains("not_found"), "{out}");
-    let (code, out, err) = cli(&s, &["dlq", "replay", "--all", "--endpoint", "down"], &env);
+    let (code, out, err) = s.cli(&["dlq", "replay", "--all", "--endpoint", "down"], &env);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.matches("\"queued\"").count(), 5, "{out}");
     assert_eq!(s.dead_len().await, 0);
@@ -114,11 +95,10 @@ async fn an_endpoint_down_for_good_ends_in_dead_letters_that_replay_delivers() {
     .await;
 
     // A replay needs the endpoint configured; bad arguments exit 2.
-    let (code, _, err) = cli(&s, &["dlq", "replay", "not-an-id"], &env);
+    let (code, _, err) = s.cli(&["dlq", "replay", "not-an-id"], &env);
     assert_eq!(code, 2);
     assert!(err.contains("BAD_ID"), "{err}");
-    let (code, _, err) = cli(
-        &s,
+    let (code, _, err) = s.cli(
         &["dlq", "replay", "--all"],
         &[("WEBHOOK_ENDPOINTS", r#"[{"id":"x"}]"#)],
     );

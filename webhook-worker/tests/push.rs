@@ -8,7 +8,7 @@ mod common;
 mod fake_fcm;
 
 use common::*;
-use fake_fcm::Fake;
+use fake_fcm::{sent, Fake};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use synckairos_core::devices::{DeviceOp, Platform, Registration};
@@ -16,22 +16,6 @@ use synckairos_core::script::CallOptions;
 use synckairos_core::{Command as Cmd, Request};
 use synckairos_engine::fixtures::{body, create, uuid};
 use synckairos_testkit::free_port;
-
-/// (token, data.type, data.version) of every send, in order.
-fn sent(fake: &Fake) -> Vec<(String, String, String)> {
-    fake.sends()
-        .iter()
-        .map(|r| {
-            let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            let m = &b["message"];
-            (
-                m["token"].as_str().unwrap().to_string(),
-                m["data"]["type"].as_str().unwrap().to_string(),
-                m["data"]["version"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_pushes_your_turn_and_low_time_to_the_right_device() {

@@ -75,27 +75,13 @@ impl Stack {
 
     /// The consumer binary, with extra environment.
     pub fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Proc {
-        let (port, metrics_port) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-consumer"));
-        cmd.arg("run")
-            .env("DATABASE_URL", self.db.url())
-            .env("REDIS_URL", self.redis.url())
-            .env("SHARDS", SHARDS.to_string())
-            .env("CONSUMER_NAME", name)
-            .env("LISTEN", format!("127.0.0.1:{port}"))
-            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc {
-            child: cmd.spawn().expect("audit-consumer binary"),
-            port,
-            metrics_port,
-        }
+        spawn_consumer(
+            self.db.url(),
+            ("REDIS_URL", &self.redis.url()),
+            "info",
+            name,
+            env,
+        )
     }
 
     pub async fn count(&self) -> i64 {
@@ -123,13 +109,7 @@ impl Stack {
 
     /// Every (session, version) in `sync_events`, and the row count.
     pub async fn stored(&self) -> (BTreeSet<(String, i64)>, i64) {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT session_id, version FROM sync_events")
-                .fetch_all(&self.pool)
-                .await
-                .expect("events");
-        let n = rows.len() as i64;
-        (rows.into_iter().collect(), n)
+        stored_in(&self.pool).await
     }
 
     /// Asserts PostgreSQL holds exactly `expected`, each once, and that no
@@ -152,6 +132,61 @@ impl Stack {
             assert_eq!(len, 0, "shard {s} still has {len} entries");
         }
     }
+}
+
+/// The consumer binary (`run`) on the database `db_url` and the Redis that
+/// `redis` (one variable, e.g. `REDIS_URL` or `REDIS_CLUSTER_URLS`, and its
+/// value) names, logging at `rust_log`, with extra environment. `REDIS_URL`
+/// is only ever the one `redis` sets.
+pub fn spawn_consumer(
+    db_url: &str,
+    redis: (&str, &str),
+    rust_log: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Proc {
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-consumer"));
+    cmd.arg("run")
+        .env_remove("REDIS_URL")
+        .env("DATABASE_URL", db_url)
+        .env(redis.0, redis.1)
+        .env("SHARDS", SHARDS.to_string())
+        .env("CONSUMER_NAME", name)
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().expect("audit-consumer binary"),
+        port,
+        metrics_port,
+    }
+}
+
+/// Every (session, version) in `sync_events`, and the row count.
+pub async fn stored_in(pool: &sqlx::PgPool) -> (BTreeSet<(String, i64)>, i64) {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT session_id, version FROM sync_events")
+        .fetch_all(pool)
+        .await
+        .expect("events");
+    let n = rows.len() as i64;
+    (rows.into_iter().collect(), n)
+}
+
+/// A switch to the next participant.
+pub fn switch(sid: &str) -> Request {
+    Request::new(
+        sid,
+        Cmd::Switch {
+            next_participant_id: None,
+        },
+    )
 }
 
 pub struct Proc {
@@ -239,12 +274,7 @@ pub async fn play(
                 .expect("valid body");
             let mut reqs = vec![create, Request::new(&id, Cmd::Start)];
             for _ in 0..switches {
-                reqs.push(Request::new(
-                    &id,
-                    Cmd::Switch {
-                        next_participant_id: None,
-                    },
-                ));
+                reqs.push(switch(&id));
             }
             for r in reqs {
                 let reply = engine

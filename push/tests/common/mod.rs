@@ -196,3 +196,42 @@ pub fn fcm_error(code: u16, status: &str, error_code: &str) -> String {
             "errorCode": error_code}]}})
     .to_string()
 }
+
+/// The sends' (token, data.type, data.version), in order.
+pub fn sent(fake: &Fake) -> Vec<(String, String, String)> {
+    fake.sends()
+        .iter()
+        .map(|r| {
+            let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let m = &b["message"];
+            (
+                m["token"].as_str().unwrap().to_string(),
+                m["data"]["type"].as_str().unwrap().to_string(),
+                m["data"]["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs one command on `e`; it must be accepted.
+pub async fn run(e: &synckairos_engine::Engine, req: synckairos_core::Request) {
+    let r = e
+        .execute(&req, &synckairos_core::script::CallOptions::default())
+        .await
+        .unwrap();
+    assert!(r.result.is_ok(), "{:?}", r.result);
+}
+
+/// Registers an Android device `token` for participant `pid` of `sid`.
+pub async fn register(e: &synckairos_engine::Engine, sid: &str, pid: &str, token: &str) {
+    use synckairos_core::devices::{DeviceOp, Platform, Registration};
+    let op = DeviceOp::Register {
+        session_id: sid.into(),
+        registration: Registration {
+            participant_id: pid.into(),
+            token: token.into(),
+            platform: Platform::Android,
+        },
+    };
+    e.devices(&op, None).await.unwrap().unwrap();
+}

@@ -76,15 +76,7 @@ impl Stack {
 
     /// Runs one command; returns the version it produced.
     pub async fn exec(&self, id: &str, c: Cmd) -> u64 {
-        let reply = self
-            .engine
-            .execute(&Request::new(id, c), &CallOptions::default())
-            .await
-            .expect("redis");
-        match reply.result.expect("accepted") {
-            synckairos_core::model::Reply::State { state, .. } => state.version,
-            other => panic!("unexpected {other:?}"),
-        }
+        exec_on(&self.engine, id, c).await
     }
 
     /// Creates and starts session `n` (two participants, `bank_ms` each).
@@ -108,14 +100,7 @@ impl Stack {
         for i in 0..sessions {
             let id = self.session(first + i as u128, 600_000).await;
             for _ in 0..switches {
-                let v = self
-                    .exec(
-                        &id,
-                        Cmd::Switch {
-                            next_participant_id: None,
-                        },
-                    )
-                    .await;
+                let v = self.exec(&id, switch()).await;
                 out.push((id.clone(), v));
             }
             let v = self.exec(&id, Cmd::Complete).await;
@@ -197,35 +182,105 @@ impl Stack {
     }
 
     pub async fn worker_with(&self, cfg: WorkerConfig, eps: Vec<config::Endpoint>) -> Running {
-        let metrics = Arc::new(Metrics::new(eps.iter().map(|e| e.id.as_str())));
-        let w = synckairos_webhook_worker::worker(&self.conns(), &cfg, eps, metrics.clone())
-            .await
-            .expect("worker");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mlistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ops_port = listener.local_addr().unwrap().port();
-        let metrics_port = mlistener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            synckairos_webhook_worker::run(
-                w,
-                listener,
-                mlistener,
-                Duration::from_secs(5),
-                async move {
-                    let _ = rx.await;
-                },
-            )
-            .await
-            .expect("run");
-        });
-        Running {
-            handle,
-            stop: Some(tx),
-            metrics,
-            ops_port,
-            metrics_port,
-        }
+        run_worker(&self.conns(), &cfg, eps).await
+    }
+
+    /// `webhook-worker <args>` on the test's redis-server, with extra
+    /// environment: exit code, stdout, stderr.
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        worker_cli(
+            self.db.url(),
+            ("REDIS_URL", &self.redis.url()),
+            SHARDS,
+            args,
+            env,
+        )
+    }
+}
+
+/// A worker on `conns` running in-process, its ops and metrics on free
+/// ports (see [`Running`]).
+pub async fn run_worker(
+    conns: &Connections,
+    cfg: &WorkerConfig,
+    eps: Vec<config::Endpoint>,
+) -> Running {
+    let metrics = Arc::new(Metrics::new(eps.iter().map(|e| e.id.as_str())));
+    let w = synckairos_webhook_worker::worker(conns, cfg, eps, metrics.clone())
+        .await
+        .expect("worker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mlistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_port = listener.local_addr().unwrap().port();
+    let metrics_port = mlistener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        synckairos_webhook_worker::run(
+            w,
+            listener,
+            mlistener,
+            Duration::from_secs(5),
+            async move {
+                let _ = rx.await;
+            },
+        )
+        .await
+        .expect("run");
+    });
+    Running {
+        handle,
+        stop: Some(tx),
+        metrics,
+        ops_port,
+        metrics_port,
+    }
+}
+
+/// `webhook-worker <args>` on the database `db_url` and the Redis that
+/// `redis` names (one variable, `REDIS_URL` or `REDIS_CLUSTER_URLS`, and its
+/// value; `REDIS_URL` is only ever the one it sets) with `shards` shards,
+/// with extra environment: exit code, stdout, stderr.
+pub fn worker_cli(
+    db_url: &str,
+    redis: (&str, &str),
+    shards: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-worker"));
+    cmd.args(args)
+        .env_remove("REDIS_URL")
+        .env("DATABASE_URL", db_url)
+        .env(redis.0, redis.1)
+        .env("SHARDS", shards.to_string())
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the webhook-worker binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs one command on `engine`; returns the version it produced.
+pub async fn exec_on(engine: &Engine, id: &str, c: Cmd) -> u64 {
+    let reply = engine
+        .execute(&Request::new(id, c), &CallOptions::default())
+        .await
+        .expect("redis");
+    match reply.result.expect("accepted") {
+        synckairos_core::model::Reply::State { state, .. } => state.version,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A switch to the next participant.
+pub fn switch() -> Cmd {
+    Cmd::Switch {
+        next_participant_id: None,
     }
 }
 
