@@ -32,20 +32,7 @@ if [ -z "$bin" ]; then
   cargo build -q --release --locked -p synckairos-fanout-gateway -p synckairos-audit-consumer
   bin=${CARGO_TARGET_DIR:-target}/release
 fi
-tmp=$(mktemp -d -t bench-cost.XXXXXX)
-pg_admin=$(pg_admin_url)
-db=cost_$$_$RANDOM
-database_url=${pg_admin%/postgres}/$db
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-await() { for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail "$tmp"/*.log >&2; exit 1; }
+bench_scaffold cost
 redis_port=$(free_port) audit_port=$(free_port) port=$(free_port)
 gw_metrics=$(free_port) audit_metrics=$(free_port)
 redis_url=redis://127.0.0.1:$redis_port/
@@ -63,8 +50,8 @@ REDIS_URL=$redis_url LISTEN=127.0.0.1:$port METRICS_LISTEN=127.0.0.1:$gw_metrics
   "$bin/fanout-gateway" >"$tmp/server.log" 2>&1 &
 pids+=($!)
 base=http://127.0.0.1:$port
-await "$base/ready"
-await "http://127.0.0.1:$audit_port/ready"
+await_url "$base/ready"
+await_url "http://127.0.0.1:$audit_port/ready"
 sleep 3 # past start-up: script loads, the first clock samples
 
 # Builds that serve /metrics on the public port and builds with an internal

@@ -22,20 +22,7 @@ ensure_postgres_running
 command -v jq >/dev/null || apt_install jq
 cargo build -q --release --locked -p synckairos-loadgen -p synckairos-fanout-gateway -p synckairos-audit-consumer
 bin=${CARGO_TARGET_DIR:-target}/release
-tmp=$(mktemp -d -t bench-scale.XXXXXX)
-pg_admin=$(pg_admin_url)
-db=scale_$$_$RANDOM
-database_url=${pg_admin%/postgres}/$db
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-await() { for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail -n 20 "$tmp"/*.log >&2; exit 1; }
+bench_scaffold scale
 # Ten thousand sockets and more per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -86,9 +73,9 @@ for g in 1 2 3; do
   pids+=($!)
   procs+=(--process "gateway-$g=$!")
   gateways+=("ws://127.0.0.1:$port") metrics+=("http://127.0.0.1:$mport/metrics")
-  await "http://127.0.0.1:$port/ready"
+  await_url "http://127.0.0.1:$port/ready"
 done
-await "http://127.0.0.1:$audit_port/ready"
+await_url "http://127.0.0.1:$audit_port/ready"
 log "cluster 127.0.0.1:{$(IFS=,; echo "${nodes[*]}")}, 3 gateways, audit consumer: up"
 
 join() { local IFS=,; echo "$*"; }

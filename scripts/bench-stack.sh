@@ -81,20 +81,9 @@ script_names=$(
     "$(sha1sum <audit-consumer/src/lua/trim.lua | cut -c1-8)"
 )
 
-pg_admin=$(pg_admin_url)
-db=bench_$$_$RANDOM
-database_url=${pg_admin%/postgres}/$db
-pids=() names=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_scaffold stack
+names=()
 started() { pids+=("$1"); names+=("$2"); }
-await() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; log "$1 not ready"; tail "$tmp"/*.log >&2; exit 1; }
 redis_port=$(free_port) audit_port=$(free_port) audit_metrics_port=$(free_port) port=$(free_port)
 # The WebSocket server's internal /metrics port (METRICS_LISTEN).
 metrics_port=$(free_port)
@@ -121,7 +110,7 @@ else
   UPSTASH_LOCAL_TOKEN=bench UPSTASH_LOCAL_LISTEN=127.0.0.1:$rest_port UPSTASH_LOCAL_REDIS_URL=$redis_url \
     "$bin/upstash-local" >"$tmp/rest.log" 2>&1 &
   started $! upstash-local
-  await "http://127.0.0.1:$rest_port/health"
+  await_url "http://127.0.0.1:$rest_port/health"
   UPSTASH_REDIS_REST_URL=http://127.0.0.1:$rest_port UPSTASH_REDIS_REST_TOKEN=bench \
     scripts/workerd.sh --port "$port" >"$tmp/workerd.log" 2>&1 &
   started $! workerd
@@ -129,10 +118,10 @@ else
     "$bin/fanout-gateway" >"$tmp/gateway.log" 2>&1 &
   started $! gateway
   base=http://127.0.0.1:$port ws=ws://127.0.0.1:$gateway_port
-  await "http://127.0.0.1:$gateway_port/ready"
+  await_url "http://127.0.0.1:$gateway_port/ready"
 fi
-await "$base/ready"
-await "http://127.0.0.1:$audit_port/ready"
+await_url "$base/ready"
+await_url "http://127.0.0.1:$audit_port/ready"
 
 # CPU ticks (user + system) of each process and its children (workerd.sh
 # runs workerd as a child).

@@ -59,9 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 # Starts "$@" in the background with its output in $work/$name.log.
 start() {
   local name=$1

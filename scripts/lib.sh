@@ -70,6 +70,37 @@ pg_admin_url() {
   echo "$role"
 }
 
+# For the bench scripts: a scratch dir (`tmp`, unless set already), a fresh
+# database's name and URL (`db`, `database_url`, `pg_admin`), the pids to
+# stop (`pids`), and a trap that stops them, drops the database and removes
+# the dir on exit. $1 names the run (the database's prefix).
+bench_scaffold() {
+  tmp=${tmp:-$(mktemp -d -t "bench-$1.XXXXXX")}
+  pg_admin=$(pg_admin_url)
+  db=${1//-/_}_$$_$RANDOM
+  database_url=${pg_admin%/postgres}/$db
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits up to 30 s for URL to answer 2xx; otherwise prints the tail of the
+# logs in $tmp and exits.
+await_url() {
+  for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  log "$1 not ready"
+  tail -n 20 "$tmp"/*.log >&2
+  exit 1
+}
+
 # The wasm target the core crate must build for.
 ensure_wasm_target() {
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

@@ -573,17 +573,7 @@ pub async fn run(args: &Args, _c: Arc<Client>, run: u64) -> anyhow::Result<Value
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let flagged = count1 - count0;
-    let delta: Vec<(f64, u64)> = lag1
-        .iter()
-        .zip(&lag0)
-        .map(|((le, a), (_, b))| (*le, a - b))
-        .collect();
-    let p = |q: f64| {
-        delta
-            .iter()
-            .find(|(_, c)| *c as f64 >= q * flagged as f64)
-            .map(|(le, _)| *le)
-    };
+    let (delta, p) = crate::ws::lag_between(&lag0, &lag1, flagged);
     let expiry = json!({"expiring_sessions": expiring, "flagged": flagged,
         "lag_p50_ms_at_most": p(0.5), "lag_p99_ms_at_most": p(0.99), "buckets_ms": delta});
 

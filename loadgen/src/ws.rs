@@ -312,6 +312,28 @@ pub(crate) async fn lag_buckets(
     Ok((buckets, count))
 }
 
+/// The expiry-lag histogram between two readings: its buckets' counts, and
+/// the upper bound of the bucket holding quantile `q` of `flagged` (the
+/// histogram gives no finer answer).
+pub(crate) fn lag_between(
+    before: &[(f64, u64)],
+    after: &[(f64, u64)],
+    flagged: u64,
+) -> (Vec<(f64, u64)>, impl Fn(f64) -> Option<f64>) {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a - b))
+        .collect();
+    let at = delta.clone();
+    let p = move |q: f64| {
+        at.iter()
+            .find(|(_, c)| *c as f64 >= q * flagged as f64)
+            .map(|(le, _)| *le)
+    };
+    (delta, p)
+}
+
 /// `expiry`: `--sessions` running clocks whose deadlines fall over about
 /// `--duration-secs` after a 10 s head start; the gateway's expiry lag (its
 /// `/metrics` histogram on its internal port, before and after) for exactly
@@ -350,17 +372,7 @@ pub async fn expiry(args: &Args, c: Arc<Client>, run: u64) -> anyhow::Result<Val
     if flagged < n as u64 {
         bail!("only {flagged} of {n} sessions were flagged expired");
     }
-    let delta: Vec<(f64, u64)> = after
-        .iter()
-        .zip(&before)
-        .map(|((le, a), (_, b))| (*le, a - b))
-        .collect();
-    let p = |q: f64| {
-        delta
-            .iter()
-            .find(|(_, c)| *c as f64 >= q * flagged as f64)
-            .map(|(le, _)| *le)
-    };
+    let (delta, p) = lag_between(&before, &after, flagged);
     Ok(
         json!({"mode": "expiry", "running_sessions": n, "expired": flagged,
         "lag_p50_ms_at_most": p(0.5), "lag_p99_ms_at_most": p(0.99), "buckets_ms": delta}),
