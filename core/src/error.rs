@@ -241,6 +241,23 @@ impl fmt::Display for Issue {
     }
 }
 
+/// An error and its causes on one line, each cause once (HTTP clients'
+/// own messages often leave the cause out: a refused connection, a name
+/// that does not resolve, a timeout). For log lines.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +313,30 @@ mod tests {
             e.to_string(),
             "Session s not running (current status: paused)"
         );
+    }
+
+    #[test]
+    fn chains_name_each_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "request failed",
+            Some(Box::new(E(
+                "connect: refused",
+                Some(Box::new(E("refused", None))),
+            ))),
+        );
+        assert_eq!(super::chain(&e), "request failed: connect: refused");
+        assert_eq!(super::chain(&E("alone", None)), "alone");
     }
 }

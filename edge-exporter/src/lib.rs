@@ -130,21 +130,7 @@ fn excerpt(body: &str) -> String {
     one_line.trim().to_string()
 }
 
-/// The error and its causes, one line (reqwest's own message leaves the
-/// cause out: a refused connection, a name that does not resolve).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
+use synckairos_core::error::chain;
 
 fn unix_now() -> f64 {
     SystemTime::now()

@@ -100,21 +100,7 @@ fn unix_now() -> (i64, i64) {
     (d.as_secs() as i64, d.as_millis() as i64)
 }
 
-/// The error and its causes, one line (reqwest's own message leaves the
-/// cause out: a refused name or a timeout).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
+use synckairos_core::error::chain;
 
 /// `Retry-After`, as seconds or as an HTTP date (at most a day).
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
