@@ -228,3 +228,19 @@ pub async fn drive<S: Steps>(
         report(&consumer, Event::LeftPending);
     }
 }
+
+/// The TLS configuration of the services' outbound HTTPS clients (webhook
+/// endpoints, the Analytics Engine SQL API): rustls with ring, as everywhere
+/// in the workspace, and the webpki roots; given to reqwest preconfigured.
+pub fn webpki_tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}

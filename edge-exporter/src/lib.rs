@@ -71,14 +71,7 @@ pub struct QueryError {
 /// The HTTP client of the SQL API: its timeout, no redirects (the token
 /// goes to the configured host only), rustls with the webpki roots.
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = synckairos_audit_consumer::service::webpki_tls_config()?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())

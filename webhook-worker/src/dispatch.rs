@@ -58,14 +58,7 @@ pub struct Dispatcher {
 /// The HTTP client of one endpoint: its timeout, no redirects, no proxy,
 /// rustls with the webpki roots, and (guard on) the guarded resolver.
 pub fn client(endpoint: &Endpoint, allow_local: bool) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = synckairos_audit_consumer::service::webpki_tls_config()?;
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
