@@ -52,7 +52,7 @@ pub struct WorkerConfig {
     pub allow_local: bool,
     /// The wait before each attempt, comma-separated (`ms`, `s`, `m`, `h`;
     /// the first is the first attempt's, usually 0). Each wait after the
-    /// first is drawn at random between 0 and the value (full jitter). After
+    /// first is drawn at random between half the value and the value. After
     /// the last attempt fails, the delivery is dead-lettered.
     #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
     pub retry_schedule: String,

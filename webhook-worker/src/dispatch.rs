@@ -3,7 +3,7 @@
 //!
 //! A dispatcher claims the due heads of its endpoint's session queues
 //! ([`queue::claim`]), sends each, then deletes it (2xx), reschedules it
-//! (backoff with full jitter, at least `Retry-After` on 429/503), or after
+//! (backoff with jitter, at least `Retry-After` on 429/503), or after
 //! the last attempt moves it to the dead-letter stream. It is woken at once
 //! by ingest and by its own finished attempts (the next event of that
 //! session may go), else sleeps until its own earliest retry, at most
@@ -185,15 +185,16 @@ pub async fn send(
 }
 
 /// The wait before attempt `n + 1` after `n` failed attempts (`n` ≥ 1):
-/// uniform in [0, schedule[n]] (full jitter), at least `retry_after`. `None`
-/// after the last.
+/// uniform in [schedule[n] / 2, schedule[n]] ("equal jitter": retries of many
+/// deliveries spread out, yet the schedule always spans at least half its
+/// listed length), at least `retry_after`. `None` after the last.
 pub fn backoff(
     schedule: &[Duration],
     failed: usize,
     retry_after: Option<Duration>,
 ) -> Option<Duration> {
-    let max = *schedule.get(failed)?;
-    let jittered = Duration::from_millis(fastrand::u64(0..=max.as_millis() as u64));
+    let max = schedule.get(failed)?.as_millis() as u64;
+    let jittered = Duration::from_millis(fastrand::u64(max / 2..=max));
     Some(jittered.max(retry_after.unwrap_or_default()))
 }
 
@@ -412,11 +413,17 @@ mod tests {
             Duration::from_millis(100),
             Duration::from_secs(10),
         ];
+        let waits: Vec<Duration> = (0..400).map(|_| backoff(&s, 2, None).unwrap()).collect();
+        for w in &waits {
+            assert!(*w >= Duration::from_secs(5) && *w <= Duration::from_secs(10));
+        }
+        // Spread over the range, not one value (400 draws: a spread under
+        // 2 s has a chance far below 1e-20).
+        let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*hi - *lo > Duration::from_secs(2), "{lo:?}..{hi:?}");
         for _ in 0..200 {
             let w = backoff(&s, 1, None).unwrap();
-            assert!(w <= Duration::from_millis(100));
-            let w = backoff(&s, 2, None).unwrap();
-            assert!(w <= Duration::from_secs(10));
+            assert!(w >= Duration::from_millis(50) && w <= Duration::from_millis(100));
         }
         assert!(backoff(&s, 1, Some(Duration::from_secs(3))).unwrap() >= Duration::from_secs(3));
         assert_eq!(backoff(&s, 3, None), None);
