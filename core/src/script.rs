@@ -221,12 +221,29 @@ pub fn call(req: &Request, settings: &Settings, opts: &CallOptions) -> Call {
     }
 }
 
-/// Whether a Redis error text is Redis refusing a write for lack of memory
-/// (`maxmemory` with `noeviction`): the command did not run, and the service
-/// is unavailable until memory is freed (a 503, not a bug).
-pub fn is_out_of_memory(redis_error: &str) -> bool {
-    redis_error.trim_start_matches('"').starts_with("OOM")
-        || redis_error.contains("OOM command not allowed")
+/// Why a Redis error text means the service is unavailable rather than
+/// broken, as a reason safe to show a client; `None` for any other error
+/// (a bug, answered 500). The command did not run in each case, and the
+/// service comes back without a change of ours:
+/// - Redis refusing a write for lack of memory (`maxmemory` with
+///   `noeviction`) until memory is freed;
+/// - Upstash's plan limits: requests per second, day or month, concurrent
+///   connections, or the database's size, until the plan is raised or the
+///   period ends.
+pub fn unavailable_reason(redis_error: &str) -> Option<&'static str> {
+    let e = redis_error.trim_start_matches('"');
+    if e.starts_with("OOM") || e.contains("OOM command not allowed") {
+        Some("redis out of memory")
+    } else if e.contains("max requests limit exceeded")
+        || e.contains("max daily request limit exceeded")
+        || e.contains("max concurrent connections exceeded")
+    {
+        Some("redis request limit exceeded")
+    } else if e.contains("DB capacity quota exceeded") {
+        Some("redis capacity quota exceeded")
+    } else {
+        None
+    }
 }
 
 /// A script's reply, typed.
@@ -375,5 +392,42 @@ mod tests {
                 retry_after_seconds: 1
             })
         );
+    }
+
+    #[test]
+    fn memory_and_plan_limits_are_unavailable_other_errors_are_not() {
+        for (text, reason) in [
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                "redis out of memory",
+            ),
+            ("\"OOM command not allowed", "redis out of memory"),
+            (
+                "ERR max requests limit exceeded. Limit: 10000, Usage: 10000.",
+                "redis request limit exceeded",
+            ),
+            (
+                "ERR max daily request limit exceeded",
+                "redis request limit exceeded",
+            ),
+            (
+                "ERR max concurrent connections exceeded",
+                "redis request limit exceeded",
+            ),
+            (
+                "ERR DB capacity quota exceeded",
+                "redis capacity quota exceeded",
+            ),
+        ] {
+            assert_eq!(unavailable_reason(text), Some(reason), "{text}");
+        }
+        for text in [
+            "ERR something else",
+            "WRONGTYPE Operation against a key",
+            "NOSCRIPT No matching script",
+            "",
+        ] {
+            assert_eq!(unavailable_reason(text), None, "{text}");
+        }
     }
 }

@@ -40,8 +40,21 @@ pub fn app<T: Transport>(
     }
 }
 
-/// Redis out of reach is a 503; anything else Upstash says is a bug: 500.
+/// Redis out of reach, out of memory or past the plan's limits is a 503;
+/// anything else Upstash says is a bug: 500.
 fn store_error(e: UpstashError) -> StoreError {
+    let limit = match &e {
+        UpstashError::Redis(msg) | UpstashError::Http { message: msg, .. } => {
+            synckairos_core::script::unavailable_reason(msg)
+        }
+        _ => None,
+    };
+    if let Some(reason) = limit {
+        return StoreError::Unavailable {
+            reason: reason.into(),
+            cause: e.to_string(),
+        };
+    }
     match e {
         UpstashError::Transport(_) | UpstashError::Timeout(_) => StoreError::Unavailable {
             reason: e.public_reason(),
@@ -51,12 +64,6 @@ fn store_error(e: UpstashError) -> StoreError {
             reason: e.public_reason(),
             cause: e.to_string(),
         },
-        UpstashError::Redis(ref msg) if synckairos_core::script::is_out_of_memory(msg) => {
-            StoreError::Unavailable {
-                reason: "redis out of memory".into(),
-                cause: e.to_string(),
-            }
-        }
         other => StoreError::Internal(other.to_string()),
     }
 }
@@ -196,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn redis_out_of_memory_is_a_503_not_an_internal_error() {
+    fn redis_out_of_memory_and_plan_limits_are_503_not_internal_errors() {
         let oom = "OOM command not allowed when used memory > 'maxmemory'.";
         let r = call(
             &with(Ok((200, &format!(r#"{{"error":"{oom}"}}"#)))),
@@ -205,6 +212,23 @@ mod tests {
         );
         assert_eq!(r.response.status, 503, "{}", r.response.body);
         assert!(r.response.body.contains("SERVICE_UNAVAILABLE"));
+        // Upstash's plan limits, as a Redis error or with an HTTP status.
+        for (status, body) in [
+            (
+                400,
+                r#"{"error":"ERR max requests limit exceeded. Limit: 10000, Usage: 10000."}"#,
+            ),
+            (429, r#"{"error":"ERR max daily request limit exceeded"}"#),
+        ] {
+            let r = call(
+                &with(Ok((status, body))),
+                "POST",
+                &format!("/v1/sessions/{SID}/pause"),
+            );
+            assert_eq!(r.response.status, 503, "{body}: {}", r.response.body);
+            assert!(r.response.body.contains("SERVICE_UNAVAILABLE"));
+            assert!(!r.response.body.contains("max"), "{}", r.response.body);
+        }
         // Any other Redis error stays a 500.
         let r = call(
             &with(Ok((200, r#"{"error":"ERR something else"}"#))),

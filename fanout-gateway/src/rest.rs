@@ -35,8 +35,8 @@ impl EngineStore {
     }
 }
 
-/// Redis out of reach is a 503; a reply the engine does not understand is
-/// a 500.
+/// Redis out of reach, out of memory or past its plan's limits is a 503;
+/// any other error is a 500.
 fn store_error(e: EngineError) -> StoreError {
     match &e {
         EngineError::Redis(r) if r.is_io_error() || r.is_timeout() || r.is_connection_dropped() => {
@@ -45,15 +45,15 @@ fn store_error(e: EngineError) -> StoreError {
                 cause: e.to_string(),
             }
         }
-        EngineError::Redis(r)
-            if r.code() == Some("OOM")
-                || synckairos_core::script::is_out_of_memory(&r.to_string()) =>
+        EngineError::Redis(r) => match synckairos_core::script::unavailable_reason(&r.to_string())
+            .or((r.code() == Some("OOM")).then_some("redis out of memory"))
         {
-            StoreError::Unavailable {
-                reason: "redis out of memory".into(),
+            Some(reason) => StoreError::Unavailable {
+                reason: reason.into(),
                 cause: e.to_string(),
-            }
-        }
+            },
+            None => StoreError::Internal(e.to_string()),
+        },
         _ => StoreError::Internal(e.to_string()),
     }
 }
@@ -269,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redis_out_of_memory_is_unavailable_not_internal() {
+    fn redis_out_of_memory_and_plan_limits_are_unavailable_not_internal() {
         let oom = redis::RedisError::from((
             redis::ErrorKind::Extension,
             "OOM",
@@ -279,6 +279,17 @@ mod tests {
             store_error(EngineError::Redis(oom)),
             StoreError::Unavailable { .. }
         ));
+        let limit = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "ERR",
+            "max requests limit exceeded. Limit: 10000, Usage: 10000.".to_string(),
+        ));
+        match store_error(EngineError::Redis(limit)) {
+            StoreError::Unavailable { reason, .. } => {
+                assert_eq!(reason, "redis request limit exceeded")
+            }
+            other => panic!("{other:?}"),
+        }
         let other = redis::RedisError::from((redis::ErrorKind::Parse, "boom"));
         assert!(matches!(
             store_error(EngineError::Redis(other)),
